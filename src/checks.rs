@@ -1,0 +1,148 @@
+//! The day's control totals and the books check (SPEC §11.2 `summary.json`).
+//!
+//! Invariant: the check is computed from the output rows, independently of the
+//! engine's own bookkeeping: for every account, closing cash = opening cash +
+//! recharges + transfers in − transfers out − the cash and credit parts of the
+//! lines it is responsible for (refund lines carry −share); gift falls exactly by
+//! the gift parts; no voucher is used past its amount. A failure aborts the run.
+
+use crate::engine::LineStatus;
+use crate::ids::Uin;
+use crate::ingest::{FileCounts, RechargeRecord, TransferKind};
+use crate::job::{all_counts, DayResult};
+use crate::money::Money;
+use crate::snapshot::Snapshot;
+use crate::state::State;
+use crate::time::Day;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(Default, Clone, Copy)]
+struct Movement {
+    cash: Money,
+    gift: Money,
+}
+
+pub fn check_and_summarize(
+    day: Day,
+    base: &State,
+    result: &DayResult,
+    recharges: &[RechargeRecord],
+    counts: &BTreeMap<&'static str, FileCounts>,
+    snapshot: &Snapshot,
+) -> Result<serde_json::Value, String> {
+    let mut moved: BTreeMap<Uin, Movement> = BTreeMap::new();
+    let mut totals = [Money::ZERO; 7];
+    let (mut settled, mut failed) = (0u64, 0u64);
+    for l in &result.ledger {
+        for (t, v) in totals.iter_mut().zip([
+            l.list_amount,
+            l.discount_amount,
+            l.payable_amount,
+            l.voucher_amount,
+            l.cash_amount,
+            l.gift_amount,
+            l.credit_amount,
+        ]) {
+            *t += v;
+        }
+        match l.status {
+            LineStatus::Settled => settled += 1,
+            LineStatus::PaymentFailed => failed += 1,
+        }
+        let m = moved.entry(l.responsible_uin).or_default();
+        m.cash -= l.cash_amount + l.credit_amount;
+        m.gift -= l.gift_amount;
+    }
+    let mut recharged = Money::ZERO;
+    for r in recharges {
+        moved.entry(r.uin).or_default().cash += r.amount;
+        recharged += r.amount;
+    }
+    let (mut transferred_in, mut transferred_out, mut accepted, mut refused) = (Money::ZERO, Money::ZERO, 0u64, 0u64);
+    for t in &result.transfers {
+        let Some(amount) = t.moved else {
+            refused += 1;
+            continue;
+        };
+        accepted += 1;
+        let management = t.management_uin.expect("an accepted transfer has an org");
+        let (from, to) = match t.kind {
+            TransferKind::In => {
+                transferred_in += amount;
+                (management, t.member_uin)
+            }
+            TransferKind::Out => {
+                transferred_out += amount;
+                (t.member_uin, management)
+            }
+        };
+        moved.entry(from).or_default().cash -= amount;
+        moved.entry(to).or_default().cash += amount;
+    }
+
+    let mut checked = 0u64;
+    for uin in snapshot.all_uins() {
+        let opening = base.accounts.get(&uin).map(|a| (a.cash, a.gift)).unwrap_or((Money::ZERO, Money::ZERO));
+        let closing = result.state.accounts.get(&uin).ok_or_else(|| format!("account {uin} has no closing balance"))?;
+        let m = moved.get(&uin).copied().unwrap_or_default();
+        if opening.0 + m.cash != closing.cash {
+            let (org, _) = snapshot.find(uin).expect("snapshot account");
+            return Err(format!(
+                "org {}: account {uin}: cash check failed: opening {} + movements {} ≠ closing {}",
+                org.org_id, opening.0, m.cash, closing.cash
+            ));
+        }
+        if opening.1 + m.gift != closing.gift || closing.gift.is_negative() {
+            return Err(format!("account {uin}: gift check failed: opening {} + movements {} ≠ closing {}", opening.1, m.gift, closing.gift));
+        }
+        checked += 1;
+    }
+
+    let mut used_today: BTreeMap<&str, Money> = BTreeMap::new();
+    let mut voucher_total = Money::ZERO;
+    for u in &result.voucher_usage {
+        *used_today.entry(u.voucher_id.as_str()).or_default() += u.amount;
+        voucher_total += u.amount;
+    }
+    if voucher_total != totals[3] {
+        return Err(format!("voucher usage {voucher_total} ≠ the ledger's voucher amounts {}", totals[3]));
+    }
+    for (id, amount) in &used_today {
+        let before = base.vouchers_used.get(*id).copied().unwrap_or(Money::ZERO);
+        let after = result.state.vouchers_used.get(*id).copied().unwrap_or(Money::ZERO);
+        if before + *amount != after || !amount.is_positive() {
+            return Err(format!("voucher {id}: used {before} + {amount} today ≠ {after}"));
+        }
+    }
+
+    let shutdowns = result.events.iter().filter(|e| e.shutdown).count();
+    let money = |m: Money| m.to_string();
+    Ok(json!({
+        "run_day": day.to_string(),
+        "files": all_counts(counts),
+        "ledger": {
+            "lines": result.ledger.len(),
+            "settled": settled,
+            "payment_failed": failed,
+            "list_amount": money(totals[0]),
+            "discount_amount": money(totals[1]),
+            "payable_amount": money(totals[2]),
+            "voucher_amount": money(totals[3]),
+            "cash_amount": money(totals[4]),
+            "gift_amount": money(totals[5]),
+            "credit_amount": money(totals[6]),
+        },
+        "recharges": { "count": recharges.len(), "amount": money(recharged) },
+        "transfers": {
+            "accepted": accepted,
+            "refused": refused,
+            "in_amount": money(transferred_in),
+            "out_amount": money(transferred_out),
+        },
+        "voucher_usage": { "rows": result.voucher_usage.len(), "amount": money(voucher_total) },
+        "events": { "shutdown": shutdowns, "reversal": result.events.len() - shutdowns },
+        "rejects": result.rejects.len(),
+        "cash_check": { "accounts": checked, "passed": true },
+    }))
+}

@@ -1,0 +1,54 @@
+//! Command-line arguments (SPEC §13), turned into validated values once.
+
+use crate::time::Day;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+fn parse_day(text: &str) -> Result<Day, String> {
+    Day::parse(text).ok_or_else(|| format!("{text:?} is not a date YYYY-MM-DD"))
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "orgsettle", version, about = "Billing and payer settlement for multi-account organizations")]
+pub struct Cli {
+    /// Silence progress on stderr.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Worker threads for settling organizations in parallel (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Settle one day (the nightly T+1 job).
+    Daily {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The day to settle, YYYY-MM-DD.
+        #[arg(long, value_parser = parse_day)]
+        date: Day,
+    },
+    /// Settle every calendar day of a range in order, continuing from the state in OUT.
+    Run {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// First day (default: the day after the last settled one, or the first folder).
+        #[arg(long, value_parser = parse_day)]
+        from: Option<Day>,
+        /// Last day (default: the last folder under INPUT/days).
+        #[arg(long, value_parser = parse_day)]
+        to: Option<Day>,
+    },
+    /// Check the snapshot, the reference files, the day folders and every row; write nothing.
+    Validate {
+        #[arg(long)]
+        input: PathBuf,
+    },
+}

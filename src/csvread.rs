@@ -1,0 +1,260 @@
+//! Reading input CSV files: columns by header name, physical line numbers, `bad_row`.
+//!
+//! SPEC §1.4. This is the only place that touches raw CSV bytes; callers receive
+//! each data row as its fields, in the order they asked for columns, or as a
+//! `bad_row` with its line.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+/// Physical line numbers. The csv crate's own line counter skips blank lines and
+/// miscounts CRLF files, and a record's byte position is where the previous record's
+/// terminator ended, not where the record starts. So this wrapper notes where each
+/// `\r` and `\n` passes; a record really starts at the first byte after its
+/// reported position that is neither, and its line is 1 + the `\n`s before that.
+#[derive(Default)]
+struct NewlineLog {
+    bytes_seen: u64,
+    /// Offsets of `\r` (false) and `\n` (true) not yet passed.
+    pending: VecDeque<(u64, bool)>,
+    newlines_before: u64,
+}
+
+struct CountingReader<R> {
+    inner: R,
+    log: Rc<RefCell<NewlineLog>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut log = self.log.borrow_mut();
+        let base = log.bytes_seen;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' || *b == b'\r' {
+                log.pending.push_back((base + i as u64, *b == b'\n'));
+            }
+        }
+        log.bytes_seen += n as u64;
+        Ok(n)
+    }
+}
+
+impl NewlineLog {
+    /// The physical line of the record the csv crate reports at `offset`;
+    /// offsets must not decrease.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while let Some(&(at, is_newline)) = self.pending.front() {
+            if at >= offset {
+                break;
+            }
+            self.pending.pop_front();
+            self.newlines_before += u64::from(is_newline);
+        }
+        // Line terminators and blank lines between the previous record and this one.
+        let mut next = offset;
+        while let Some(&(at, is_newline)) = self.pending.front() {
+            if at != next {
+                break;
+            }
+            self.pending.pop_front();
+            self.newlines_before += u64::from(is_newline);
+            next += 1;
+        }
+        self.newlines_before + 1
+    }
+}
+
+/// What a file needs: its required and optional column names.
+pub struct Columns<'a> {
+    pub required: &'a [&'a str],
+    pub optional: &'a [&'a str],
+}
+
+/// A file that cannot be used at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct UnusableFile {
+    pub file: String,
+    pub message: String,
+}
+
+/// The fields of one good row: required columns, then optional ones, in the order
+/// asked for; an absent optional column reads as "".
+pub struct Fields<'a> {
+    record: &'a csv::ByteRecord,
+    indices: &'a [Option<usize>],
+}
+
+impl<'a> Fields<'a> {
+    pub fn get(&self, column: usize) -> &'a str {
+        // Every field was checked to be UTF-8 before a `Fields` is handed out.
+        self.indices[column].map(|i| std::str::from_utf8(&self.record[i]).unwrap_or("")).unwrap_or("")
+    }
+    /// Every field, as `get` gives them.
+    pub fn all(&self) -> Vec<&'a str> {
+        (0..self.indices.len()).map(|i| self.get(i)).collect()
+    }
+}
+
+/// One data row: either its fields, or a `bad_row`.
+pub enum Row<'a> {
+    Fields { line: u64, fields: Fields<'a> },
+    Bad { line: u64, id: String, message: String },
+}
+
+/// Read `path` (None when the file does not exist) and call `on_row` for each
+/// data row. `id_column` names the column whose text identifies a row in rejects.
+pub fn read_rows(
+    path: &Path,
+    label: &str,
+    columns: &Columns,
+    id_column: Option<&str>,
+    mut on_row: impl FnMut(Row<'_>),
+) -> Result<bool, UnusableFile> {
+    let unusable = |message: String| UnusableFile { file: label.to_string(), message };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(unusable(format!("cannot open {}: {e}", path.display()))),
+    };
+    read_rows_from(BufReader::with_capacity(1 << 20, file), label, columns, id_column, &mut on_row)?;
+    Ok(true)
+}
+
+pub fn read_rows_from<R: Read>(
+    input: R,
+    label: &str,
+    columns: &Columns,
+    id_column: Option<&str>,
+    on_row: &mut dyn FnMut(Row<'_>),
+) -> Result<(), UnusableFile> {
+    let unusable = |message: String| UnusableFile { file: label.to_string(), message };
+    let log = Rc::new(RefCell::new(NewlineLog::default()));
+    let counting = CountingReader { inner: input, log: Rc::clone(&log) };
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(counting);
+    let line_of = |position: Option<&csv::Position>| position.map(|p| log.borrow_mut().line_of(p.byte())).unwrap_or(0);
+    let mut record = csv::ByteRecord::new();
+    let header_read = reader
+        .read_byte_record(&mut record)
+        .map_err(|e| unusable(format!("cannot read the header row: {e}")))?;
+    if !header_read {
+        return Err(unusable("the file is empty: it has no header row".into()));
+    }
+    let mut header: Vec<String> = Vec::with_capacity(record.len());
+    for (i, field) in record.iter().enumerate() {
+        let mut name = std::str::from_utf8(field)
+            .map_err(|_| unusable(format!("header column {} is not valid UTF-8", i + 1)))?
+            .to_string();
+        if i == 0 {
+            // A leading UTF-8 byte-order mark is not part of the first name.
+            if let Some(stripped) = name.strip_prefix('\u{feff}') {
+                name = stripped.to_string();
+            }
+        }
+        header.push(name);
+    }
+    let find = |name: &str| -> Result<Option<usize>, UnusableFile> {
+        let hits: Vec<usize> = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i).collect();
+        match hits.len() {
+            0 => Ok(None),
+            1 => Ok(Some(hits[0])),
+            _ => Err(unusable(format!("column {name:?} appears {} times in the header", hits.len()))),
+        }
+    };
+    let mut indices: Vec<Option<usize>> = Vec::new();
+    let mut missing = Vec::new();
+    for name in columns.required {
+        let idx = find(name)?;
+        if idx.is_none() {
+            missing.push(*name);
+        }
+        indices.push(idx);
+    }
+    if !missing.is_empty() {
+        return Err(unusable(format!("required column(s) missing from the header: {}", missing.join(", "))));
+    }
+    for name in columns.optional {
+        indices.push(find(name)?);
+    }
+    let id_index = id_column.and_then(|c| header.iter().position(|h| h == c));
+    let width = header.len();
+
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = line_of(e.position());
+                let is_io = matches!(e.kind(), csv::ErrorKind::Io(_));
+                if is_io {
+                    return Err(unusable(format!("read error near line {line}: {e}")));
+                }
+                on_row(Row::Bad { line, id: String::new(), message: format!("the CSV reader cannot parse the row: {e}") });
+                continue;
+            }
+        }
+        let line = line_of(record.position());
+        let id = || {
+            id_index
+                .and_then(|i| record.get(i))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        if record.len() != width {
+            on_row(Row::Bad {
+                line,
+                id: id(),
+                message: format!("the row has {} fields, the header has {width}", record.len()),
+            });
+            continue;
+        }
+        if let Some(bad) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+            on_row(Row::Bad { line, id: id(), message: format!("field {:?} is not valid UTF-8", header[bad]) });
+            continue;
+        }
+        on_row(Row::Fields { line, fields: Fields { record: &record, indices: &indices } });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(text: &[u8]) -> Result<Vec<String>, UnusableFile> {
+        let mut out = Vec::new();
+        let cols = Columns { required: &["a", "b"], optional: &["c"] };
+        read_rows_from(text, "t.csv", &cols, Some("a"), &mut |row| match row {
+            Row::Fields { line, fields } => out.push(format!("{line}:{}", fields.all().join("/"))),
+            Row::Bad { line, id, message } => out.push(format!("{line}:bad:{id}:{message}")),
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn bom_crlf_blank_lines_and_quotes() {
+        let rows = collect(b"\xef\xbb\xbfb,a\r\n1,2\r\n\r\n\"x,y\",3\r\n").unwrap();
+        assert_eq!(rows, vec!["2:2/1/", "4:3/x,y/"]);
+    }
+
+    #[test]
+    fn wrong_width_and_bad_utf8_are_bad_rows() {
+        let rows = collect(b"a,b\n1\n2,\xff\n3,4\n").unwrap();
+        assert_eq!(rows[0], "2:bad:1:the row has 1 fields, the header has 2");
+        assert_eq!(rows[1], "3:bad:2:field \"b\" is not valid UTF-8");
+        assert_eq!(rows[2], "4:3/4/");
+    }
+
+    #[test]
+    fn missing_or_repeated_columns_make_the_file_unusable() {
+        assert!(collect(b"a\n1\n").unwrap_err().message.contains("missing"));
+        assert!(collect(b"a,b,a\n1,2,3\n").unwrap_err().message.contains("appears 2 times"));
+        assert!(collect(b"").unwrap_err().message.contains("empty"));
+    }
+}

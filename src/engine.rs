@@ -1,0 +1,600 @@
+//! One organization's day (SPEC §4.4, §6–§10): the day's records become events,
+//! processed strictly by (time, rank, key). Pure: no files, no clock, no environment;
+//! the caller hands in the books and receives the day's rows.
+//!
+//! Invariants: every settled line has payable = voucher + cash + gift + credit and
+//! discount = list − payable; refund shares sum to the refund; a prepaid order
+//! never takes its payer into arrears; service events are emitted exactly when an
+//! account's state flips.
+
+use crate::ids::Uin;
+use crate::ingest::{GroupKey, OrderRecord, RechargeRecord, TransferKind, TransferRecord, UsageGroup, ORDERS_FILE};
+use crate::money::{Exact8, Money, Rated};
+use crate::pricing::{choose_contract, price_order};
+use crate::reference::{ContractCycle, Reference};
+use crate::refunds::allocate_largest_remainder;
+use crate::reject::{Reason, Reject};
+use crate::settlement::{apply_payment, plan_payment, prepaid_can_settle, LineTiming, Payment, VoucherBalance};
+use crate::snapshot::{Org, Snapshot};
+use crate::state::{AccountState, Bases, TransferSource};
+use crate::time::{Cycle, Day, Month, Ts};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The §4.4 key part of an event; only keys of one rank are ever compared.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyPart {
+    Id(String),
+    Uin(Uin),
+    Postpaid(GroupKey),
+}
+
+/// Processing order: time, then rank, then key. Unique across organizations, so it
+/// also orders the merged output files.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    pub time: Ts,
+    pub rank: u8,
+    pub key: KeyPart,
+}
+
+pub enum EventBody {
+    Recharge(RechargeRecord),
+    Transfer(TransferRecord),
+    Snapshot(Uin),
+    ChargeOrder(OrderRecord),
+    MoneyBack(OrderRecord),
+    Postpaid(GroupKey, UsageGroup),
+}
+
+pub struct Event {
+    pub key: EventKey,
+    pub body: EventBody,
+}
+
+impl Event {
+    pub fn recharge(r: RechargeRecord) -> Event {
+        Event { key: EventKey { time: r.at, rank: 0, key: KeyPart::Id(r.recharge_id.clone()) }, body: EventBody::Recharge(r) }
+    }
+    pub fn transfer(t: TransferRecord) -> Event {
+        Event { key: EventKey { time: t.at, rank: 1, key: KeyPart::Id(t.transfer_id.clone()) }, body: EventBody::Transfer(t) }
+    }
+    pub fn snapshot(at: Ts, uin: Uin) -> Event {
+        Event { key: EventKey { time: at, rank: 2, key: KeyPart::Uin(uin) }, body: EventBody::Snapshot(uin) }
+    }
+    pub fn order(o: OrderRecord) -> Event {
+        let charge = o.action.is_charge();
+        let key = EventKey { time: o.created_at, rank: if charge { 3 } else { 4 }, key: KeyPart::Id(o.order_id.clone()) };
+        Event { key, body: if charge { EventBody::ChargeOrder(o) } else { EventBody::MoneyBack(o) } }
+    }
+    pub fn postpaid(key: GroupKey, group: UsageGroup) -> Event {
+        let k = EventKey { time: group.period_end.pred(), rank: 5, key: KeyPart::Postpaid(key.clone()) };
+        Event { key: k, body: EventBody::Postpaid(key, group) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    Postpaid,
+    Prepaid,
+    Refund,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Postpaid => "postpaid",
+            LineKind::Prepaid => "prepaid",
+            LineKind::Refund => "refund",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineStatus {
+    Settled,
+    PaymentFailed,
+}
+
+impl LineStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineStatus::Settled => "settled",
+            LineStatus::PaymentFailed => "payment_failed",
+        }
+    }
+}
+
+/// One row of `ledger.csv` (SPEC §11.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerLine {
+    pub line_id: String,
+    pub charge_time: Ts,
+    pub bill_month: Month,
+    pub kind: LineKind,
+    pub org_id: String,
+    pub owner_uin: Uin,
+    pub responsible_uin: Uin,
+    pub product: String,
+    /// Postpaid only: cycle, period start and end, usage record count.
+    pub period: Option<(Cycle, Ts, Ts, u64)>,
+    /// Orders and refunds only: order id and resource id.
+    pub order: Option<(String, String)>,
+    pub list_amount: Money,
+    pub discount_amount: Money,
+    pub payable_amount: Money,
+    pub contract: Option<(Uin, String)>,
+    pub voucher_amount: Money,
+    pub cash_amount: Money,
+    pub gift_amount: Money,
+    pub credit_amount: Money,
+    pub status: LineStatus,
+}
+
+impl LedgerLine {
+    /// The §11.1 row invariants; a violation is an internal error.
+    pub fn check(&self) -> Result<(), String> {
+        let parts = self.voucher_amount + self.cash_amount + self.gift_amount + self.credit_amount;
+        if self.status == LineStatus::Settled && parts != self.payable_amount {
+            return Err(format!("line {}: payable {} ≠ voucher + cash + gift + credit {}", self.line_id, self.payable_amount, parts));
+        }
+        if self.status == LineStatus::PaymentFailed && !parts.is_zero() {
+            return Err(format!("line {}: a failed payment moved money", self.line_id));
+        }
+        if self.discount_amount != self.list_amount - self.payable_amount {
+            return Err(format!("line {}: discount ≠ list − payable", self.line_id));
+        }
+        Ok(())
+    }
+}
+
+/// One row of `voucher_usage.csv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoucherUse {
+    pub line_id: String,
+    pub voucher_id: String,
+    pub voucher_owner_uin: Uin,
+    pub amount: Money,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Charge,
+    Refund,
+    Recharge,
+    Transfer,
+    PayerStart,
+    PayerEnd,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Charge => "charge",
+            Trigger::Refund => "refund",
+            Trigger::Recharge => "recharge",
+            Trigger::Transfer => "transfer",
+            Trigger::PayerStart => "payer_start",
+            Trigger::PayerEnd => "payer_end",
+        }
+    }
+}
+
+/// One row of `events.csv` (SPEC §10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEvent {
+    pub at: Ts,
+    pub org_id: String,
+    pub uin: Uin,
+    /// true = shutdown, false = reversal.
+    pub shutdown: bool,
+    pub responsible_uin: Uin,
+    pub trigger: Trigger,
+}
+
+/// One row of `transfers.csv` (SPEC §9, §11.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRow {
+    pub transfer_id: String,
+    pub kind: TransferKind,
+    pub at: Ts,
+    pub management_uin: Option<Uin>,
+    pub member_uin: Uin,
+    /// Two decimals when a whole number of fen, else as written.
+    pub amount: String,
+    /// None = accepted, else the §9 reason.
+    pub refused: Option<&'static str>,
+    /// The accepted amount (for control totals).
+    pub moved: Option<Money>,
+}
+
+/// Everything one organization's day produced, each row with its event's key.
+#[derive(Default, Debug)]
+pub struct OrgOutput {
+    pub ledger: Vec<(EventKey, LedgerLine)>,
+    pub voucher_usage: Vec<(EventKey, VoucherUse)>,
+    pub events: Vec<(EventKey, ServiceEvent)>,
+    pub transfers: Vec<(EventKey, TransferRow)>,
+    pub rejects: Vec<Reject>,
+}
+
+/// The books of one organization while its day is settled.
+pub struct OrgBooks<'a> {
+    pub org: &'a Org,
+    pub accounts: BTreeMap<Uin, AccountState>,
+    pub vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
+    pub bases: Bases,
+    pub sources: BTreeMap<String, TransferSource>,
+    /// Each member's payer as of the events processed so far (drives service state).
+    current_payer: BTreeMap<Uin, Option<Uin>>,
+    paid_by: BTreeMap<Uin, BTreeSet<Uin>>,
+}
+
+impl<'a> OrgBooks<'a> {
+    /// `accounts` holds every member; `fresh` lists those with no stored service
+    /// state, whose state is derived from their balances without an event (§10).
+    pub fn new(
+        org: &'a Org,
+        day: Day,
+        accounts: BTreeMap<Uin, AccountState>,
+        fresh: &BTreeSet<Uin>,
+        vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
+        bases: Bases,
+        sources: BTreeMap<String, TransferSource>,
+    ) -> OrgBooks<'a> {
+        // The day starts from the payer relations in force just before its 00:00.
+        let before = day.start().pred();
+        let mut books = OrgBooks {
+            org,
+            accounts,
+            vouchers,
+            bases,
+            sources,
+            current_payer: BTreeMap::new(),
+            paid_by: BTreeMap::new(),
+        };
+        for m in &org.members {
+            books.set_payer(m.uin, m.payer_at(before));
+        }
+        for &uin in fresh {
+            let responsible = books.responsible(uin);
+            let arrears = books.accounts[&responsible].in_arrears();
+            books.accounts.get_mut(&uin).expect("fresh account present").suspended = arrears;
+        }
+        books
+    }
+
+    fn set_payer(&mut self, uin: Uin, payer: Option<Uin>) {
+        if let Some(Some(old)) = self.current_payer.insert(uin, payer) {
+            if let Some(set) = self.paid_by.get_mut(&old) {
+                set.remove(&uin);
+            }
+        }
+        if let Some(p) = payer {
+            self.paid_by.entry(p).or_default().insert(uin);
+        }
+    }
+
+    fn responsible(&self, uin: Uin) -> Uin {
+        self.current_payer.get(&uin).copied().flatten().unwrap_or(uin)
+    }
+
+    /// Settle the day's events of this organization.
+    pub fn settle(&mut self, day: Day, snapshot: &Snapshot, reference: &Reference, mut events: Vec<Event>) -> Result<OrgOutput, String> {
+        for (&(at, uin), ()) in self.org.snapshot_instants().range((day.start(), 0)..(day.end(), 0)) {
+            events.push(Event::snapshot(at, uin));
+        }
+        events.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = OrgOutput::default();
+        for event in events {
+            let key = event.key;
+            match event.body {
+                EventBody::Recharge(r) => {
+                    self.account(r.uin).cash += r.amount;
+                    self.reevaluate(&[r.uin], &key, r.at, Trigger::Recharge, &mut out);
+                }
+                EventBody::Transfer(t) => self.transfer(t, &key, &mut out),
+                EventBody::Snapshot(uin) => {
+                    let member = self.org.member(uin).expect("snapshot instants come from members");
+                    let payer = member.payer_at(key.time);
+                    self.set_payer(uin, payer);
+                    let trigger = if payer.is_some() { Trigger::PayerStart } else { Trigger::PayerEnd };
+                    self.reevaluate(&[uin], &key, key.time, trigger, &mut out);
+                }
+                EventBody::ChargeOrder(o) => self.charge_order(o, day, snapshot, reference, &key, &mut out)?,
+                EventBody::MoneyBack(o) => self.money_back(o, day, &key, &mut out)?,
+                EventBody::Postpaid(group_key, group) => self.postpaid(group_key, group, day, &key, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn account(&mut self, uin: Uin) -> &mut AccountState {
+        self.accounts.get_mut(&uin).expect("every member of the org has books")
+    }
+
+    /// Re-evaluate the service state of every account an event may have changed:
+    /// the accounts whose balance moved and those they currently pay for (§10).
+    fn reevaluate(&mut self, moved: &[Uin], key: &EventKey, at: Ts, trigger: Trigger, out: &mut OrgOutput) {
+        let mut candidates: BTreeSet<Uin> = moved.iter().copied().collect();
+        for uin in moved {
+            if let Some(members) = self.paid_by.get(uin) {
+                candidates.extend(members.iter().copied());
+            }
+        }
+        for uin in candidates {
+            let responsible = self.responsible(uin);
+            let arrears = self.accounts[&responsible].in_arrears();
+            let account = self.account(uin);
+            if account.suspended != arrears {
+                account.suspended = arrears;
+                out.events.push((
+                    key.clone(),
+                    ServiceEvent { at, org_id: self.org.org_id.clone(), uin, shutdown: arrears, responsible_uin: responsible, trigger },
+                ));
+            }
+        }
+    }
+
+    fn pay(&mut self, responsible: Uin, amount: Money, product: &str, timing: LineTiming) -> Payment {
+        let empty = Vec::new();
+        let vouchers = self.vouchers.get(&responsible).unwrap_or(&empty);
+        plan_payment(amount, &self.accounts[&responsible], vouchers, product, timing)
+    }
+
+    fn commit_payment(&mut self, responsible: Uin, payment: &Payment, line_id: &str, key: &EventKey, out: &mut OrgOutput) {
+        let account = self.accounts.get_mut(&responsible).expect("responsible account has books");
+        let mut none = Vec::new();
+        let vouchers = self.vouchers.get_mut(&responsible).unwrap_or(&mut none);
+        apply_payment(payment, account, vouchers);
+        for &(index, amount) in &payment.voucher_uses {
+            out.voucher_usage.push((
+                key.clone(),
+                VoucherUse {
+                    line_id: line_id.to_string(),
+                    voucher_id: vouchers[index].voucher.voucher_id.clone(),
+                    voucher_owner_uin: responsible,
+                    amount,
+                },
+            ));
+        }
+    }
+
+    fn postpaid(&mut self, gk: GroupKey, group: UsageGroup, day: Day, key: &EventKey, out: &mut OrgOutput) -> Result<(), String> {
+        let last_instant = group.period_end.pred();
+        let owner = self.org.member(gk.owner_uin).expect("owner belongs to this org");
+        // The payer in effect at the period's last instant pays; the member pays its last period (§6).
+        let responsible = owner.payer_at(last_instant).unwrap_or(owner.uin);
+        let list = group.list.round_to_money_half_away_from_zero();
+        let payable = group.priced.round_to_money_half_away_from_zero();
+        let mut line_id = format!("P|{}|{}|{}|{}", gk.owner_uin, gk.product, gk.cycle, gk.period_start);
+        if group.period_end <= day.start() {
+            line_id.push_str(&format!("|late-{day}"));
+        }
+        let timing = LineTiming::Postpaid { period_start: gk.period_start, period_end: group.period_end };
+        let payment = self.pay(responsible, payable, &gk.product, timing);
+        self.commit_payment(responsible, &payment, &line_id, key, out);
+        let line = LedgerLine {
+            line_id,
+            charge_time: group.period_end,
+            bill_month: last_instant.month(),
+            kind: LineKind::Postpaid,
+            org_id: self.org.org_id.clone(),
+            owner_uin: gk.owner_uin,
+            responsible_uin: responsible,
+            product: gk.product.clone(),
+            period: Some((gk.cycle, gk.period_start, group.period_end, group.records)),
+            order: None,
+            list_amount: list,
+            discount_amount: list - payable,
+            payable_amount: payable,
+            contract: group.contract,
+            voucher_amount: payment.voucher,
+            cash_amount: payment.cash,
+            gift_amount: payment.gift,
+            credit_amount: payment.credit,
+            status: LineStatus::Settled,
+        };
+        line.check()?;
+        out.ledger.push((key.clone(), line));
+        self.reevaluate(&[responsible], key, group.period_end, Trigger::Charge, out);
+        Ok(())
+    }
+
+    fn charge_order(
+        &mut self,
+        o: OrderRecord,
+        _day: Day,
+        snapshot: &Snapshot,
+        reference: &Reference,
+        key: &EventKey,
+        out: &mut OrgOutput,
+    ) -> Result<(), String> {
+        let owner = self.org.member(o.owner_uin).expect("owner belongs to this org");
+        let responsible = owner.payer_at(o.created_at).unwrap_or(owner.uin);
+        let list_amount = o.list_amount.unwrap_or(Exact8::ZERO);
+        let contract =
+            choose_contract(snapshot, &reference.contracts, self.org, owner, &o.product, ContractCycle::Prepaid, o.created_at, o.created_at);
+        let priced = price_order(contract, list_amount).ok_or_else(|| format!("order {}: priced amount out of range", o.order_id))?;
+        let list = Rated::from_exact8(list_amount).round_to_money_half_away_from_zero();
+        let payable = priced.round_to_money_half_away_from_zero();
+        let line_id = format!("O|{}", o.order_id);
+        let payment = self.pay(responsible, payable, &o.product, LineTiming::Prepaid { created_at: o.created_at });
+        let settles = prepaid_can_settle(&payment, &self.accounts[&responsible]);
+        let payment = if settles {
+            self.commit_payment(responsible, &payment, &line_id, key, out);
+            *self.bases.entry(o.resource_id.clone()).or_default().entry(responsible).or_default() += payable;
+            payment
+        } else {
+            Payment::default()
+        };
+        let line = LedgerLine {
+            line_id,
+            charge_time: o.created_at,
+            bill_month: o.created_at.month(),
+            kind: LineKind::Prepaid,
+            org_id: self.org.org_id.clone(),
+            owner_uin: o.owner_uin,
+            responsible_uin: responsible,
+            product: o.product.clone(),
+            period: None,
+            order: Some((o.order_id.clone(), o.resource_id.clone())),
+            list_amount: list,
+            discount_amount: list - payable,
+            payable_amount: payable,
+            contract: contract.map(|c| (c.owner_uin, c.contract_id.clone())),
+            voucher_amount: payment.voucher,
+            cash_amount: payment.cash,
+            gift_amount: payment.gift,
+            credit_amount: payment.credit,
+            status: if settles { LineStatus::Settled } else { LineStatus::PaymentFailed },
+        };
+        line.check()?;
+        out.ledger.push((key.clone(), line));
+        if settles {
+            self.reevaluate(&[responsible], key, o.created_at, Trigger::Charge, out);
+        }
+        Ok(())
+    }
+
+    fn money_back(&mut self, o: OrderRecord, _day: Day, key: &EventKey, out: &mut OrgOutput) -> Result<(), String> {
+        let refund = o.refund_amount.expect("money-back orders carry refund_amount");
+        let reject = |reason: Reason, message: String| Reject { file: ORDERS_FILE, line: o.line, id: o.order_id.clone(), reason, message };
+        let Some(resource) = self.bases.get_mut(&o.resource_id) else {
+            out.rejects.push(reject(Reason::UnknownResource, format!("resource {} has no settled charge order", o.resource_id)));
+            return Ok(());
+        };
+        let bases: Vec<(Uin, Money)> = resource.iter().filter(|(_, b)| b.is_positive()).map(|(&p, &b)| (p, b)).collect();
+        let total: Money = bases.iter().map(|b| b.1).sum();
+        if refund > total {
+            out.rejects.push(reject(
+                Reason::RefundExceedsPaid,
+                format!("refund {refund} exceeds what payers of resource {} have left to refund ({total})", o.resource_id),
+            ));
+            return Ok(());
+        }
+        let shares = allocate_largest_remainder(refund, &bases);
+        for &(payer, share) in &shares {
+            let basis = resource.get_mut(&payer).expect("share of a payer with a basis");
+            assert!(share <= *basis, "refund share exceeds the payer's basis");
+            *basis -= share;
+        }
+        let mut payers = Vec::new();
+        for (payer, share) in shares {
+            self.account(payer).cash += share;
+            payers.push(payer);
+            let line = LedgerLine {
+                line_id: format!("R|{}|{}", o.order_id, payer),
+                charge_time: o.created_at,
+                bill_month: o.created_at.month(),
+                kind: LineKind::Refund,
+                org_id: self.org.org_id.clone(),
+                owner_uin: o.owner_uin,
+                responsible_uin: payer,
+                product: o.product.clone(),
+                period: None,
+                order: Some((o.order_id.clone(), o.resource_id.clone())),
+                list_amount: -share,
+                discount_amount: Money::ZERO,
+                payable_amount: -share,
+                contract: None,
+                voucher_amount: Money::ZERO,
+                cash_amount: -share,
+                gift_amount: Money::ZERO,
+                credit_amount: Money::ZERO,
+                status: LineStatus::Settled,
+            };
+            line.check()?;
+            out.ledger.push((key.clone(), line));
+        }
+        self.reevaluate(&payers, key, o.created_at, Trigger::Refund, out);
+        Ok(())
+    }
+
+    fn transfer(&mut self, t: TransferRecord, key: &EventKey, out: &mut OrgOutput) {
+        let management = self.org.management_uin;
+        let refusal = self.transfer_refusal(&t);
+        let amount = t.amount.unwrap_or(Money::ZERO);
+        let row = TransferRow {
+            transfer_id: t.transfer_id.clone(),
+            kind: t.kind,
+            at: t.at,
+            management_uin: Some(management),
+            member_uin: t.member_uin,
+            amount: t.amount.map_or_else(|| t.amount_text.clone(), |m| m.to_string()),
+            refused: refusal,
+            moved: refusal.is_none().then_some(amount),
+        };
+        out.transfers.push((key.clone(), row));
+        if refusal.is_some() {
+            return;
+        }
+        match t.kind {
+            TransferKind::In => {
+                self.account(management).cash -= amount;
+                self.account(t.member_uin).cash += amount;
+                self.sources.insert(
+                    t.transfer_id.clone(),
+                    TransferSource { org_id: self.org.org_id.clone(), member_uin: t.member_uin, amount, drawn: Money::ZERO },
+                );
+            }
+            TransferKind::Out => {
+                self.account(t.member_uin).cash -= amount;
+                self.account(management).cash += amount;
+                let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get_mut(s)).expect("source checked");
+                source.drawn += amount;
+            }
+        }
+        self.reevaluate(&[management, t.member_uin], key, t.at, Trigger::Transfer, out);
+    }
+
+    /// The first §9 rule the transfer breaks, in the listed order.
+    fn transfer_refusal(&self, t: &TransferRecord) -> Option<&'static str> {
+        let member = match self.org.member(t.member_uin) {
+            Some(m) if m.uin != self.org.management_uin && m.is_member_at(t.at) => m,
+            _ => return Some("unknown_member"),
+        };
+        if !member.permissions.fund_transfer {
+            return Some("no_permission");
+        }
+        if member.payer_at(t.at).is_some() {
+            return Some("not_self_pay");
+        }
+        let amount = match t.amount {
+            Some(a) if a.is_positive() => a,
+            _ => return Some("bad_amount"),
+        };
+        let from = match t.kind {
+            TransferKind::In => self.org.management_uin,
+            TransferKind::Out => t.member_uin,
+        };
+        if self.accounts[&from].cash < amount {
+            return Some("insufficient_cash");
+        }
+        if t.kind == TransferKind::Out {
+            let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get(s));
+            let Some(source) = source.filter(|s| s.member_uin == t.member_uin) else {
+                return Some("unknown_source");
+            };
+            if amount > source.amount - source.drawn {
+                return Some("exceeds_source");
+            }
+        }
+        None
+    }
+}
+
+/// A transfer whose member belongs to no organization of the snapshot (§9 `unknown_member`).
+pub fn orphan_transfer(t: TransferRecord) -> (EventKey, TransferRow) {
+    let key = Event::transfer(t.clone()).key;
+    let row = TransferRow {
+        transfer_id: t.transfer_id,
+        kind: t.kind,
+        at: t.at,
+        management_uin: None,
+        member_uin: t.member_uin,
+        amount: t.amount.map_or(t.amount_text, |m| m.to_string()),
+        refused: Some("unknown_member"),
+        moved: None,
+    };
+    (key, row)
+}

@@ -1,0 +1,57 @@
+//! Identifier syntax (SPEC §1.3).
+
+/// An account id: a positive integer below 2^63.
+pub type Uin = u64;
+
+/// Parse a UIN written in decimal without leading zeros.
+pub fn parse_uin(text: &str) -> Option<Uin> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() > 19 || bytes[0] == b'0' || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value: u64 = text.parse().ok()?;
+    is_valid_uin(value).then_some(value)
+}
+
+pub fn is_valid_uin(value: u64) -> bool {
+    value > 0 && value < (1u64 << 63)
+}
+
+/// `record_id`, `order_id`, `resource_id`, `voucher_id`, ...: 1 to 64 characters of
+/// `[A-Za-z0-9._:-]`.
+pub fn is_valid_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A product code: `[a-z0-9_-]{1,32}`.
+pub fn is_valid_product(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 32
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uins() {
+        assert_eq!(parse_uin("100000000001"), Some(100000000001));
+        assert_eq!(parse_uin("0"), None);
+        assert_eq!(parse_uin("0123"), None);
+        assert_eq!(parse_uin("9223372036854775808"), None);
+        assert_eq!(parse_uin("9223372036854775807"), Some(9223372036854775807));
+        assert_eq!(parse_uin("-5"), None);
+    }
+
+    #[test]
+    fn ids_and_products() {
+        assert!(is_valid_id("rec-1:a_b.c"));
+        assert!(!is_valid_id("rec 1"));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(is_valid_product("cvm"));
+        assert!(!is_valid_product("CVM"));
+    }
+}

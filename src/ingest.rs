@@ -1,0 +1,686 @@
+//! Reading a day's input files (SPEC §4.2, §4.3, §7.4, §9): the only place input
+//! columns exist. Each row is checked in the order of §14; an accepted row becomes
+//! a typed record, a refused one a `Reject` with its file, line, id and reason.
+//!
+//! Usage records are priced and grouped into settlement lines as they are read
+//! (§5.3), so memory holds the day's lines, not its rows.
+
+use crate::csvread::{read_rows, Columns, Fields, Row, UnusableFile};
+use crate::ids::{is_valid_id, is_valid_product, parse_uin, Uin};
+use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
+use crate::pricing::{choose_contract, price_usage};
+use crate::reference::{ContractCycle, Contracts};
+use crate::reject::{Reason, Refusal, Reject};
+use crate::snapshot::Snapshot;
+use crate::state::{SeenIds, SeenUsage};
+use crate::time::{Cycle, Day, Month, Ts};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub const USAGE_FILE: &str = "usage.csv";
+pub const ORDERS_FILE: &str = "orders.csv";
+pub const RECHARGES_FILE: &str = "recharges.csv";
+pub const TRANSFERS_FILE: &str = "transfers.csv";
+pub const DAY_FILES: [&str; 4] = [USAGE_FILE, ORDERS_FILE, RECHARGES_FILE, TRANSFERS_FILE];
+
+/// What the reading of a day needs to know besides the rows.
+pub struct ReadContext<'a> {
+    pub day: Day,
+    pub snapshot: &'a Snapshot,
+    pub contracts: &'a Contracts,
+    pub is_month_closed: &'a (dyn Fn(Month) -> bool + Sync),
+}
+
+/// Counts of one input file for `summary.json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileCounts {
+    pub present: bool,
+    pub rows: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+}
+
+/// A settlement line's identity (SPEC §5.3); its derived order is the §4.4 key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKey {
+    pub owner_uin: Uin,
+    pub product: String,
+    pub cycle: Cycle,
+    pub period_start: Ts,
+}
+
+/// The accepted usage records of one settlement line, summed exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageGroup {
+    pub period_end: Ts,
+    pub list: Rated,
+    pub priced: Rated,
+    pub records: u64,
+    /// (pricing_uin, contract_id) of the contract that priced it; None = list.
+    pub contract: Option<(Uin, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderAction {
+    New,
+    Renew,
+    Upgrade,
+    Downgrade,
+    Refund,
+}
+
+impl OrderAction {
+    fn parse(text: &str) -> Option<OrderAction> {
+        Some(match text {
+            "new" => OrderAction::New,
+            "renew" => OrderAction::Renew,
+            "upgrade" => OrderAction::Upgrade,
+            "downgrade" => OrderAction::Downgrade,
+            "refund" => OrderAction::Refund,
+            _ => return None,
+        })
+    }
+    pub fn is_charge(self) -> bool {
+        matches!(self, OrderAction::New | OrderAction::Renew | OrderAction::Upgrade)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub line: u64,
+    pub order_id: String,
+    pub owner_uin: Uin,
+    pub resource_id: String,
+    pub product: String,
+    pub action: OrderAction,
+    pub created_at: Ts,
+    /// Charges only.
+    pub list_amount: Option<Exact8>,
+    /// Money back only.
+    pub refund_amount: Option<Money>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RechargeRecord {
+    pub line: u64,
+    pub recharge_id: String,
+    pub uin: Uin,
+    pub at: Ts,
+    pub amount: Money,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferKind {
+    In,
+    Out,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::In => "in",
+            TransferKind::Out => "out",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub line: u64,
+    pub transfer_id: String,
+    pub kind: TransferKind,
+    pub member_uin: Uin,
+    pub at: Ts,
+    /// The amount as written (a number, maybe not a whole number of fen).
+    pub amount_text: String,
+    /// The amount when it is a whole number of fen.
+    pub amount: Option<Money>,
+    pub source_transfer_id: Option<String>,
+}
+
+/// Everything read from one day's folder.
+#[derive(Debug, Default)]
+pub struct DayInput {
+    pub usage: HashMap<GroupKey, UsageGroup>,
+    pub orders: Vec<OrderRecord>,
+    pub recharges: Vec<RechargeRecord>,
+    pub transfers: Vec<TransferRecord>,
+    pub rejects: Vec<Reject>,
+    pub counts: BTreeMap<&'static str, FileCounts>,
+}
+
+/// The outcome of checking one row.
+enum Checked<T> {
+    Accepted(T),
+    Duplicate,
+    Refused(Refusal),
+}
+
+/// Read the four files of `dir` (a `days/D` folder; absent files have no rows).
+pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<DayInput, UnusableFile> {
+    let mut input = DayInput::default();
+    let month = ctx.day.month();
+    // Usage ids are remembered for the month of their run and the month after (§4.2).
+    seen.usage.retain(|_, s| s.month >= month.prev());
+
+    read_file(dir, USAGE_FILE, &USAGE_COLUMNS, "record_id", &mut input, |fields, line, input| {
+        match check_usage(fields, ctx, seen) {
+            Checked::Accepted((key, group_part)) => {
+                add_usage(&mut input.usage, key, group_part, line)?;
+                Ok(Checked::Accepted(()))
+            }
+            Checked::Duplicate => Ok(Checked::Duplicate),
+            Checked::Refused(r) => Ok(Checked::Refused(r)),
+        }
+    })?;
+    read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
+        Ok(match check_order(fields, line, ctx, seen) {
+            Checked::Accepted(order) => {
+                input.orders.push(order);
+                Checked::Accepted(())
+            }
+            Checked::Duplicate => Checked::Duplicate,
+            Checked::Refused(r) => Checked::Refused(r),
+        })
+    })?;
+    read_file(dir, RECHARGES_FILE, &RECHARGE_COLUMNS, "recharge_id", &mut input, |fields, line, input| {
+        Ok(match check_recharge(fields, line, ctx, seen) {
+            Checked::Accepted(recharge) => {
+                input.recharges.push(recharge);
+                Checked::Accepted(())
+            }
+            Checked::Duplicate => Checked::Duplicate,
+            Checked::Refused(r) => Checked::Refused(r),
+        })
+    })?;
+    read_file(dir, TRANSFERS_FILE, &TRANSFER_COLUMNS, "transfer_id", &mut input, |fields, line, input| {
+        Ok(match check_transfer(fields, line, ctx, seen) {
+            Checked::Accepted(transfer) => {
+                input.transfers.push(transfer);
+                Checked::Accepted(())
+            }
+            Checked::Duplicate => Checked::Duplicate,
+            Checked::Refused(r) => Checked::Refused(r),
+        })
+    })?;
+    Ok(input)
+}
+
+type RowHandler<'h> = dyn FnMut(&Fields<'_>, u64, &mut DayInput) -> Result<Checked<()>, UnusableFile> + 'h;
+
+fn read_file(
+    dir: &Path,
+    file: &'static str,
+    columns: &Columns,
+    id_column: &str,
+    input: &mut DayInput,
+    mut handle: impl FnMut(&Fields<'_>, u64, &mut DayInput) -> Result<Checked<()>, UnusableFile>,
+) -> Result<(), UnusableFile> {
+    let handle: &mut RowHandler = &mut handle;
+    let mut counts = FileCounts::default();
+    let mut failure = None;
+    let present = read_rows(&dir.join(file), file, columns, Some(id_column), |row| {
+        if failure.is_some() {
+            return;
+        }
+        counts.rows += 1;
+        match row {
+            Row::Bad { line, id, message } => {
+                counts.rejected += 1;
+                input.rejects.push(Reject { file, line, id, reason: Reason::BadRow, message });
+            }
+            Row::Fields { line, fields } => match handle(&fields, line, input) {
+                Ok(Checked::Accepted(())) => counts.accepted += 1,
+                Ok(Checked::Duplicate) => counts.duplicates += 1,
+                Ok(Checked::Refused(r)) => {
+                    counts.rejected += 1;
+                    input.rejects.push(Reject { file, line, id: fields.get(0).to_string(), reason: r.reason, message: r.message });
+                }
+                Err(e) => failure = Some(e),
+            },
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    counts.present = present;
+    input.counts.insert(file, counts);
+    Ok(())
+}
+
+fn add_usage(
+    usage: &mut HashMap<GroupKey, UsageGroup>,
+    key: GroupKey,
+    part: UsageGroup,
+    line: u64,
+) -> Result<(), UnusableFile> {
+    let overflow = || UnusableFile {
+        file: USAGE_FILE.into(),
+        message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
+    };
+    match usage.get_mut(&key) {
+        None => {
+            usage.insert(key, part);
+        }
+        Some(group) => {
+            group.list = group.list.checked_add(part.list).ok_or_else(overflow)?;
+            group.priced = group.priced.checked_add(part.priced).ok_or_else(overflow)?;
+            group.records += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Digest of the §-defined columns' text, for "identical content".
+fn content_digest(fields: &[&str]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for f in fields {
+        hasher.update(f.as_bytes());
+        hasher.update(&[0x1f]);
+    }
+    format!("{:032x}", hasher.digest128())
+}
+
+/// §4.2: a remembered id with the same content is a duplicate, with other content a conflict.
+fn dedupe(remembered: Option<&String>, digest: &str, id: &str, file: &str) -> Option<Checked<()>> {
+    match remembered {
+        None => None,
+        Some(d) if d == digest => Some(Checked::Duplicate),
+        Some(_) => Some(Checked::Refused(Refusal::new(
+            Reason::ConflictingDuplicate,
+            format!("{id} was already accepted in {file} with different content"),
+        ))),
+    }
+}
+
+/// Collects the first refusal in §14 order while a row's checks run in passes.
+struct FirstReason(Option<Refusal>);
+
+impl FirstReason {
+    fn refuse(&mut self, reason: Reason, message: impl Into<String>) {
+        if self.0.as_ref().is_none_or(|r| reason < r.reason) {
+            self.0 = Some(Refusal::new(reason, message));
+        }
+    }
+    fn take(&mut self) -> Option<Refusal> {
+        self.0.take()
+    }
+}
+
+fn timestamp(text: &str, column: &str, first: &mut FirstReason) -> Option<Ts> {
+    if text.is_empty() {
+        first.refuse(Reason::BadValue, format!("{column} is empty"));
+        return None;
+    }
+    let parsed = Ts::parse(text);
+    if parsed.is_none() {
+        first.refuse(Reason::BadTimestamp, format!("{column} {text:?} is not RFC 3339 with an offset"));
+    }
+    parsed
+}
+
+/// An 8-digit field (§1.1): scale → `bad_amount_scale`, syntax or range → `bad_value`.
+fn exact8(text: &str, column: &str, first: &mut FirstReason) -> Option<Exact8> {
+    if text.is_empty() {
+        first.refuse(Reason::BadValue, format!("{column} is empty"));
+        return None;
+    }
+    match Exact8::parse(text) {
+        Ok(v) => Some(v),
+        Err(NumberError::Scale) => {
+            first.refuse(Reason::BadAmountScale, format!("{column} {text:?} has more than 8 fractional digits"));
+            None
+        }
+        Err(e) => {
+            first.refuse(Reason::BadValue, format!("{column} {text:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// A ledger-amount field: not a whole number of fen → `bad_amount_scale`.
+fn ledger_amount(text: &str, column: &str, first: &mut FirstReason) -> Option<Money> {
+    if text.is_empty() {
+        first.refuse(Reason::BadValue, format!("{column} is empty"));
+        return None;
+    }
+    match Money::parse(text) {
+        Ok(v) => Some(v),
+        Err(NumberError::Scale) => {
+            first.refuse(Reason::BadAmountScale, format!("{column} {text:?} is not a whole number of fen"));
+            None
+        }
+        Err(e) => {
+            first.refuse(Reason::BadValue, format!("{column} {text:?}: {e}"));
+            None
+        }
+    }
+}
+
+fn id(text: &str, column: &str, first: &mut FirstReason) -> Option<String> {
+    if is_valid_id(text) {
+        Some(text.to_string())
+    } else if text.is_empty() {
+        first.refuse(Reason::BadValue, format!("{column} is empty"));
+        None
+    } else {
+        first.refuse(Reason::BadValue, format!("{column} {text:?} is not an id of 1-64 characters [A-Za-z0-9._:-]"));
+        None
+    }
+}
+
+fn uin(text: &str, column: &str, first: &mut FirstReason) -> Option<Uin> {
+    let parsed = parse_uin(text);
+    if parsed.is_none() {
+        first.refuse(Reason::BadValue, format!("{column} {text:?} is not a UIN"));
+    }
+    parsed
+}
+
+fn product(text: &str, first: &mut FirstReason) -> Option<String> {
+    if is_valid_product(text) {
+        Some(text.to_string())
+    } else {
+        first.refuse(Reason::BadValue, format!("product {text:?} is not a product code [a-z0-9_-]{{1,32}}"));
+        None
+    }
+}
+
+/// The account's org must exist and have been created by `t` (reasons 11, 12).
+fn account_checks(snapshot: &Snapshot, uin: Uin, column: &str, t: Ts, what: &str, first: &mut FirstReason) {
+    match snapshot.find(uin) {
+        None => first.refuse(Reason::UnknownAccount, format!("{column} {uin} is not an account of the snapshot")),
+        Some((org, _)) if t < org.created_at => first.refuse(
+            Reason::BeforeOrg,
+            format!("{what} {t} is before org {} was created ({})", org.org_id, org.created_at),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn closed_and_future(ctx: &ReadContext, t: Ts, column: &str, first: &mut FirstReason) {
+    if t >= ctx.day.end() {
+        first.refuse(Reason::FutureTime, format!("{column} {t} is after the end of {}", ctx.day));
+    }
+    if (ctx.is_month_closed)(t.month()) {
+        first.refuse(Reason::MonthClosed, format!("{column} {t} falls in closed month {}", t.month()));
+    }
+}
+
+const USAGE_COLUMNS: Columns = Columns {
+    required: &[
+        "record_id", "owner_uin", "resource_id", "product", "region", "cycle", "usage_start", "usage_end",
+        "quantity", "list_unit_price", "list_amount",
+    ],
+    optional: &[],
+};
+
+fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked<(GroupKey, UsageGroup)> {
+    let mut first = FirstReason(None);
+    let start = timestamp(f.get(6), "usage_start", &mut first);
+    let end = timestamp(f.get(7), "usage_end", &mut first);
+    let quantity = exact8(f.get(8), "quantity", &mut first);
+    let unit_price = exact8(f.get(9), "list_unit_price", &mut first);
+    let list_amount = exact8(f.get(10), "list_amount", &mut first);
+    let record_id = id(f.get(0), "record_id", &mut first);
+    let owner = uin(f.get(1), "owner_uin", &mut first);
+    id(f.get(2), "resource_id", &mut first);
+    let product = product(f.get(3), &mut first);
+    let region = f.get(4);
+    if region.is_empty() || region.chars().count() > 32 {
+        first.refuse(Reason::BadValue, format!("region {region:?} must have 1 to 32 characters"));
+    }
+    let cycle = Cycle::parse(f.get(5));
+    if cycle.is_none() {
+        first.refuse(Reason::BadValue, format!("cycle {:?} is not hourly, daily or monthly", f.get(5)));
+    }
+    for (value, column) in [(quantity, "quantity"), (unit_price, "list_unit_price"), (list_amount, "list_amount")] {
+        if value.is_some_and(|v| v.is_negative()) {
+            first.refuse(Reason::BadValue, format!("{column} is negative"));
+        }
+    }
+    if let (Some(s), Some(e)) = (start, end) {
+        if s >= e {
+            first.refuse(Reason::BadValue, "usage_start is not before usage_end");
+        }
+    }
+    if let Some(refusal) = first.take() {
+        return Checked::Refused(refusal);
+    }
+    let (record_id, owner, product, cycle, start, end) = (
+        record_id.expect("checked"),
+        owner.expect("checked"),
+        product.expect("checked"),
+        cycle.expect("checked"),
+        start.expect("checked"),
+        end.expect("checked"),
+    );
+    let (quantity, unit_price, list_amount) =
+        (quantity.expect("checked"), unit_price.expect("checked"), list_amount.expect("checked"));
+
+    let rated = Rated::product(quantity, unit_price).map(Rated::round_to_exact8_half_away_from_zero);
+    if rated != Some(list_amount) {
+        let expected = rated.map_or("out of range".to_string(), |r| r.to_string());
+        first.refuse(
+            Reason::ListAmountMismatch,
+            format!("list_amount {list_amount} is not quantity × list_unit_price = {expected}"),
+        );
+    }
+    let (period_start, period_end) = cycle.period_containing(start);
+    let last_instant = period_end.pred();
+    if period_end > ctx.day.end() {
+        first.refuse(Reason::PeriodNotEnded, format!("the {cycle} period ending {period_end} has not ended by the end of {}", ctx.day));
+    }
+    if end > period_end {
+        first.refuse(Reason::SpansPeriods, format!("usage_end {end} is beyond the end of its {cycle} period ({period_end})"));
+    }
+    if (ctx.is_month_closed)(last_instant.month()) {
+        first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {}", last_instant.month()));
+    }
+    account_checks(ctx.snapshot, owner, "owner_uin", last_instant, "the period's last instant", &mut first);
+    if let Some(refusal) = first.take() {
+        return Checked::Refused(refusal);
+    }
+
+    let digest = content_digest(&f.all());
+    if let Some(outcome) = dedupe(seen.usage.get(&record_id).map(|s| &s.content), &digest, &record_id, USAGE_FILE) {
+        return match outcome {
+            Checked::Duplicate => Checked::Duplicate,
+            Checked::Refused(r) => Checked::Refused(r),
+            Checked::Accepted(()) => unreachable!("dedupe never accepts"),
+        };
+    }
+    seen.usage.insert(record_id, SeenUsage { month: ctx.day.month(), content: digest });
+
+    let (org, member) = ctx.snapshot.find(owner).expect("account checked");
+    let contract = choose_contract(
+        ctx.snapshot,
+        ctx.contracts,
+        org,
+        member,
+        &product,
+        ContractCycle::Postpaid(cycle),
+        last_instant,
+        period_start,
+    );
+    let Some(priced) = price_usage(contract, quantity, list_amount) else {
+        // Reachable only with absurd contract prices: refuse the row rather than round.
+        return Checked::Refused(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range"));
+    };
+    Checked::Accepted((
+        GroupKey { owner_uin: owner, product, cycle, period_start },
+        UsageGroup {
+            period_end,
+            list: Rated::from_exact8(list_amount),
+            priced,
+            records: 1,
+            contract: contract.map(|c| (c.owner_uin, c.contract_id.clone())),
+        },
+    ))
+}
+
+const ORDER_COLUMNS: Columns = Columns {
+    required: &["order_id", "owner_uin", "resource_id", "product", "action", "created_at"],
+    optional: &["list_amount", "refund_amount"],
+};
+
+fn check_order(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenIds) -> Checked<OrderRecord> {
+    let mut first = FirstReason(None);
+    let created_at = timestamp(f.get(5), "created_at", &mut first);
+    let list_text = f.get(6);
+    let refund_text = f.get(7);
+    let list_amount = (!list_text.is_empty()).then(|| exact8(list_text, "list_amount", &mut first)).flatten();
+    let refund_amount = (!refund_text.is_empty()).then(|| ledger_amount(refund_text, "refund_amount", &mut first)).flatten();
+    let order_id = id(f.get(0), "order_id", &mut first);
+    let owner = uin(f.get(1), "owner_uin", &mut first);
+    let resource_id = id(f.get(2), "resource_id", &mut first);
+    let product = product(f.get(3), &mut first);
+    let action = OrderAction::parse(f.get(4));
+    if action.is_none() {
+        first.refuse(Reason::BadValue, format!("action {:?} is not new, renew, upgrade, downgrade or refund", f.get(4)));
+    }
+    if list_amount.is_some_and(|v| v.is_negative()) {
+        first.refuse(Reason::BadValue, "list_amount is negative");
+    }
+    if refund_amount.is_some_and(|v| !v.is_positive()) {
+        first.refuse(Reason::BadValue, "refund_amount is not positive");
+    }
+    if let Some(action) = action {
+        let ok = if action.is_charge() {
+            !list_text.is_empty() && refund_text.is_empty()
+        } else {
+            !refund_text.is_empty() && list_text.is_empty()
+        };
+        if !ok {
+            first.refuse(
+                Reason::BadOrderAmounts,
+                if action.is_charge() {
+                    "a charge order needs list_amount and no refund_amount"
+                } else {
+                    "a money-back order needs refund_amount and no list_amount"
+                },
+            );
+        }
+    }
+    if let Some(t) = created_at {
+        closed_and_future(ctx, t, "created_at", &mut first);
+        if let Some(owner) = owner {
+            account_checks(ctx.snapshot, owner, "owner_uin", t, "created_at", &mut first);
+        }
+    }
+    if let Some(refusal) = first.take() {
+        return Checked::Refused(refusal);
+    }
+    let order_id = order_id.expect("checked");
+    let digest = content_digest(&f.all());
+    if let Some(outcome) = dedupe(seen.orders.get(&order_id), &digest, &order_id, ORDERS_FILE) {
+        return map_dedupe(outcome);
+    }
+    seen.orders.insert(order_id.clone(), digest);
+    Checked::Accepted(OrderRecord {
+        line,
+        order_id,
+        owner_uin: owner.expect("checked"),
+        resource_id: resource_id.expect("checked"),
+        product: product.expect("checked"),
+        action: action.expect("checked"),
+        created_at: created_at.expect("checked"),
+        list_amount,
+        refund_amount,
+    })
+}
+
+fn map_dedupe<T>(outcome: Checked<()>) -> Checked<T> {
+    match outcome {
+        Checked::Duplicate => Checked::Duplicate,
+        Checked::Refused(r) => Checked::Refused(r),
+        Checked::Accepted(()) => unreachable!("dedupe never accepts"),
+    }
+}
+
+const RECHARGE_COLUMNS: Columns = Columns { required: &["recharge_id", "uin", "at", "amount"], optional: &[] };
+
+fn check_recharge(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenIds) -> Checked<RechargeRecord> {
+    let mut first = FirstReason(None);
+    let at = timestamp(f.get(2), "at", &mut first);
+    let amount = ledger_amount(f.get(3), "amount", &mut first);
+    let recharge_id = id(f.get(0), "recharge_id", &mut first);
+    let account = uin(f.get(1), "uin", &mut first);
+    if amount.is_some_and(|a| !a.is_positive()) {
+        first.refuse(Reason::BadValue, "amount is not positive");
+    }
+    if let Some(t) = at {
+        closed_and_future(ctx, t, "at", &mut first);
+        if let Some(account) = account {
+            account_checks(ctx.snapshot, account, "uin", t, "at", &mut first);
+        }
+    }
+    if let Some(refusal) = first.take() {
+        return Checked::Refused(refusal);
+    }
+    let recharge_id = recharge_id.expect("checked");
+    let digest = content_digest(&f.all());
+    if let Some(outcome) = dedupe(seen.recharges.get(&recharge_id), &digest, &recharge_id, RECHARGES_FILE) {
+        return map_dedupe(outcome);
+    }
+    seen.recharges.insert(recharge_id.clone(), digest);
+    Checked::Accepted(RechargeRecord {
+        line,
+        recharge_id,
+        uin: account.expect("checked"),
+        at: at.expect("checked"),
+        amount: amount.expect("checked"),
+    })
+}
+
+const TRANSFER_COLUMNS: Columns = Columns {
+    required: &["transfer_id", "kind", "member_uin", "at", "amount"],
+    optional: &["source_transfer_id"],
+};
+
+fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenIds) -> Checked<TransferRecord> {
+    let mut first = FirstReason(None);
+    let at = timestamp(f.get(3), "at", &mut first);
+    let transfer_id = id(f.get(0), "transfer_id", &mut first);
+    let kind = match f.get(1) {
+        "in" => Some(TransferKind::In),
+        "out" => Some(TransferKind::Out),
+        other => {
+            first.refuse(Reason::BadValue, format!("kind {other:?} is neither in nor out"));
+            None
+        }
+    };
+    let member = uin(f.get(2), "member_uin", &mut first);
+    // Reason 3 does not apply to transfers (§9): any plain decimal is judged later.
+    let amount_text = f.get(4);
+    if let Err(e) = PlainDecimal::parse(amount_text) {
+        first.refuse(Reason::BadValue, format!("amount {amount_text:?}: {e}"));
+    }
+    let source = f.get(5);
+    if !source.is_empty() && !is_valid_id(source) {
+        first.refuse(Reason::BadValue, format!("source_transfer_id {source:?} is not a valid id"));
+    }
+    if let Some(t) = at {
+        closed_and_future(ctx, t, "at", &mut first);
+    }
+    if let Some(refusal) = first.take() {
+        return Checked::Refused(refusal);
+    }
+    let transfer_id = transfer_id.expect("checked");
+    let digest = content_digest(&f.all());
+    if let Some(outcome) = dedupe(seen.transfers.get(&transfer_id), &digest, &transfer_id, TRANSFERS_FILE) {
+        return map_dedupe(outcome);
+    }
+    seen.transfers.insert(transfer_id.clone(), digest);
+    Checked::Accepted(TransferRecord {
+        line,
+        transfer_id,
+        kind: kind.expect("checked"),
+        member_uin: member.expect("checked"),
+        at: at.expect("checked"),
+        amount_text: amount_text.to_string(),
+        amount: Money::parse(amount_text).ok(),
+        source_transfer_id: (!source.is_empty()).then(|| source.to_string()),
+    })
+}

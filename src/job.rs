@@ -1,0 +1,445 @@
+//! The jobs behind the commands (SPEC §12, §13): load the input once, settle days
+//! in order from the committed state, check the books, publish atomically.
+//!
+//! Invariant: nothing reaches the output directory until every check of the day
+//! has passed; a refused or failed run leaves the output directory as it was.
+
+use crate::engine::{orphan_transfer, Event, EventKey, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
+use crate::ids::Uin;
+use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
+use crate::money::Money;
+use crate::reference::Reference;
+use crate::reject::Reject;
+use crate::reports;
+use crate::settlement::VoucherBalance;
+use crate::snapshot::Snapshot;
+use crate::state::{AccountState, SeenIds, State, STATE_FORMAT};
+use crate::store::Store;
+use crate::time::{Day, Month};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Why a job did not finish; each maps to an exit code (SPEC §13).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Unusable input: every problem found (exit 2).
+    #[error("unusable input:\n  {}", .0.join("\n  "))]
+    Unusable(Vec<String>),
+    /// A run the state does not allow (exit 2).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A broken invariant or an I/O failure (exit 1).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Unusable(_) | Failure::Refused(_) => 2,
+            Failure::Internal(_) => 1,
+        }
+    }
+}
+
+/// How a job reports progress.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub quiet: bool,
+}
+
+/// Everything under INPUT that does not change from day to day.
+pub struct Inputs {
+    pub dir: PathBuf,
+    pub snapshot: Snapshot,
+    pub reference: Reference,
+    /// The folders under `days/`.
+    pub days: BTreeSet<Day>,
+}
+
+impl Inputs {
+    pub fn load(dir: &Path) -> Result<Inputs, Failure> {
+        let snapshot = Snapshot::load(&dir.join("org.json")).map_err(Failure::Unusable)?;
+        let mut problems = Vec::new();
+        let reference = match Reference::load(dir, &snapshot) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        let days = match day_folders(dir) {
+            Ok(d) => d,
+            Err(p) => {
+                problems.extend(p);
+                BTreeSet::new()
+            }
+        };
+        match reference {
+            Some(reference) if problems.is_empty() => Ok(Inputs { dir: dir.to_path_buf(), snapshot, reference, days }),
+            _ => Err(Failure::Unusable(problems)),
+        }
+    }
+}
+
+fn day_folders(dir: &Path) -> Result<BTreeSet<Day>, Vec<String>> {
+    let days_dir = dir.join("days");
+    let mut days = BTreeSet::new();
+    let mut problems = Vec::new();
+    let entries = match std::fs::read_dir(&days_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(days),
+        Err(e) => return Err(vec![format!("days/: cannot list: {e}")]),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        match Day::parse(&name) {
+            Some(d) if entry.path().is_dir() => {
+                days.insert(d);
+            }
+            _ => problems.push(format!("days/{name}: not a day folder named YYYY-MM-DD")),
+        }
+    }
+    problems.sort();
+    if problems.is_empty() {
+        Ok(days)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What one settled day produced, ready to be written.
+pub struct DayResult {
+    pub state: State,
+    pub ledger: Vec<LedgerLine>,
+    pub voucher_usage: Vec<VoucherUse>,
+    pub events: Vec<ServiceEvent>,
+    pub transfers: Vec<TransferRow>,
+    pub rejects: Vec<Reject>,
+    pub summary: serde_json::Value,
+}
+
+impl DayResult {
+    pub fn files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
+        let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
+        summary.push(b'\n');
+        vec![
+            ("ledger.csv", reports::ledger_csv(day, &self.ledger)),
+            ("voucher_usage.csv", reports::voucher_usage_csv(&self.voucher_usage)),
+            ("events.csv", reports::events_csv(&self.events)),
+            ("transfers.csv", reports::transfers_csv(&self.transfers)),
+            ("balances.csv", reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
+            ("rejects.csv", reports::rejects_csv(&self.rejects)),
+            ("summary.json", summary),
+        ]
+    }
+}
+
+/// The state a first day starts from: opening balances, nothing remembered.
+fn fresh_state(inputs: &Inputs, day: Day) -> State {
+    State {
+        format: STATE_FORMAT,
+        day: day.prev(),
+        first_day: day,
+        closed_months: BTreeSet::new(),
+        accounts: BTreeMap::new(),
+        vouchers_used: BTreeMap::new(),
+        seen: SeenIds::default(),
+        refund_bases: BTreeMap::new(),
+        transfer_sources: BTreeMap::new(),
+    }
+    .with_opening(inputs)
+}
+
+impl State {
+    fn with_opening(mut self, inputs: &Inputs) -> State {
+        for (&uin, b) in &inputs.reference.balances {
+            self.accounts.insert(uin, AccountState { cash: b.cash, gift: b.gift, credit_limit: b.credit_limit, suspended: false });
+        }
+        self
+    }
+}
+
+/// Settle `day` from `base` (the state after the previous day, or a fresh one).
+pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) -> Result<DayResult, Failure> {
+    let snapshot = &inputs.snapshot;
+    let closed = |m: Month| base.is_month_closed(m);
+    let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
+    let mut seen = base.seen.clone();
+    let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen)
+        .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
+    let DayInput { usage, orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
+
+    // Partition the day's records by organization.
+    let mut events: Vec<Vec<Event>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
+    let org_of = |uin: Uin| snapshot.org_index_of(uin);
+    for (key, group) in usage {
+        let o = org_of(key.owner_uin).expect("accepted usage has a known owner");
+        events[o].push(Event::postpaid(key, group));
+    }
+    for order in orders {
+        let o = org_of(order.owner_uin).expect("accepted order has a known owner");
+        events[o].push(Event::order(order));
+    }
+    let recharge_rows = recharges.clone();
+    for r in recharges {
+        let o = org_of(r.uin).expect("accepted recharge has a known account");
+        events[o].push(Event::recharge(r));
+    }
+    let mut orphan_transfers = Vec::new();
+    for t in transfers {
+        match org_of(t.member_uin) {
+            Some(o) => events[o].push(Event::transfer(t)),
+            None => orphan_transfers.push(orphan_transfer(t)),
+        }
+    }
+
+    // Books per organization, taken out of the state.
+    let mut next = base.clone();
+    next.day = day;
+    next.seen = seen;
+    let mut books: Vec<OrgBooks> = Vec::with_capacity(snapshot.orgs.len());
+    for org in &snapshot.orgs {
+        let mut accounts = BTreeMap::new();
+        let mut fresh = BTreeSet::new();
+        for m in &org.members {
+            let stored = next.accounts.get(&m.uin).copied();
+            if stored.is_none() || fresh_start {
+                fresh.insert(m.uin);
+            }
+            let zero = AccountState { cash: Money::ZERO, gift: Money::ZERO, credit_limit: Money::ZERO, suspended: false };
+            accounts.insert(m.uin, stored.unwrap_or(zero));
+        }
+        let mut vouchers = BTreeMap::new();
+        for m in &org.members {
+            if let Some(list) = inputs.reference.vouchers.get(&m.uin) {
+                let balances: Vec<VoucherBalance> = list
+                    .iter()
+                    .map(|v| {
+                        let used = next.vouchers_used.get(&v.voucher_id).copied().unwrap_or(Money::ZERO);
+                        VoucherBalance { voucher: v, remaining: (v.amount - used).max(Money::ZERO) }
+                    })
+                    .collect();
+                vouchers.insert(m.uin, balances);
+            }
+        }
+        let bases = next.refund_bases.remove(&org.org_id).unwrap_or_default();
+        let sources = next
+            .transfer_sources
+            .iter()
+            .filter(|(_, s)| s.org_id == org.org_id)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        books.push(OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources));
+    }
+
+    // Organizations never interact: settle them in parallel.
+    let outputs: Vec<Result<OrgOutput, String>> = books
+        .par_iter_mut()
+        .zip(events.into_par_iter())
+        .map(|(b, ev)| b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id)))
+        .collect();
+
+    // Put the books back into the state.
+    for b in books {
+        next.accounts.extend(b.accounts.iter().map(|(k, v)| (*k, *v)));
+        for list in b.vouchers.values() {
+            for v in list {
+                let used = v.voucher.amount - v.remaining;
+                if used.is_positive() {
+                    next.vouchers_used.insert(v.voucher.voucher_id.clone(), used);
+                }
+            }
+        }
+        if !b.bases.is_empty() {
+            next.refund_bases.insert(b.org.org_id.clone(), b.bases.clone());
+        }
+        for (id, source) in &b.sources {
+            next.transfer_sources.insert(id.clone(), source.clone());
+        }
+    }
+
+    // Merge in processing order; keys are unique across organizations.
+    let mut ledger: Vec<(EventKey, LedgerLine)> = Vec::new();
+    let mut voucher_usage: Vec<(EventKey, VoucherUse)> = Vec::new();
+    let mut service: Vec<(EventKey, ServiceEvent)> = Vec::new();
+    let mut transfer_rows: Vec<(EventKey, TransferRow)> = orphan_transfers;
+    let mut rejects = read_rejects;
+    let mut processing_rejects = 0u64;
+    for out in outputs {
+        let out = out.map_err(Failure::Internal)?;
+        ledger.extend(out.ledger);
+        voucher_usage.extend(out.voucher_usage);
+        service.extend(out.events);
+        transfer_rows.extend(out.transfers);
+        processing_rejects += out.rejects.len() as u64;
+        rejects.extend(out.rejects);
+    }
+    ledger.sort_by(|a, b| a.0.cmp(&b.0));
+    voucher_usage.sort_by(|a, b| a.0.cmp(&b.0));
+    service.sort_by(|a, b| a.0.cmp(&b.0));
+    transfer_rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rejects.sort_by(|a, b| (a.file, a.line).cmp(&(b.file, b.line)));
+    if let Some(c) = counts.get_mut(ORDERS_FILE) {
+        // Orders refused while processing (§8) were accepted when read.
+        c.accepted -= processing_rejects;
+        c.rejected += processing_rejects;
+    }
+
+    let result = DayResult {
+        ledger: ledger.into_iter().map(|x| x.1).collect(),
+        voucher_usage: voucher_usage.into_iter().map(|x| x.1).collect(),
+        events: service.into_iter().map(|x| x.1).collect(),
+        transfers: transfer_rows.into_iter().map(|x| x.1).collect(),
+        rejects,
+        summary: serde_json::Value::Null,
+        state: next,
+    };
+    let summary = crate::checks::check_and_summarize(day, base, &result, &recharge_rows, &counts, snapshot)
+        .map_err(Failure::Internal)?;
+    Ok(DayResult { summary, ..result })
+}
+
+/// Decide the state day `day` starts from (SPEC §12), discarding later days.
+fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Failure> {
+    let settled = store.settled_days().map_err(Failure::Internal)?;
+    let earlier = settled.iter().filter(|d| **d < day).next_back().copied();
+    let (base, fresh) = match earlier {
+        None => (fresh_state(inputs, day), true),
+        Some(prev) if prev == day.prev() => (store.load(prev).map_err(Failure::Internal)?, false),
+        Some(prev) => {
+            return Err(Failure::Refused(format!(
+                "day {day} needs the state after {}, but the last settled day before it is {prev}: settle {} first",
+                day.prev(),
+                prev.next()
+            )))
+        }
+    };
+    if !fresh && base.closed_months.contains(&day.month()) {
+        return Err(Failure::Refused(format!("month {} is closed: its days cannot be run again", day.month())));
+    }
+    let later: Vec<Day> = settled.iter().filter(|d| **d > day).copied().collect();
+    if !later.is_empty() {
+        let names: Vec<String> = later.iter().map(ToString::to_string).collect();
+        {
+            // Shown even with --quiet: discarding settled days must never be silent.
+            eprintln!("warning: re-running {day} discards the later settled days {}", names.join(", "));
+        }
+        store.discard_after(day).map_err(Failure::Internal)?;
+    }
+    Ok((base, fresh))
+}
+
+/// `orgsettle daily`: settle one day.
+pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Failure> {
+    let inputs = Inputs::load(input)?;
+    let store = Store::new(out);
+    settle_and_commit(&inputs, &store, day, opts).map(|_| ())
+}
+
+fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
+    let (base, fresh) = prepare(inputs, store, day)?;
+    let result = settle_day(inputs, day, &base, fresh)?;
+    store.commit_day(day, &result.files(inputs, day), &result.state).map_err(Failure::Internal)?;
+    if !opts.quiet {
+        eprintln!(
+            "settled {day}: {} ledger lines, {} events, {} rejected rows",
+            result.ledger.len(),
+            result.events.len(),
+            result.rejects.len()
+        );
+    }
+    Ok(result)
+}
+
+/// `orgsettle run`: every calendar day of the range, in order (SPEC §13).
+pub fn run(input: &Path, out: &Path, from: Option<Day>, to: Option<Day>, opts: Options) -> Result<(), Failure> {
+    let inputs = Inputs::load(input)?;
+    let store = Store::new(out);
+    let (Some(first_folder), Some(last_folder)) = (inputs.days.first().copied(), inputs.days.last().copied()) else {
+        if from.is_none() || to.is_none() {
+            return Err(Failure::Unusable(vec!["days/: no day folders, and no --from/--to range given".into()]));
+        }
+        return run_range(&inputs, &store, from.unwrap(), to.unwrap(), opts);
+    };
+    let last = to.unwrap_or(last_folder);
+    let first = match from {
+        Some(d) => d,
+        None => {
+            // Continue after the last settled day when there is one inside the range.
+            let settled = store.settled_days().map_err(Failure::Internal)?;
+            match settled.last() {
+                Some(&d) if d >= first_folder && d < last => d.next(),
+                Some(&d) if d >= last => {
+                    if !opts.quiet {
+                        eprintln!("nothing to do: {last} is already settled (use --from to settle days again)");
+                    }
+                    return Ok(());
+                }
+                _ => first_folder,
+            }
+        }
+    };
+    run_range(&inputs, &store, first, last, opts)
+}
+
+fn run_range(inputs: &Inputs, store: &Store, first: Day, last: Day, opts: Options) -> Result<(), Failure> {
+    if first > last {
+        return Err(Failure::Refused(format!("--from {first} is after --to {last}")));
+    }
+    let total = (last.0 - first.0).num_days() as u64 + 1;
+    let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+    let mut day = first;
+    loop {
+        bar.set_message(day.to_string());
+        settle_and_commit(inputs, store, day, Options { quiet: true })?;
+        bar.inc(1);
+        if day == last {
+            break;
+        }
+        day = day.next();
+    }
+    bar.finish_and_clear();
+    if !opts.quiet {
+        eprintln!("settled {total} day(s), {first} to {last}, into {}", store.out_dir().display());
+    }
+    Ok(())
+}
+
+/// `orgsettle validate`: every problem of the input, nothing written. Returns the
+/// report lines; unusable input is an error.
+pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
+    let inputs = Inputs::load(input)?;
+    let mut report = Vec::new();
+    let Some(&first) = inputs.days.first() else {
+        return Ok(report);
+    };
+    // As a first run over every folder would see them: months before the first
+    // folder's month are closed, ids are remembered from folder to folder.
+    let first_month = first.month();
+    let closed = move |m: Month| m < first_month;
+    let mut seen = SeenIds::default();
+    let mut problems = Vec::new();
+    for &day in &inputs.days {
+        let ctx = ReadContext { day, snapshot: &inputs.snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
+        match read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen) {
+            Ok(input) => {
+                for r in input.rejects {
+                    report.push(format!("days/{day}/{} line {}: {} ({}): {}", r.file, r.line, r.reason, r.id, r.message));
+                }
+            }
+            Err(e) => problems.push(format!("days/{day}/{e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(Failure::Unusable(problems))
+    }
+}
+
+/// Counts of a file for the summary, with every day file present as a key.
+pub fn all_counts(counts: &BTreeMap<&'static str, FileCounts>) -> BTreeMap<&'static str, FileCounts> {
+    DAY_FILES.iter().map(|f| (*f, counts.get(f).copied().unwrap_or_default())).collect()
+}

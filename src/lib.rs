@@ -1,0 +1,19 @@
+//! orgsettle: billing and payer settlement for multi-account organizations.
+pub mod csvread;
+pub mod ids;
+pub mod money;
+pub mod reject;
+pub mod snapshot;
+pub mod time;
+pub mod reference;
+pub mod pricing;
+pub mod state;
+pub mod ingest;
+pub mod refunds;
+pub mod settlement;
+pub mod engine;
+pub mod reports;
+pub mod store;
+pub mod job;
+pub mod checks;
+pub mod cli;

@@ -1,0 +1,39 @@
+//! The `orgsettle` binary: parse, run, map the outcome to an exit code.
+
+use clap::Parser;
+use orgsettle::cli::{Cli, Command};
+use orgsettle::job::{self, Failure, Options};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("orgsettle: {failure}");
+            ExitCode::from(failure.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(threads) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| Failure::Internal(format!("cannot start {threads} threads: {e}")))?;
+    }
+    let opts = Options { quiet: cli.quiet };
+    match cli.command {
+        Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
+        Command::Run { input, out, from, to } => job::run(&input, &out, from, to, opts),
+        Command::Validate { input } => {
+            let report = job::validate(&input)?;
+            for line in &report {
+                println!("{line}");
+            }
+            println!("input is usable; {} row(s) would be rejected", report.len());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Money: ledger amounts (exactly two decimals, the fen) and rated amounts (full precision).
+//!
+//! SPEC §1.1. Ledger amounts are a newtype over `rust_decimal::Decimal` whose scale
+//! is always 2. Rated amounts are exact fixed-point integers at 16 fractional digits:
+//! the product of two 8-digit inputs is exact at 16 digits, and an `i128` holds it
+//! with room to spare, where `Decimal`'s 96-bit mantissa would silently round any
+//! product above about 7.9e12. Rounding from rated to ledger happens only in
+//! [`Rated::round_to_money_half_away_from_zero`].
+
+use rust_decimal::Decimal;
+use std::fmt;
+use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
+
+/// Fractional digits of a rated amount.
+pub const RATED_SCALE: u32 = 16;
+/// Fractional digits of an "exact at 8 digits" input field (quantity, unit price...).
+pub const INPUT_SCALE: u32 = 8;
+/// Inputs with more integer digits than this are out of range (`bad_value`): they
+/// cannot be real bills, and the limit keeps every product exact in an `i128`.
+pub const MAX_INTEGER_DIGITS: usize = 15;
+
+const fn pow10(n: u32) -> i128 {
+    let mut v: i128 = 1;
+    let mut i = 0;
+    while i < n {
+        v *= 10;
+        i += 1;
+    }
+    v
+}
+
+/// A ledger amount: a whole number of fen, always written with two decimals.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(Decimal);
+
+impl Default for Money {
+    fn default() -> Money {
+        Money::ZERO
+    }
+}
+
+impl Money {
+    pub const ZERO: Money = Money(Decimal::from_parts(0, 0, 0, false, 2));
+
+    pub fn from_fen(fen: i64) -> Money {
+        Money(Decimal::new(fen, 2))
+    }
+
+    /// The amount in fen. Ledger amounts are bounded by the input limits, so this
+    /// always fits; a value that did not would be a broken invariant.
+    pub fn fen(self) -> i64 {
+        let mantissa = self.0.mantissa();
+        debug_assert_eq!(self.0.scale(), 2, "Money must keep scale 2");
+        i64::try_from(mantissa).expect("ledger amount out of i64 fen range")
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+    pub fn is_positive(self) -> bool {
+        self.0.is_sign_positive() && !self.0.is_zero()
+    }
+    pub fn is_negative(self) -> bool {
+        self.0.is_sign_negative() && !self.0.is_zero()
+    }
+    pub fn min(self, other: Money) -> Money {
+        if self <= other {
+            self
+        } else {
+            other
+        }
+    }
+    pub fn max(self, other: Money) -> Money {
+        if self >= other {
+            self
+        } else {
+            other
+        }
+    }
+    pub fn as_decimal(self) -> Decimal {
+        self.0
+    }
+
+    /// Parse a ledger amount written as a plain decimal that is a whole number of fen.
+    pub fn parse(text: &str) -> Result<Money, NumberError> {
+        let parsed = PlainDecimal::parse(text)?;
+        let fen = parsed.scaled_to(2).ok_or(NumberError::Scale)?;
+        let fen = i64::try_from(fen).map_err(|_| NumberError::Range)?;
+        Ok(Money::from_fen(fen))
+    }
+
+    /// This amount as a rated amount (exact, no rounding).
+    pub fn to_rated(self) -> Rated {
+        Rated(self.fen() as i128 * pow10(RATED_SCALE - 2))
+    }
+}
+
+fn normalized(d: Decimal) -> Money {
+    // Keep the scale at exactly 2 and never carry a negative zero.
+    let mut d = d;
+    d.rescale(2);
+    if d.is_zero() {
+        d.set_sign_positive(true);
+    }
+    Money(d)
+}
+
+impl Add for Money {
+    type Output = Money;
+    fn add(self, rhs: Money) -> Money {
+        normalized(self.0 + rhs.0)
+    }
+}
+impl Sub for Money {
+    type Output = Money;
+    fn sub(self, rhs: Money) -> Money {
+        normalized(self.0 - rhs.0)
+    }
+}
+impl Neg for Money {
+    type Output = Money;
+    fn neg(self) -> Money {
+        normalized(-self.0)
+    }
+}
+impl AddAssign for Money {
+    fn add_assign(&mut self, rhs: Money) {
+        *self = *self + rhs;
+    }
+}
+impl SubAssign for Money {
+    fn sub_assign(&mut self, rhs: Money) {
+        *self = *self - rhs;
+    }
+}
+impl std::iter::Sum for Money {
+    fn sum<I: Iterator<Item = Money>>(iter: I) -> Money {
+        iter.fold(Money::ZERO, |a, b| a + b)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fen = self.fen();
+        let sign = if fen < 0 { "-" } else { "" };
+        let abs = fen.unsigned_abs();
+        write!(f, "{}{}.{:02}", sign, abs / 100, abs % 100)
+    }
+}
+impl fmt::Debug for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Money({self})")
+    }
+}
+
+impl serde::Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> serde::Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        let text = String::deserialize(d)?;
+        Money::parse(&text).map_err(|e| serde::de::Error::custom(format!("bad money {text:?}: {e}")))
+    }
+}
+
+/// A rated amount: exact, 16 fractional digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct Rated(i128);
+
+impl Rated {
+    pub const ZERO: Rated = Rated(0);
+
+    /// The product of two exact 8-digit values, exact at 16 digits.
+    pub fn product(a: Exact8, b: Exact8) -> Option<Rated> {
+        a.0.checked_mul(b.0).map(Rated)
+    }
+
+    pub fn from_exact8(a: Exact8) -> Rated {
+        Rated(a.0 * pow10(RATED_SCALE - INPUT_SCALE))
+    }
+
+    pub fn checked_add(self, rhs: Rated) -> Option<Rated> {
+        self.0.checked_add(rhs.0).map(Rated)
+    }
+
+    /// Round to the fen, half away from zero (SPEC §1.1: 2.345 → 2.35, −2.345 → −2.35).
+    pub fn round_to_money_half_away_from_zero(self) -> Money {
+        let fen = round_half_away_from_zero(self.0, RATED_SCALE - 2);
+        Money::from_fen(i64::try_from(fen).expect("rated amount beyond the ledger's range"))
+    }
+
+    /// Round to 8 fractional digits, half away from zero (the list-amount check of §4.2).
+    pub fn round_to_exact8_half_away_from_zero(self) -> Exact8 {
+        Exact8(round_half_away_from_zero(self.0, RATED_SCALE - INPUT_SCALE))
+    }
+}
+
+/// Divide by 10^digits, rounding half away from zero.
+fn round_half_away_from_zero(value: i128, digits: u32) -> i128 {
+    let unit = pow10(digits);
+    let quotient = value / unit;
+    let remainder = (value % unit).abs();
+    if remainder * 2 >= unit {
+        quotient + value.signum()
+    } else {
+        quotient
+    }
+}
+
+/// An input value exact at 8 fractional digits (quantity, unit price, list amount,
+/// contract rates and prices), as an integer count of 10^-8.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct Exact8(pub i128);
+
+impl Exact8 {
+    pub const ZERO: Exact8 = Exact8(0);
+    pub const ONE: Exact8 = Exact8(pow10(INPUT_SCALE));
+
+    pub fn parse(text: &str) -> Result<Exact8, NumberError> {
+        let parsed = PlainDecimal::parse(text)?;
+        parsed.scaled_to(INPUT_SCALE).map(Exact8).ok_or(NumberError::Scale)
+    }
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+    pub fn checked_sub(self, rhs: Exact8) -> Option<Exact8> {
+        self.0.checked_sub(rhs.0).map(Exact8)
+    }
+    pub fn min(self, rhs: Exact8) -> Exact8 {
+        Exact8(self.0.min(rhs.0))
+    }
+}
+
+impl fmt::Display for Exact8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = pow10(INPUT_SCALE);
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let frac = format!("{:08}", abs % unit as u128);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            write!(f, "{sign}{}", abs / unit as u128)
+        } else {
+            write!(f, "{sign}{}.{frac}", abs / unit as u128)
+        }
+    }
+}
+
+/// Why a number field was refused; maps to `bad_value` or `bad_amount_scale`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("not a plain decimal (digits, optional '-' and '.')")]
+    Syntax,
+    #[error("more fractional digits than allowed")]
+    Scale,
+    #[error("out of range (more than {MAX_INTEGER_DIGITS} integer digits)")]
+    Range,
+}
+
+/// A decimal exactly as written: `-?[0-9]+(\.[0-9]+)?` (SPEC §1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainDecimal {
+    /// The digits without the point, trailing fractional zeros removed.
+    mantissa: i128,
+    /// Fractional digits left after removing trailing zeros.
+    scale: u32,
+}
+
+impl PlainDecimal {
+    pub fn parse(text: &str) -> Result<PlainDecimal, NumberError> {
+        let bytes = text.as_bytes();
+        let (negative, body) = match bytes.first() {
+            Some(b'-') => (true, &text[1..]),
+            _ => (false, text),
+        };
+        let (int_part, frac_part) = match body.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (body, None),
+        };
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(int_part) || frac_part.is_some_and(|f| !all_digits(f)) {
+            return Err(NumberError::Syntax);
+        }
+        let frac = frac_part.unwrap_or("").trim_end_matches('0');
+        let int_trimmed = int_part.trim_start_matches('0');
+        // Scale is reported before range: a value with too many fractional digits
+        // is `bad_amount_scale` (reason 3) whatever its size.
+        if frac.len() > 30 {
+            return Err(NumberError::Scale);
+        }
+        if int_trimmed.len() > MAX_INTEGER_DIGITS {
+            return Err(NumberError::Range);
+        }
+        let mut mantissa: i128 = 0;
+        for b in int_trimmed.bytes().chain(frac.bytes()) {
+            mantissa = mantissa * 10 + i128::from(b - b'0');
+        }
+        if negative {
+            mantissa = -mantissa;
+        }
+        Ok(PlainDecimal { mantissa, scale: frac.len() as u32 })
+    }
+
+    /// The value as an integer count of 10^-scale, or None when it has more
+    /// (non-zero) fractional digits than that.
+    pub fn scaled_to(self, scale: u32) -> Option<i128> {
+        if self.scale > scale {
+            return None;
+        }
+        Some(self.mantissa * pow10(scale - self.scale))
+    }
+
+    pub fn frac_digits(self) -> u32 {
+        self.scale
+    }
+    pub fn is_negative(self) -> bool {
+        self.mantissa < 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rated(text: &str) -> Rated {
+        Rated(PlainDecimal::parse(text).unwrap().scaled_to(RATED_SCALE).unwrap())
+    }
+
+    #[test]
+    fn rounding_is_half_away_from_zero() {
+        assert_eq!(rated("2.345").round_to_money_half_away_from_zero().to_string(), "2.35");
+        assert_eq!(rated("-2.345").round_to_money_half_away_from_zero().to_string(), "-2.35");
+        assert_eq!(rated("2.3449999999").round_to_money_half_away_from_zero().to_string(), "2.34");
+        assert_eq!(rated("-0.004").round_to_money_half_away_from_zero().to_string(), "0.00");
+        assert_eq!(rated("0.005").round_to_money_half_away_from_zero().to_string(), "0.01");
+    }
+
+    #[test]
+    fn plain_decimal_syntax() {
+        for bad in ["", "-", ".5", "5.", "+1", "1e5", "1,5", " 1", "--1", "0x10", "1.2.3"] {
+            assert_eq!(PlainDecimal::parse(bad), Err(NumberError::Syntax), "{bad:?}");
+        }
+        assert_eq!(PlainDecimal::parse("1234567890123456"), Err(NumberError::Range));
+        assert!(PlainDecimal::parse("000000000000000000001").is_ok());
+    }
+
+    #[test]
+    fn ledger_amounts_must_be_whole_fen() {
+        assert_eq!(Money::parse("1.5").unwrap().to_string(), "1.50");
+        assert_eq!(Money::parse("1.500").unwrap().to_string(), "1.50");
+        assert_eq!(Money::parse("1.505"), Err(NumberError::Scale));
+        assert_eq!(Money::parse("-0").unwrap().to_string(), "0.00");
+        assert_eq!(Money::parse("-3.25").unwrap().to_string(), "-3.25");
+    }
+
+    #[test]
+    fn money_never_prints_negative_zero() {
+        let m = Money::from_fen(5) - Money::from_fen(5);
+        assert_eq!((-m).to_string(), "0.00");
+        assert_eq!((-Money::from_fen(0)).to_string(), "0.00");
+    }
+
+    #[test]
+    fn exact8_products_are_exact() {
+        let q = Exact8::parse("123456789012.12345678").unwrap();
+        let p = Exact8::parse("99999.99999999").unwrap();
+        let product = Rated::product(q, p).unwrap();
+        // 123456789012.12345678 × 99999.99999999, exact.
+        assert_eq!(product.0, 123456789012_12345678i128 * 99999_99999999i128);
+        assert_eq!(Exact8::parse("1.000000001"), Err(NumberError::Scale));
+        assert_eq!(Exact8::parse("2.50000000").unwrap().to_string(), "2.5");
+    }
+}

@@ -1,0 +1,155 @@
+//! Output files (SPEC §11): the only place output columns exist. Each writer
+//! takes rows already in their final order and returns the file's bytes.
+//!
+//! Invariant: output is a pure function of the rows; `\n` line endings, amounts
+//! with two decimals, columns exactly as SPEC lists them.
+
+use crate::engine::{LedgerLine, ServiceEvent, TransferRow, VoucherUse};
+use crate::ids::Uin;
+use crate::reject::Reject;
+use crate::snapshot::Snapshot;
+use crate::state::AccountState;
+use crate::time::Day;
+use std::collections::BTreeMap;
+
+fn writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new())
+}
+
+fn finish(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
+    // Writing to memory cannot fail; an error here is a broken invariant.
+    w.into_inner().expect("in-memory CSV writer flushes")
+}
+
+fn opt<T: ToString>(value: &Option<T>) -> String {
+    value.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+pub const LEDGER_COLUMNS: [&str; 25] = [
+    "line_id", "run_day", "charge_time", "bill_month", "kind", "org_id", "owner_uin", "responsible_uin", "product",
+    "cycle", "period_start", "period_end", "order_id", "resource_id", "usage_records", "list_amount",
+    "discount_amount", "payable_amount", "pricing_uin", "contract_id", "voucher_amount", "cash_amount",
+    "gift_amount", "credit_amount", "status",
+];
+
+pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(LEDGER_COLUMNS).expect("write header");
+    let run_day = day.to_string();
+    for l in lines {
+        let (cycle, start, end, records) = match l.period {
+            Some((c, s, e, n)) => (c.to_string(), s.to_string(), e.to_string(), n.to_string()),
+            None => Default::default(),
+        };
+        let (order_id, resource_id) = l.order.clone().unwrap_or_default();
+        let (pricing_uin, contract_id) = match &l.contract {
+            Some((u, c)) => (u.to_string(), c.clone()),
+            None => Default::default(),
+        };
+        w.write_record([
+            l.line_id.as_str(),
+            &run_day,
+            &l.charge_time.to_string(),
+            &l.bill_month.to_string(),
+            l.kind.as_str(),
+            &l.org_id,
+            &l.owner_uin.to_string(),
+            &l.responsible_uin.to_string(),
+            &l.product,
+            &cycle,
+            &start,
+            &end,
+            &order_id,
+            &resource_id,
+            &records,
+            &l.list_amount.to_string(),
+            &l.discount_amount.to_string(),
+            &l.payable_amount.to_string(),
+            &pricing_uin,
+            &contract_id,
+            &l.voucher_amount.to_string(),
+            &l.cash_amount.to_string(),
+            &l.gift_amount.to_string(),
+            &l.credit_amount.to_string(),
+            l.status.as_str(),
+        ])
+        .expect("write ledger row");
+    }
+    finish(w)
+}
+
+pub fn voucher_usage_csv(uses: &[VoucherUse]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["line_id", "voucher_id", "voucher_owner_uin", "amount"]).expect("write header");
+    for u in uses {
+        w.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()])
+            .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn events_csv(events: &[ServiceEvent]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["at", "org_id", "uin", "event", "responsible_uin", "trigger"]).expect("write header");
+    for e in events {
+        w.write_record([
+            e.at.to_string().as_str(),
+            &e.org_id,
+            &e.uin.to_string(),
+            if e.shutdown { "shutdown" } else { "reversal" },
+            &e.responsible_uin.to_string(),
+            e.trigger.as_str(),
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn transfers_csv(rows: &[TransferRow]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["transfer_id", "kind", "at", "management_uin", "member_uin", "amount", "status", "reason"])
+        .expect("write header");
+    for t in rows {
+        w.write_record([
+            t.transfer_id.as_str(),
+            t.kind.as_str(),
+            &t.at.to_string(),
+            &opt(&t.management_uin),
+            &t.member_uin.to_string(),
+            &t.amount,
+            if t.refused.is_some() { "rejected" } else { "accepted" },
+            t.refused.unwrap_or(""),
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn balances_csv(snapshot: &Snapshot, accounts: &BTreeMap<Uin, AccountState>) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["uin", "org_id", "cash", "gift", "credit_limit", "in_arrears", "service"]).expect("write header");
+    for uin in snapshot.all_uins() {
+        let (org, _) = snapshot.find(uin).expect("uin from the snapshot");
+        let a = accounts.get(&uin).copied().expect("every snapshot account has a balance");
+        w.write_record([
+            uin.to_string().as_str(),
+            &org.org_id,
+            &a.cash.to_string(),
+            &a.gift.to_string(),
+            &a.credit_limit.to_string(),
+            if a.in_arrears() { "true" } else { "false" },
+            if a.suspended { "suspended" } else { "running" },
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn rejects_csv(rejects: &[Reject]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["file", "line", "id", "reason", "message"]).expect("write header");
+    for r in rejects {
+        w.write_record([r.file, &r.line.to_string(), &r.id, r.reason.code(), &r.message]).expect("write row");
+    }
+    finish(w)
+}

@@ -1,0 +1,102 @@
+//! The engine's own state between runs (SPEC §12): balances, service states,
+//! voucher use, remembered ids, refund bases and transfer sources.
+//!
+//! Invariant: a state file is written whole (aside, then renamed) and names the
+//! day it follows; `state/D.json` existing means day D is settled and committed.
+
+use crate::ids::Uin;
+use crate::money::Money;
+use crate::time::{Day, Month};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Bumped whenever the layout changes incompatibly.
+pub const STATE_FORMAT: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub cash: Money,
+    pub gift: Money,
+    pub credit_limit: Money,
+    pub suspended: bool,
+}
+
+impl AccountState {
+    pub fn in_arrears(&self) -> bool {
+        self.cash < -self.credit_limit
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenUsage {
+    /// The month of the run that accepted it; ids are kept for that month and the next.
+    pub month: Month,
+    pub content: String,
+}
+
+/// Ids of accepted rows with a digest of their content (§4.2 duplicates).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenIds {
+    pub usage: BTreeMap<String, SeenUsage>,
+    pub orders: BTreeMap<String, String>,
+    pub recharges: BTreeMap<String, String>,
+    pub transfers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSource {
+    pub org_id: String,
+    pub member_uin: Uin,
+    pub amount: Money,
+    /// What accepted `out` transfers have already returned from it.
+    pub drawn: Money,
+}
+
+/// Refund bases of one organization: resource → payer → basis (§8).
+pub type Bases = BTreeMap<String, BTreeMap<Uin, Money>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    /// The last settled day.
+    pub day: Day,
+    /// The first day ever processed: months before its month count as closed.
+    pub first_day: Day,
+    pub closed_months: BTreeSet<Month>,
+    pub accounts: BTreeMap<Uin, AccountState>,
+    pub vouchers_used: BTreeMap<String, Money>,
+    pub seen: SeenIds,
+    pub refund_bases: BTreeMap<String, Bases>,
+    pub transfer_sources: BTreeMap<String, TransferSource>,
+}
+
+impl State {
+    pub fn is_month_closed(&self, month: Month) -> bool {
+        month < self.first_day.month() || self.closed_months.contains(&month)
+    }
+}
+
+impl Default for Month {
+    fn default() -> Month {
+        Month { year: 1970, month: 1 }
+    }
+}
+
+macro_rules! serde_as_string {
+    ($t:ty, $parse:expr, $what:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let text = String::deserialize(d)?;
+                $parse(&text).ok_or_else(|| serde::de::Error::custom(format!("bad {} {text:?}", $what)))
+            }
+        }
+    };
+}
+
+serde_as_string!(Day, Day::parse, "day");
+serde_as_string!(Month, Month::parse, "month");

@@ -1,0 +1,139 @@
+//! The output directory on disk (SPEC §11, §12): committed days, versioned state
+//! files and atomic publication.
+//!
+//! Invariant: `state/D.json` is written last, by rename; it is the mark that day D
+//! is committed. A `days/D/` folder without its state file is an interrupted run
+//! and is replaced by the next run of D. Nothing is ever written in place.
+
+use crate::state::{State, STATE_FORMAT};
+use crate::time::Day;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Store {
+    out: PathBuf,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+impl Store {
+    pub fn new(out: &Path) -> Store {
+        Store { out: out.to_path_buf() }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.out.join("state")
+    }
+    pub fn day_dir(&self, day: Day) -> PathBuf {
+        self.out.join("days").join(day.to_string())
+    }
+    fn state_file(&self, day: Day) -> PathBuf {
+        self.state_dir().join(format!("{day}.json"))
+    }
+
+    /// Days whose state is committed, ascending.
+    pub fn settled_days(&self) -> Result<BTreeSet<Day>, String> {
+        let dir = self.state_dir();
+        let mut days = BTreeSet::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(days),
+            Err(e) => return Err(io_error("cannot list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("cannot list", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(day) = name.strip_suffix(".json").and_then(Day::parse) {
+                days.insert(day);
+            }
+        }
+        Ok(days)
+    }
+
+    pub fn load(&self, day: Day) -> Result<State, String> {
+        let path = self.state_file(day);
+        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        if state.format != STATE_FORMAT || state.day != day {
+            return Err(format!("state {} has format {} for day {}, expected format {STATE_FORMAT} for {day}", path.display(), state.format, state.day));
+        }
+        Ok(state)
+    }
+
+    /// Remove the committed days after `day`, newest first (state before outputs, so
+    /// an interruption leaves a consistent prefix of committed days).
+    pub fn discard_after(&self, day: Day) -> Result<Vec<Day>, String> {
+        let later: Vec<Day> = self.settled_days()?.into_iter().filter(|d| *d > day).rev().collect();
+        for d in &later {
+            let state = self.state_file(*d);
+            fs::remove_file(&state).map_err(|e| io_error("cannot remove", &state, e))?;
+            remove_dir_if_present(&self.day_dir(*d))?;
+        }
+        Ok(later)
+    }
+
+    /// Publish day `day`: its files into `days/D/` (written aside, then renamed),
+    /// then its state. A crash at any point leaves the previous state usable.
+    pub fn commit_day(&self, day: Day, files: &[(&str, Vec<u8>)], state: &State) -> Result<(), String> {
+        let days = self.out.join("days");
+        fs::create_dir_all(&days).map_err(|e| io_error("cannot create", &days, e))?;
+        fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
+        // Uncommit D first: from here until the state is renamed in, D is not settled.
+        let state_path = self.state_file(day);
+        if state_path.exists() {
+            fs::remove_file(&state_path).map_err(|e| io_error("cannot remove", &state_path, e))?;
+        }
+        let staging = days.join(format!(".{day}.staging"));
+        remove_dir_if_present(&staging)?;
+        fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
+        for (name, bytes) in files {
+            write_synced(&staging.join(name), bytes)?;
+        }
+        sync_dir(&staging)?;
+        let target = self.day_dir(day);
+        let old = days.join(format!(".{day}.old"));
+        remove_dir_if_present(&old)?;
+        if target.exists() {
+            fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
+        }
+        fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
+        sync_dir(&days)?;
+        remove_dir_if_present(&old)?;
+
+        let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
+        let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
+        write_synced(&tmp, &json)?;
+        fs::rename(&tmp, &state_path).map_err(|e| io_error("cannot publish", &state_path, e))?;
+        sync_dir(&self.state_dir())?;
+        Ok(())
+    }
+
+    /// Write one file of a monthly close atomically.
+    pub fn out_dir(&self) -> &Path {
+        &self.out
+    }
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("cannot remove", path, e)),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
+    f.write_all(bytes).map_err(|e| io_error("cannot write", path, e))?;
+    f.sync_all().map_err(|e| io_error("cannot sync", path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<(), String> {
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io_error("cannot sync", path, e))
+}

@@ -1,0 +1,258 @@
+//! Instants, business days and months in Beijing time (SPEC §1.2, §4.1).
+//!
+//! An instant is nanoseconds since the Unix epoch (UTC). The business calendar is a
+//! fixed UTC+08:00 with no daylight saving; days and months are half-open intervals.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
+use std::fmt;
+
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+const NANOS_PER_HOUR: i64 = 3_600 * NANOS_PER_SECOND;
+const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
+const BEIJING_OFFSET_NANOS: i64 = 8 * NANOS_PER_HOUR;
+
+fn beijing() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// An instant, in nanoseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Ts(pub i64);
+
+impl Ts {
+    /// Parse RFC 3339 with an explicit offset; anything else is `bad_timestamp`.
+    pub fn parse(text: &str) -> Option<Ts> {
+        // chrono also accepts a space or lower-case 't' between date and time;
+        // SPEC §1.2 asks for RFC 3339, whose grammar uses 'T'.
+        if text.as_bytes().get(10) != Some(&b'T') {
+            return None;
+        }
+        let parsed = DateTime::parse_from_rfc3339(text).ok()?;
+        parsed.timestamp_nanos_opt().map(Ts)
+    }
+
+    /// One nanosecond before this instant (a period's last instant is its end minus this).
+    pub fn pred(self) -> Ts {
+        Ts(self.0 - 1)
+    }
+
+    fn to_beijing(self) -> DateTime<FixedOffset> {
+        let secs = self.0.div_euclid(NANOS_PER_SECOND);
+        let nanos = self.0.rem_euclid(NANOS_PER_SECOND) as u32;
+        beijing().timestamp_opt(secs, nanos).single().expect("instant within chrono's range")
+    }
+
+    /// The business day that contains this instant.
+    pub fn day(self) -> Day {
+        Day(self.to_beijing().date_naive())
+    }
+
+    pub fn month(self) -> Month {
+        self.day().month()
+    }
+}
+
+/// Written in +08:00 with seconds; fractional seconds only when not zero.
+impl fmt::Display for Ts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.to_beijing();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )?;
+        let nanos = t.nanosecond();
+        if nanos != 0 {
+            let frac = format!("{nanos:09}");
+            write!(f, ".{}", frac.trim_end_matches('0'))?;
+        }
+        f.write_str("+08:00")
+    }
+}
+
+/// A business day (Beijing calendar date).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Day(pub NaiveDate);
+
+impl Day {
+    /// Parse `YYYY-MM-DD` exactly.
+    pub fn parse(text: &str) -> Option<Day> {
+        if text.len() != 10 {
+            return None;
+        }
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(Day)
+    }
+    /// The day's first instant, 00:00 +08:00.
+    pub fn start(self) -> Ts {
+        let midnight = self.0.and_hms_opt(0, 0, 0).expect("midnight exists");
+        let utc_nanos = midnight.and_utc().timestamp() * NANOS_PER_SECOND;
+        Ts(utc_nanos - BEIJING_OFFSET_NANOS)
+    }
+    /// The next day's first instant (the end of this day, exclusive).
+    pub fn end(self) -> Ts {
+        self.next().start()
+    }
+    pub fn next(self) -> Day {
+        Day(self.0.succ_opt().expect("date in range"))
+    }
+    pub fn prev(self) -> Day {
+        Day(self.0.pred_opt().expect("date in range"))
+    }
+    pub fn month(self) -> Month {
+        Month { year: self.0.year(), month: self.0.month() }
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+/// A business month.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Month {
+    /// Parse `YYYY-MM` exactly.
+    pub fn parse(text: &str) -> Option<Month> {
+        let (y, m) = text.split_once('-')?;
+        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let month = Month { year: y.parse().ok()?, month: m.parse().ok()? };
+        (1..=12).contains(&month.month).then_some(month)
+    }
+    pub fn first_day(self) -> Day {
+        Day(NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("valid month"))
+    }
+    pub fn start(self) -> Ts {
+        self.first_day().start()
+    }
+    pub fn next(self) -> Month {
+        if self.month == 12 {
+            Month { year: self.year + 1, month: 1 }
+        } else {
+            Month { year: self.year, month: self.month + 1 }
+        }
+    }
+    pub fn prev(self) -> Month {
+        if self.month == 1 {
+            Month { year: self.year - 1, month: 12 }
+        } else {
+            Month { year: self.year, month: self.month - 1 }
+        }
+    }
+    pub fn end(self) -> Ts {
+        self.next().start()
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// A postpaid settlement cycle (SPEC §4.1).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Cycle {
+    // Declared in byte order of their names, so the derived order is the §1.4 string order.
+    Daily,
+    Hourly,
+    Monthly,
+}
+
+impl Cycle {
+    pub fn parse(text: &str) -> Option<Cycle> {
+        match text {
+            "hourly" => Some(Cycle::Hourly),
+            "daily" => Some(Cycle::Daily),
+            "monthly" => Some(Cycle::Monthly),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cycle::Hourly => "hourly",
+            Cycle::Daily => "daily",
+            Cycle::Monthly => "monthly",
+        }
+    }
+
+    /// The period `[start, end)` of this cycle that contains `t`.
+    pub fn period_containing(self, t: Ts) -> (Ts, Ts) {
+        match self {
+            Cycle::Hourly => {
+                // +08:00 is a whole number of hours, so UTC hours are Beijing hours.
+                let start = t.0.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+                (Ts(start), Ts(start + NANOS_PER_HOUR))
+            }
+            Cycle::Daily => {
+                let local = t.0 + BEIJING_OFFSET_NANOS;
+                let start = local.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY - BEIJING_OFFSET_NANOS;
+                (Ts(start), Ts(start + NANOS_PER_DAY))
+            }
+            Cycle::Monthly => {
+                let month = t.month();
+                (month.start(), month.end())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Cycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(text: &str) -> Ts {
+        Ts::parse(text).unwrap()
+    }
+
+    #[test]
+    fn timestamps_need_an_offset() {
+        assert!(Ts::parse("2026-11-05T13:00:00").is_none());
+        assert!(Ts::parse("2026-11-05 13:00:00+08:00").is_none());
+        assert_eq!(ts("2026-11-05T05:00:00Z"), ts("2026-11-05T13:00:00+08:00"));
+    }
+
+    #[test]
+    fn output_is_beijing_time_with_fraction_only_when_set() {
+        assert_eq!(ts("2026-11-05T05:00:00Z").to_string(), "2026-11-05T13:00:00+08:00");
+        assert_eq!(ts("2026-11-05T05:00:00.500Z").to_string(), "2026-11-05T13:00:00.5+08:00");
+        assert_eq!(ts("2026-11-04T16:00:00Z").day().to_string(), "2026-11-05");
+    }
+
+    #[test]
+    fn periods_follow_the_beijing_calendar() {
+        let t = ts("2026-11-01T07:30:00+08:00");
+        let (s, e) = Cycle::Daily.period_containing(t);
+        assert_eq!((s.to_string(), e.to_string()), ("2026-11-01T00:00:00+08:00".into(), "2026-11-02T00:00:00+08:00".into()));
+        let (s, e) = Cycle::Monthly.period_containing(ts("2026-12-31T23:59:59+08:00"));
+        assert_eq!((s.to_string(), e.to_string()), ("2026-12-01T00:00:00+08:00".into(), "2027-01-01T00:00:00+08:00".into()));
+        let (s, e) = Cycle::Hourly.period_containing(ts("2026-11-01T23:10:00+08:00"));
+        assert_eq!((s.to_string(), e.to_string()), ("2026-11-01T23:00:00+08:00".into(), "2026-11-02T00:00:00+08:00".into()));
+        assert_eq!(e.pred().day().to_string(), "2026-11-01");
+    }
+
+    #[test]
+    fn cycles_sort_as_their_names() {
+        let mut v = vec![Cycle::Monthly, Cycle::Hourly, Cycle::Daily];
+        v.sort();
+        assert_eq!(v, vec![Cycle::Daily, Cycle::Hourly, Cycle::Monthly]);
+    }
+}
