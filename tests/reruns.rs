@@ -1,0 +1,133 @@
+//! SPEC §12 and §4.4: reruns, refused gaps, thread counts and row order.
+
+use crate::common::*;
+use orgsettle::job::{self, Failure};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn demo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rerunning_the_last_day_is_byte_identical() {
+    let out = tempfile::tempdir().unwrap();
+    job::run(&demo(), out.path(), None, None, quiet()).unwrap();
+    let before = snapshot_of(out.path());
+    job::daily(&demo(), out.path(), day("2026-11-02"), quiet()).unwrap();
+    assert_eq!(snapshot_of(out.path()), before);
+}
+
+#[test]
+fn rerunning_an_earlier_day_discards_the_later_days() {
+    let out = tempfile::tempdir().unwrap();
+    job::run(&demo(), out.path(), None, None, quiet()).unwrap();
+    let before = snapshot_of(out.path());
+    job::daily(&demo(), out.path(), day("2026-10-31"), quiet()).unwrap();
+    let after = snapshot_of(out.path());
+    assert!(!out.path().join("days/2026-11-01").exists());
+    assert!(!out.path().join("state/2026-11-02.json").exists());
+    let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-11-0")).collect();
+    assert_eq!(after, kept, "days up to the rerun day are unchanged");
+    // Continuing settles the discarded days again, identically.
+    job::run(&demo(), out.path(), None, None, quiet()).unwrap();
+    let again = tempfile::tempdir().unwrap();
+    job::run(&demo(), again.path(), None, None, quiet()).unwrap();
+    assert_eq!(snapshot_of(out.path()), snapshot_of(again.path()));
+}
+
+#[test]
+fn a_day_without_the_previous_state_is_refused_and_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    job::daily(&demo(), out.path(), day("2026-10-30"), quiet()).unwrap();
+    let before = snapshot_of(out.path());
+    let err = job::daily(&demo(), out.path(), day("2026-11-01"), quiet()).unwrap_err();
+    assert!(matches!(err, Failure::Refused(_)), "{err}");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("needs the state after 2026-10-31"), "{err}");
+    assert_eq!(snapshot_of(out.path()), before);
+}
+
+/// Several organizations with interleaved rows, so that thread count and row
+/// order have something to disturb.
+fn many_orgs(reverse_rows: bool) -> Scenario {
+    let s = Scenario::new();
+    let mut orgs = Vec::new();
+    let mut usage = vec![USAGE_HEADER.trim_end().to_string()];
+    let mut orders = vec![ORDERS_HEADER.trim_end().to_string()];
+    for o in 0..6u64 {
+        let m = 1000 * (o + 1);
+        orgs.push(format!(
+            r#"{{"org_id":"org-{o}","created_at":"2026-01-01T00:00:00+08:00","management_uin":{m},
+            "entities":[{{"entity_id":"e","admin_uin":{}}}],"departments":[{{"dept_id":"root"}}],"members":[
+            {{"uin":{m},"entity_id":"e","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}},
+            {{"uin":{},"entity_id":"e","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}},
+            {{"uin":{},"entity_id":"e","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+              "payer_periods":[{{"payer_uin":{},"from":"2026-10-01T05:00:00+08:00"}}]}}]}}"#,
+            m + 1, m + 1, m + 2, m + 1
+        ));
+        for h in 0..8u64 {
+            for (k, owner) in [m, m + 1, m + 2].into_iter().enumerate() {
+                let q = (h * 7 + k as u64 * 3 + o) % 11 + 1;
+                usage.push(format!(
+                    "u-{o}-{h}-{k},{owner},ins-{owner},cvm,r1,hourly,2026-10-01T{h:02}:00:00+08:00,2026-10-01T{h:02}:30:00+08:00,{q},0.333,{}",
+                    format!("{}.{:03}", q * 333 / 1000, q * 333 % 1000)
+                ));
+            }
+        }
+        orders.push(format!("ord-{o}-a,{},res-{o},cbs,new,2026-10-01T06:00:00+08:00,{},", m + 2, 40 + o));
+        orders.push(format!("ord-{o}-b,{},res-{o},cbs,refund,2026-10-01T07:00:00+08:00,,{}.01", m + 2, 10 + o));
+    }
+    if reverse_rows {
+        usage[1..].reverse();
+        orders[1..].reverse();
+    }
+    s.file("org.json", &format!(r#"{{"snapshot_at":"2026-10-01T00:00:00+08:00","orgs":[{}]}}"#, orgs.join(",")));
+    s.file("balances.csv", "uin,cash,gift,credit_limit\n1000,5.00,1.00,0\n2001,30.00,0,10\n");
+    s.file("days/2026-10-01/usage.csv", &(usage.join("\n") + "\n"));
+    s.file("days/2026-10-01/orders.csv", &(orders.join("\n") + "\n"));
+    s
+}
+
+#[test]
+fn outputs_do_not_depend_on_thread_count() {
+    let one = many_orgs(false);
+    let two = many_orgs(false);
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    pool(1).install(|| one.run()).unwrap();
+    pool(2).install(|| two.run()).unwrap();
+    assert_eq!(snapshot_of(&one.out()), snapshot_of(&two.out()));
+    assert!(one.rows("days/2026-10-01/ledger.csv").len() > 100);
+}
+
+#[test]
+fn outputs_do_not_depend_on_row_order() {
+    let forward = many_orgs(false);
+    let reversed = many_orgs(true);
+    forward.run().unwrap();
+    reversed.run().unwrap();
+    let (a, b) = (snapshot_of(&forward.out()), snapshot_of(&reversed.out()));
+    // Every file but rejects.csv (which names physical lines) is byte-identical.
+    for (name, bytes) in &a {
+        if !name.ends_with("rejects.csv") {
+            assert_eq!(Some(bytes), b.get(name), "{name} differs");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! One scenario per rule, with exact amounts (SPEC §4–§10, §14).
+
+use crate::common::*;
+use orgsettle::job::Failure;
+
+const PAYER_MEMBER: &str = r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+    "permissions":["discount_inheritance","fund_transfer"],
+    "payer_periods":[{"payer_uin":2,"from":"2026-10-01T00:00:00+08:00","to":"2026-10-01T10:30:00+08:00"}]}"#;
+
+fn payer_scenario() -> Scenario {
+    let s = Scenario::new();
+    s.file("org.json", &org_json(PAYER_MEMBER));
+    s.file("balances.csv", "uin,cash,gift,credit_limit\n1,100.00,0,0\n2,10.00,0,0\n3,50.00,0,0\n");
+    s
+}
+
+#[test]
+fn the_member_pays_its_last_period_and_the_payer_the_ones_before() {
+    let s = payer_scenario();
+    s.file(
+        "days/2026-10-01/usage.csv",
+        &format!(
+            "{USAGE_HEADER}\
+u1,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,4,4
+u2,3,i,cvm,r,hourly,2026-10-01T10:00:00+08:00,2026-10-01T11:00:00+08:00,1,4,4
+"
+        ),
+    );
+    s.run().unwrap();
+    assert_eq!(
+        ledger_cols(&s, "2026-10-01", &["period_start", "responsible_uin", "cash_amount"]),
+        ["2026-10-01T09:00:00+08:00/2/4.00", "2026-10-01T10:00:00+08:00/3/4.00"]
+    );
+}
+
+#[test]
+fn refund_splits_by_payer_basis_with_the_spec_example() {
+    let s = payer_scenario();
+    s.file(
+        "days/2026-10-01/orders.csv",
+        &format!(
+            "{ORDERS_HEADER}\
+o1,3,res,cbs,new,2026-10-01T09:00:00+08:00,8,
+o2,3,res,cbs,renew,2026-10-01T11:00:00+08:00,2,
+o3,3,res,cbs,refund,2026-10-01T12:00:00+08:00,,3.00
+"
+        ),
+    );
+    s.run().unwrap();
+    // o1 paid by payer 2 (8.00), o2 by member 3 (2.00): 3.00 back → 0.60 to 3, 2.40 to 2.
+    assert_eq!(
+        ledger_cols(&s, "2026-10-01", &["line_id", "responsible_uin", "payable_amount", "cash_amount"]),
+        ["O|o1/2/8.00/8.00", "O|o2/3/2.00/2.00", "R|o3|2/2/-2.40/-2.40", "R|o3|3/3/-0.60/-0.60"]
+    );
+    assert!(s.read("days/2026-10-01/balances.csv").contains("\n2,o1,4.40,"));
+}
+
+#[test]
+fn spec_section_8_example_exact() {
+    let shares = orgsettle::refunds::allocate_largest_remainder(
+        orgsettle::money::Money::parse("30.00").unwrap(),
+        &[(200, orgsettle::money::Money::parse("80.00").unwrap()), (100, orgsettle::money::Money::parse("20.00").unwrap())],
+    );
+    let text: Vec<String> = shares.iter().map(|(u, m)| format!("{u}:{m}")).collect();
+    assert_eq!(text, ["100:6.00", "200:24.00"]);
+}
+
+#[test]
+fn a_prepaid_order_that_would_go_into_arrears_fails_and_moves_nothing() {
+    let s = Scenario::new();
+    s.file("org.json", &org_json(""));
+    s.file("balances.csv", "uin,cash,gift,credit_limit\n2,10.00,1.00,5.00\n");
+    s.file(
+        "vouchers.csv",
+        "voucher_id,owner_uin,kind,amount,valid_from,valid_to,products,scope,min_charge\n\
+v1,2,voucher,2.00,2026-01-01T00:00:00+08:00,2027-01-01T00:00:00+08:00,,prepaid,\n",
+    );
+    s.file(
+        "days/2026-10-01/orders.csv",
+        &format!(
+            "{ORDERS_HEADER}\
+o1,2,res,cbs,new,2026-10-01T09:00:00+08:00,18.01,
+o2,2,res,cbs,new,2026-10-01T10:00:00+08:00,18.00,
+"
+        ),
+    );
+    s.run().unwrap();
+    // o1: 2.00 voucher + 10.00 cash + 1.00 gift leaves 5.01 credit > limit 5.00: fails.
+    // o2: 2.00 + 10.00 + 1.00 + 5.00 credit, exactly at the limit: settles.
+    assert_eq!(
+        ledger_cols(&s, "2026-10-01", &["line_id", "payable_amount", "voucher_amount", "cash_amount", "gift_amount", "credit_amount", "status"]),
+        ["O|o1/18.01/0.00/0.00/0.00/0.00/payment_failed", "O|o2/18.00/2.00/10.00/1.00/5.00/settled"]
+    );
+    assert_eq!(s.rows("days/2026-10-01/voucher_usage.csv"), ["O|o2,v1,2,2.00"]);
+}
+
+#[test]
+fn inheritance_takes_the_payers_contract_and_list_when_cycles_differ() {
+    let s = payer_scenario();
+    s.file(
+        "contracts.csv",
+        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
+c2,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,\n\
+c1,1,cvm,hourly,discount,0.9,2026-01-01T00:00:00+08:00,\n\
+c3,3,cvm,daily,discount,0.1,2026-01-01T00:00:00+08:00,\n\
+c3b,3,cdn,hourly,unit_price,0.01,2026-01-01T00:00:00+08:00,\n",
+    );
+    s.file(
+        "days/2026-10-01/usage.csv",
+        &format!(
+            "{USAGE_HEADER}\
+u1,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,3.33,3.33
+u2,3,i,cvm,r,hourly,2026-10-01T11:00:00+08:00,2026-10-01T12:00:00+08:00,1,3.33,3.33
+u3,3,i,cvm,r,daily,2026-10-01T00:00:00+08:00,2026-10-01T01:00:00+08:00,1,10,10
+u4,3,i,cdn,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,100,0.2,20
+"
+        ),
+    );
+    s.run().unwrap();
+    assert_eq!(
+        ledger_cols(&s, "2026-10-01", &["line_id", "list_amount", "payable_amount", "pricing_uin", "contract_id"]),
+        [
+            // In the payer period: the payer's contract, 3.33 × 0.5 = 1.665 → 1.67.
+            "P|3|cdn|hourly|2026-10-01T09:00:00+08:00/20.00/1.00/3/c3b",
+            "P|3|cvm|hourly|2026-10-01T09:00:00+08:00/3.33/1.67/2/c2",
+            // After it: the management account's, 3.33 × 0.9 = 2.997 → 3.00.
+            "P|3|cvm|hourly|2026-10-01T11:00:00+08:00/3.33/3.00/1/c1",
+            // Daily: the source has no daily contract, and its own no longer applies.
+            "P|3|cvm|daily|2026-10-01T00:00:00+08:00/10.00/0.00/10.00//",
+        ]
+        .map(|r| r.replace("/10.00/0.00/10.00//", "/10.00/10.00//"))
+    );
+}
+
+#[test]
+fn a_payer_in_arrears_shuts_down_every_member_it_pays_for() {
+    let s = Scenario::new();
+    s.file(
+        "org.json",
+        &org_json(
+            r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+            "payer_periods":[{"payer_uin":2,"from":"2026-01-01T00:00:00+08:00"}]},
+            {"uin":4,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+            "payer_periods":[{"payer_uin":2,"from":"2026-01-01T00:00:00+08:00"}]}"#,
+        ),
+    );
+    s.file("balances.csv", "uin,cash,gift,credit_limit\n2,1.00,0,0\n");
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}u1,4,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,3,3\n"));
+    s.file("days/2026-10-01/recharges.csv", "recharge_id,uin,at,amount\nr1,2,2026-10-01T12:00:00+08:00,2\n");
+    s.run().unwrap();
+    assert_eq!(
+        s.rows("days/2026-10-01/events.csv"),
+        [
+            "2026-10-01T10:00:00+08:00,o1,2,shutdown,2,charge",
+            "2026-10-01T10:00:00+08:00,o1,3,shutdown,2,charge",
+            "2026-10-01T10:00:00+08:00,o1,4,shutdown,2,charge",
+            "2026-10-01T12:00:00+08:00,o1,2,reversal,2,recharge",
+            "2026-10-01T12:00:00+08:00,o1,3,reversal,2,recharge",
+            "2026-10-01T12:00:00+08:00,o1,4,reversal,2,recharge",
+        ]
+    );
+}
+
+#[test]
+fn transfers_are_judged_in_the_listed_order() {
+    let s = payer_scenario();
+    s.file(
+        "org.json",
+        &org_json(
+            r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+            "permissions":["fund_transfer"]},
+            {"uin":4,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}"#,
+        ),
+    );
+    s.file(
+        "days/2026-10-01/transfers.csv",
+        "transfer_id,kind,member_uin,at,amount,source_transfer_id\n\
+t1,in,3,2026-10-01T01:00:00+08:00,60,\n\
+t2,in,1,2026-10-01T02:00:00+08:00,1,\n\
+t3,in,4,2026-10-01T03:00:00+08:00,1,\n\
+t4,in,3,2026-10-01T04:00:00+08:00,0.001,\n\
+t5,in,3,2026-10-01T05:00:00+08:00,41,\n\
+t6,out,3,2026-10-01T06:00:00+08:00,10,t9\n\
+t7,out,3,2026-10-01T07:00:00+08:00,60.01,t1\n\
+t8,out,3,2026-10-01T08:00:00+08:00,59,t1\n\
+t9,out,3,2026-10-01T09:00:00+08:00,2,t1\n\
+t10,in,77,2026-10-01T10:00:00+08:00,1,\n",
+    );
+    s.run().unwrap();
+    let reasons: Vec<String> = s
+        .rows("days/2026-10-01/transfers.csv")
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            format!("{}:{}:{}", f[0], f[5], if f[7].is_empty() { f[6] } else { f[7] })
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "t1:60.00:accepted",
+            "t2:1.00:unknown_member",
+            "t3:1.00:no_permission",
+            "t4:0.001:bad_amount",
+            "t5:41.00:insufficient_cash",
+            "t6:10.00:unknown_source",
+            "t7:60.01:exceeds_source",
+            "t8:59.00:accepted",
+            "t9:2.00:exceeds_source",
+            "t10:1.00:unknown_member",
+        ]
+    );
+    assert!(s.read("days/2026-10-01/balances.csv").contains("\n1,o1,99.00,"));
+}
+
+#[test]
+fn rejects_report_the_first_reason_in_spec_order_with_file_and_line() {
+    let s = payer_scenario();
+    s.file(
+        "days/2026-10-02/usage.csv",
+        &format!(
+            "{USAGE_HEADER}\
+a,3,i,CVM,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1.000000001,1,1
+
+b,3,i,cvm,r,weekly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,1,1
+c,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,1,2
+d,3,i,cvm,r,hourly,2026-10-03T00:00:00+08:00,2026-10-03T01:00:00+08:00,1,1,1
+e,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:30:00+08:00,1,1,1
+f,3,i,cvm,r,hourly,2026-09-30T09:00:00+08:00,2026-09-30T10:00:00+08:00,1,1,1
+g,9,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,1,1
+h,3,i,cvm,r,hourly,2026-10-01T09:00:00,2026-10-01T10:00:00+08:00,-1,1,1
+"
+        ),
+    );
+    s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
+    s.run().unwrap();
+    assert_eq!(
+        s.rows("days/2026-10-02/rejects.csv")
+            .iter()
+            .map(|r| r.split(',').take(4).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>(),
+        [
+            "usage.csv,2,a,bad_amount_scale",
+            "usage.csv,4,b,bad_value",
+            "usage.csv,5,c,list_amount_mismatch",
+            "usage.csv,6,d,period_not_ended",
+            "usage.csv,7,e,spans_periods",
+            "usage.csv,8,f,month_closed",
+            "usage.csv,9,g,unknown_account",
+            "usage.csv,10,h,bad_timestamp",
+        ]
+    );
+}
+
+#[test]
+fn duplicates_are_counted_and_conflicts_rejected_across_days() {
+    let s = payer_scenario();
+    let row = "u1,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,4,4\n";
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}{row}{row}"));
+    s.file("days/2026-10-02/usage.csv", &format!("{USAGE_HEADER}{row}{}", row.replace(",1,4,4", ",2,4,8")));
+    s.run().unwrap();
+    assert_eq!(s.rows("days/2026-10-01/ledger.csv").len(), 1);
+    assert!(s.rows("days/2026-10-02/ledger.csv").is_empty());
+    let summary: serde_json::Value = serde_json::from_str(&s.read("days/2026-10-02/summary.json")).unwrap();
+    assert_eq!(summary["files"]["usage.csv"]["duplicates"], 1);
+    assert_eq!(summary["files"]["usage.csv"]["rejected"], 1);
+    assert_eq!(s.rows("days/2026-10-02/rejects.csv")[0].split(',').nth(3), Some("conflicting_duplicate"));
+}
+
+#[test]
+fn ambiguous_contracts_make_the_input_unusable() {
+    let s = payer_scenario();
+    s.file(
+        "contracts.csv",
+        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
+k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,2026-06-01T00:00:00+08:00\n\
+k2,2,cvm,hourly,discount,0.6,2026-05-01T00:00:00+08:00,\n\
+k3,2,cvm,prepaid,tiered,0:1,2026-05-01T00:00:00+08:00,\n",
+    );
+    s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
+    let err = s.run().unwrap_err();
+    let Failure::Unusable(problems) = &err else { panic!("{err}") };
+    assert!(problems.iter().any(|p| p.contains("k1 and k2") && p.contains("ambiguous")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("line 4") && p.contains("postpaid cycles only")), "{problems:?}");
+    assert!(!s.out().exists(), "nothing is written");
+}
+
+#[test]
+fn vouchers_follow_the_spec_order_and_carry_over() {
+    let s = Scenario::new();
+    s.file("org.json", &org_json(""));
+    s.file(
+        "vouchers.csv",
+        "voucher_id,owner_uin,kind,amount,valid_from,valid_to,products,scope,min_charge\n\
+vb,2,voucher,3.00,2026-01-01T00:00:00+08:00,2027-01-01T00:00:00+08:00,,all,\n\
+va,2,cash_coupon,9.00,2026-01-01T00:00:00+08:00,2027-01-01T00:00:00+08:00,,postpaid,\n\
+vc,2,voucher,1.00,2026-01-01T00:00:00+08:00,2026-10-01T12:00:00+08:00,cvm,postpaid,\n\
+vd,2,voucher,50.00,2026-01-01T00:00:00+08:00,2027-01-01T00:00:00+08:00,,all,100\n",
+    );
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}u1,2,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,11.5,11.5\n"));
+    s.file("days/2026-10-02/usage.csv", &format!("{USAGE_HEADER}u2,2,i,cos,r,daily,2026-10-02T00:00:00+08:00,2026-10-02T10:00:00+08:00,1,4,4\n"));
+    s.run().unwrap();
+    // vc expires first; then va (deducts 9) before vb (3); vd needs a 100.00 line.
+    assert_eq!(
+        s.rows("days/2026-10-01/voucher_usage.csv"),
+        [
+            "P|2|cvm|hourly|2026-10-01T09:00:00+08:00,vc,2,1.00",
+            "P|2|cvm|hourly|2026-10-01T09:00:00+08:00,va,2,9.00",
+            "P|2|cvm|hourly|2026-10-01T09:00:00+08:00,vb,2,1.50",
+        ]
+    );
+    // The next day vb has 1.50 left; the rest is credit.
+    assert_eq!(ledger_cols(&s, "2026-10-02", &["voucher_amount", "credit_amount"]), ["1.50/2.50"]);
+}

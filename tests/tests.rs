@@ -1,0 +1,7 @@
+//! Integration tests, one binary, modules by topic.
+
+mod common;
+mod golden;
+mod reruns;
+mod rules;
+mod cli;
