@@ -312,3 +312,53 @@ vd,2,voucher,50.00,2026-01-01T00:00:00+08:00,2027-01-01T00:00:00+08:00,,all,100\
     // The next day vb has 1.50 left; the rest is credit.
     assert_eq!(ledger_cols(&s, "2026-10-02", &["voucher_amount", "credit_amount"]), ["1.50/2.50"]);
 }
+
+#[test]
+fn order_and_recharge_rejects() {
+    let s = payer_scenario();
+    s.file(
+        "days/2026-10-01/orders.csv",
+        &format!(
+            "{ORDERS_HEADER}\
+o1,3,res,cbs,new,2026-10-02T00:00:00+08:00,5,
+o2,3,res,cbs,refund,2026-10-01T01:00:00+08:00,5,5
+o3,3,res,cbs,new,2025-12-31T23:59:59+08:00,5,
+o4,3,res,cbs,sell,2026-10-01T01:00:00+08:00,5,
+o5,3,res,cbs,new,2026-10-01T01:00:00+08:00,5.123456789,1.001
+"
+        ),
+    );
+    s.file(
+        "days/2026-10-01/recharges.csv",
+        "recharge_id,uin,at,amount\nr1,3,2026-10-01T01:00:00+08:00,0\nr2,3,2026-09-30T01:00:00+08:00,1\n",
+    );
+    s.run().unwrap();
+    assert_eq!(
+        s.rows("days/2026-10-01/rejects.csv")
+            .iter()
+            .map(|r| r.split(',').take(4).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>(),
+        [
+            "orders.csv,2,o1,future_time",
+            "orders.csv,3,o2,bad_order_amounts",
+            // Before 2026-10 (the first day's month) is closed, which comes before before_org.
+            "orders.csv,4,o3,month_closed",
+            "orders.csv,5,o4,bad_value",
+            "orders.csv,6,o5,bad_amount_scale",
+            "recharges.csv,2,r1,bad_value",
+            "recharges.csv,3,r2,month_closed",
+        ]
+    );
+}
+
+#[test]
+fn before_org_is_checked_against_the_orgs_creation() {
+    let s = Scenario::new();
+    s.file("org.json", &org_json("").replace(r#""created_at":"2026-01-01T00:00:00+08:00""#, r#""created_at":"2026-10-01T12:00:00+08:00""#)
+        .replace(r#""joined_at":"2026-01-01T00:00:00+08:00""#, r#""joined_at":"2026-10-01T12:00:00+08:00""#));
+    s.file("days/2026-10-01/recharges.csv", "recharge_id,uin,at,amount\nr1,2,2026-10-01T11:59:59+08:00,1\nr2,2,2026-10-01T12:00:00+08:00,1\n");
+    s.run().unwrap();
+    assert_eq!(s.rows("days/2026-10-01/rejects.csv").len(), 1);
+    assert!(s.rows("days/2026-10-01/rejects.csv")[0].starts_with("recharges.csv,2,r1,before_org,"));
+    assert!(s.read("days/2026-10-01/balances.csv").contains("\n2,o1,1.00,"));
+}
