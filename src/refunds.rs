@@ -62,4 +62,30 @@ mod tests {
         let shares = allocate_largest_remainder(m("0.01"), &[(1, m("1")), (2, m("2"))]);
         assert_eq!(shares, vec![(1, m("0.00")), (2, m("0.01"))]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn shares_sum_exactly_stay_within_a_fen_and_ignore_payer_order(
+            bases in proptest::collection::vec(1i64..1_000_000, 1..8),
+            refund_permille in 1i64..=1000,
+        ) {
+            let with_uins: Vec<(Uin, Money)> =
+                bases.iter().enumerate().map(|(i, &b)| (i as Uin + 1, Money::from_fen(b))).collect();
+            let total: i64 = bases.iter().sum();
+            let refund = Money::from_fen((total * refund_permille / 1000).max(1));
+            let shares = allocate_largest_remainder(refund, &with_uins);
+            let sum: Money = shares.iter().map(|s| s.1).sum();
+            proptest::prop_assert_eq!(sum, refund);
+            for (&(_, share), &(_, basis)) in shares.iter().zip(&with_uins) {
+                // |share − refund × basis / total| < 1 fen, in integers.
+                let exact_times_total = i128::from(refund.fen()) * i128::from(basis.fen());
+                let diff = i128::from(share.fen()) * i128::from(total) - exact_times_total;
+                proptest::prop_assert!(diff.abs() < i128::from(total));
+                proptest::prop_assert!(share <= basis);
+            }
+            let mut reversed = with_uins.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(allocate_largest_remainder(refund, &reversed), shares);
+        }
+    }
 }
