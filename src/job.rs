@@ -94,11 +94,15 @@ fn day_folders(dir: &Path) -> Result<BTreeSet<Day>, Vec<String>> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
+        if !entry.path().is_dir() {
+            // Only folders are days (SPEC §2); a stray file is not a day and is ignored.
+            continue;
+        }
         match Day::parse(&name) {
-            Some(d) if entry.path().is_dir() => {
+            Some(d) => {
                 days.insert(d);
             }
-            _ => problems.push(format!("days/{name}: not a day folder named YYYY-MM-DD")),
+            None => problems.push(format!("days/{name}: not a day folder named YYYY-MM-DD")),
         }
     }
     problems.sort();
