@@ -2,25 +2,8 @@
 //! byte for byte. `ORGSETTLE_BLESS=1 cargo test golden` rewrites the expected files
 //! for review as a diff.
 
-use crate::common::quiet;
-use std::path::{Path, PathBuf};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::common::{quiet, tree};
+use std::path::Path;
 
 #[test]
 fn demo_matches_expected_outputs() {
@@ -31,18 +14,16 @@ fn demo_matches_expected_outputs() {
     let expected = root.join("expected/days");
     if std::env::var_os("ORGSETTLE_BLESS").is_some() {
         let _ = std::fs::remove_dir_all(&expected);
-        for rel in files_under(&produced) {
+        for (rel, bytes) in tree(&produced) {
             let target = expected.join(&rel);
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(produced.join(&rel), target).unwrap();
+            std::fs::write(target, bytes).unwrap();
         }
         return;
     }
-    let want = files_under(&expected);
-    assert_eq!(files_under(&produced), want, "the set of output files differs");
-    for rel in want {
-        let got = std::fs::read_to_string(produced.join(&rel)).unwrap();
-        let exp = std::fs::read_to_string(expected.join(&rel)).unwrap();
-        assert_eq!(got, exp, "{} differs from the expected file", rel.display());
+    let (got, want) = (tree(&produced), tree(&expected));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "the set of output files differs");
+    for (rel, bytes) in want {
+        assert_eq!(String::from_utf8_lossy(&got[&rel]), String::from_utf8_lossy(&bytes), "{rel} differs from the expected file");
     }
 }

@@ -9,39 +9,22 @@ fn demo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
 }
 
-/// Every file under `dir` with its bytes.
-fn snapshot_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn rerunning_the_last_day_is_byte_identical() {
     let out = tempfile::tempdir().unwrap();
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
-    let before = snapshot_of(out.path());
+    let before = tree(out.path());
     job::daily(&demo(), out.path(), day("2026-11-02"), quiet()).unwrap();
-    assert_eq!(snapshot_of(out.path()), before);
+    assert_eq!(tree(out.path()), before);
 }
 
 #[test]
 fn rerunning_an_earlier_day_discards_the_later_days() {
     let out = tempfile::tempdir().unwrap();
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
-    let before = snapshot_of(out.path());
+    let before = tree(out.path());
     job::daily(&demo(), out.path(), day("2026-10-31"), quiet()).unwrap();
-    let after = snapshot_of(out.path());
+    let after = tree(out.path());
     assert!(!out.path().join("days/2026-11-01").exists());
     assert!(!out.path().join("state/2026-11-02.json").exists());
     let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-11-0")).collect();
@@ -50,19 +33,19 @@ fn rerunning_an_earlier_day_discards_the_later_days() {
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
     let again = tempfile::tempdir().unwrap();
     job::run(&demo(), again.path(), None, None, quiet()).unwrap();
-    assert_eq!(snapshot_of(out.path()), snapshot_of(again.path()));
+    assert_eq!(tree(out.path()), tree(again.path()));
 }
 
 #[test]
 fn a_day_without_the_previous_state_is_refused_and_writes_nothing() {
     let out = tempfile::tempdir().unwrap();
     job::daily(&demo(), out.path(), day("2026-10-30"), quiet()).unwrap();
-    let before = snapshot_of(out.path());
+    let before = tree(out.path());
     let err = job::daily(&demo(), out.path(), day("2026-11-01"), quiet()).unwrap_err();
     assert!(matches!(err, Failure::Refused(_)), "{err}");
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("needs the state after 2026-10-31"), "{err}");
-    assert_eq!(snapshot_of(out.path()), before);
+    assert_eq!(tree(out.path()), before);
 }
 
 /// Several organizations with interleaved rows, so that thread count and row
@@ -113,7 +96,7 @@ fn outputs_do_not_depend_on_thread_count() {
     let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
     pool(1).install(|| one.run()).unwrap();
     pool(2).install(|| two.run()).unwrap();
-    assert_eq!(snapshot_of(&one.out()), snapshot_of(&two.out()));
+    assert_eq!(tree(&one.out()), tree(&two.out()));
     assert!(one.rows("days/2026-10-01/ledger.csv").len() > 100);
 }
 
@@ -123,7 +106,7 @@ fn outputs_do_not_depend_on_row_order() {
     let reversed = many_orgs(true);
     forward.run().unwrap();
     reversed.run().unwrap();
-    let (a, b) = (snapshot_of(&forward.out()), snapshot_of(&reversed.out()));
+    let (a, b) = (tree(&forward.out()), tree(&reversed.out()));
     // Every file but rejects.csv (which names physical lines) is byte-identical.
     for (name, bytes) in &a {
         if !name.ends_with("rejects.csv") {

@@ -84,3 +84,25 @@ pub fn ledger_cols(s: &Scenario, d: &str, columns: &[&str]) -> Vec<String> {
         .map(|row| columns.iter().map(|c| field(LEDGER_HEADER, row, c)).collect::<Vec<_>>().join("/"))
         .collect()
 }
+
+/// Every file under `dir` with its bytes, keyed by relative path.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `file,line,id,reason` of every row of a day's rejects.csv.
+pub fn reject_heads(s: &Scenario, d: &str) -> Vec<String> {
+    s.rows(&format!("days/{d}/rejects.csv")).iter().map(|r| r.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+}
