@@ -79,6 +79,7 @@ fn ledger(c: &mut Criterion) {
         responsible_uin: 100000000002,
         product: "cvm".into(),
         period: Some((Cycle::Hourly, Ts::parse("2026-11-01T10:00:00+08:00").unwrap(), Ts::parse("2026-11-01T11:00:00+08:00").unwrap(), 3)),
+        quantity: Some(Exact8::parse("3").unwrap()),
         order: None,
         list_amount: Money::from_fen(1583),
         discount_amount: Money::from_fen(475),

@@ -1,6 +1,10 @@
 //! Command-line arguments (SPEC §13), turned into validated values once.
 
-use crate::time::Day;
+use crate::time::{Day, Month};
+
+fn parse_month(text: &str) -> Result<Month, String> {
+    Month::parse(text).ok_or_else(|| format!("{text:?} is not a month YYYY-MM"))
+}
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -45,6 +49,16 @@ pub enum Command {
         /// Last day (default: the last folder under INPUT/days).
         #[arg(long, value_parser = parse_day)]
         to: Option<Day>,
+    },
+    /// Close a month: merged bill, six-month overview and FOCUS export (day 2 of the next month).
+    Close {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The month to close, YYYY-MM.
+        #[arg(long, value_parser = parse_month)]
+        month: Month,
     },
     /// Check the snapshot, the reference files, the day folders and every row; write nothing.
     Validate {

@@ -117,6 +117,8 @@ pub struct LedgerLine {
     pub product: String,
     /// Postpaid only: cycle, period start and end, usage record count.
     pub period: Option<(Cycle, Ts, Ts, u64)>,
+    /// Postpaid only: the summed quantity of the line's records.
+    pub quantity: Option<Exact8>,
     /// Orders and refunds only: order id and resource id.
     pub order: Option<(String, String)>,
     pub list_amount: Money,
@@ -383,6 +385,7 @@ impl<'a> OrgBooks<'a> {
             responsible_uin: responsible,
             product: gk.product.clone(),
             period: Some((gk.cycle, gk.period_start, group.period_end, group.records)),
+            quantity: Some(group.quantity),
             order: None,
             list_amount: list,
             discount_amount: list - payable,
@@ -437,6 +440,7 @@ impl<'a> OrgBooks<'a> {
             responsible_uin: responsible,
             product: o.product.clone(),
             period: None,
+            quantity: None,
             order: Some((o.order_id.clone(), o.resource_id.clone())),
             list_amount: list,
             discount_amount: list - payable,
@@ -492,6 +496,7 @@ impl<'a> OrgBooks<'a> {
                 responsible_uin: payer,
                 product: o.product.clone(),
                 period: None,
+                quantity: None,
                 order: Some((o.order_id.clone(), o.resource_id.clone())),
                 list_amount: -share,
                 discount_amount: Money::ZERO,

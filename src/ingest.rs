@@ -57,6 +57,8 @@ pub struct UsageGroup {
     pub list: Rated,
     pub priced: Rated,
     pub records: u64,
+    /// The sum of the records' quantities (FOCUS PricingQuantity).
+    pub quantity: Exact8,
     /// (pricing_uin, contract_id) of the contract that priced it; None = list.
     pub contract: Option<(Uin, String)>,
 }
@@ -267,6 +269,7 @@ fn add_usage(
             group.list = group.list.checked_add(part.list).ok_or_else(overflow)?;
             group.priced = group.priced.checked_add(part.priced).ok_or_else(overflow)?;
             group.records += 1;
+            group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or_else(overflow)?);
         }
     }
     Ok(())
@@ -515,6 +518,7 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
             list: Rated::from_exact8(list_amount),
             priced,
             records: 1,
+            quantity,
             contract: contract.map(|c| (c.owner_uin, c.contract_id.clone())),
         },
     ))

@@ -10,7 +10,7 @@ use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDE
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
-use crate::reports;
+use crate::{focus, reports};
 use crate::settlement::VoucherBalance;
 use crate::snapshot::Snapshot;
 use crate::state::{AccountState, SeenIds, State, STATE_FORMAT};
@@ -128,6 +128,10 @@ impl DayResult {
     pub fn files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
         let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
         summary.push(b'\n');
+        // The month-to-date overview: the month of D, every line settled so far.
+        let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
+        let focus_rows: Vec<Vec<String>> =
+            self.ledger.iter().filter_map(|l| focus::focus_row(&inputs.snapshot, l)).collect();
         vec![
             ("ledger.csv", reports::ledger_csv(day, &self.ledger)),
             ("voucher_usage.csv", reports::voucher_usage_csv(&self.voucher_usage)),
@@ -135,6 +139,9 @@ impl DayResult {
             ("transfers.csv", reports::transfers_csv(&self.transfers)),
             ("balances.csv", reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
             ("rejects.csv", reports::rejects_csv(&self.rejects)),
+            ("overview_mtd_by_member.csv", reports::overview_by_member_csv(&mtd.by_member)),
+            ("overview_mtd_by_product.csv", reports::overview_by_product_csv(&mtd.by_product)),
+            ("focus_lines.csv", focus::focus_csv(focus_rows.iter())),
             ("summary.json", summary),
         ]
     }
@@ -152,6 +159,7 @@ fn fresh_state(inputs: &Inputs, day: Day) -> State {
         seen: SeenIds::default(),
         refund_bases: BTreeMap::new(),
         transfer_sources: BTreeMap::new(),
+        months: BTreeMap::new(),
     }
     .with_opening(inputs)
 }
@@ -291,8 +299,14 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         c.rejected += processing_rejects;
     }
 
+    let ledger: Vec<LedgerLine> = ledger.into_iter().map(|x| x.1).collect();
+    crate::monthly::add_lines(&mut next.months, snapshot, &ledger);
+    // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
+    let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
+    next.months.retain(|m, _| *m >= keep_from);
+
     let result = DayResult {
-        ledger: ledger.into_iter().map(|x| x.1).collect(),
+        ledger,
         voucher_usage: voucher_usage.into_iter().map(|x| x.1).collect(),
         events: service.into_iter().map(|x| x.1).collect(),
         transfers: transfer_rows.into_iter().map(|x| x.1).collect(),
@@ -320,8 +334,17 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
             )))
         }
     };
-    if !fresh && base.closed_months.contains(&day.month()) {
-        return Err(Failure::Refused(format!("month {} is closed: its days cannot be run again", day.month())));
+    let mut base = base;
+    base.closed_months = store.closed_months().map_err(Failure::Internal)?;
+    if let Some(&last_closed) = base.closed_months.last() {
+        // The days of a closed month, and the 1st of the next month (whose run fed the
+        // close with late records), are never run again: a closed month never changes.
+        if day <= last_closed.next().first_day() {
+            return Err(Failure::Refused(format!(
+                "month {last_closed} is closed: days up to {} cannot be run again",
+                last_closed.next().first_day()
+            )));
+        }
     }
     let later: Vec<Day> = settled.iter().filter(|d| **d > day).copied().collect();
     if !later.is_empty() {
@@ -397,8 +420,18 @@ fn run_range(inputs: &Inputs, store: &Store, first: Day, last: Day, opts: Option
     let mut day = first;
     loop {
         bar.set_message(day.to_string());
-        settle_and_commit(inputs, store, day, Options { quiet: true })?;
+        let settled = settle_and_commit(inputs, store, day, Options { quiet: true })?;
         bar.inc(1);
+        if day.0.format("%d").to_string() == "01" {
+            let month = day.month().prev();
+            let closed = store.closed_months().map_err(Failure::Internal)?;
+            if month >= settled.state.first_day.month() && !closed.contains(&month) {
+                close_month(inputs, store, month)?;
+                if !opts.quiet {
+                    bar.suspend(|| eprintln!("closed {month}"));
+                }
+            }
+        }
         if day == last {
             break;
         }
@@ -446,4 +479,77 @@ pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
 /// Counts of a file for the summary, with every day file present as a key.
 pub fn all_counts(counts: &BTreeMap<&'static str, FileCounts>) -> BTreeMap<&'static str, FileCounts> {
     DAY_FILES.iter().map(|f| (*f, counts.get(f).copied().unwrap_or_default())).collect()
+}
+
+/// `orgsettle close`: close month M after the first day of M+1 is settled (SPEC §11.3).
+pub fn close(input: &Path, out: &Path, month: Month, opts: Options) -> Result<(), Failure> {
+    let inputs = Inputs::load(input)?;
+    let store = Store::new(out);
+    close_month(&inputs, &store, month)?;
+    if !opts.quiet {
+        eprintln!("closed {month} into {}", store.month_dir(month).display());
+    }
+    Ok(())
+}
+
+fn close_month(inputs: &Inputs, store: &Store, month: Month) -> Result<(), Failure> {
+    let settled = store.settled_days().map_err(Failure::Internal)?;
+    let needed = month.next().first_day();
+    let Some(&last) = settled.last().filter(|d| **d >= needed) else {
+        return Err(Failure::Refused(format!("month {month} can be closed once {needed} is settled")));
+    };
+    let state = store.load(last).map_err(Failure::Internal)?;
+    if month < state.first_day.month() {
+        return Err(Failure::Refused(format!(
+            "month {month} precedes the first processed day {}: it counts as closed and has no lines",
+            state.first_day
+        )));
+    }
+    let merged = crate::monthly::merged_bill(&state.months, month);
+    let overview = crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true);
+    let focus = month_focus_rows(store, &settled, month)?;
+    let files = vec![
+        ("merged_bill.csv", reports::merged_bill_csv(month, &inputs.snapshot, &merged)),
+        ("overview_by_member.csv", reports::overview_by_member_csv(&overview.by_member)),
+        ("overview_by_product.csv", reports::overview_by_product_csv(&overview.by_product)),
+        ("overview_summary.csv", reports::overview_summary_csv(&overview.summary)),
+        ("focus.csv", focus::focus_csv(focus.iter())),
+    ];
+    check_focus_against_merged_bill(month, &focus, &merged)?;
+    store.commit_month(month, &files).map_err(Failure::Internal)
+}
+
+/// The FOCUS rows billed in `month`, from the days' `focus_lines.csv`, in day order.
+fn month_focus_rows(store: &Store, settled: &BTreeSet<Day>, month: Month) -> Result<Vec<Vec<String>>, Failure> {
+    let start = focus::month_start_utc(month);
+    let mut rows = Vec::new();
+    for &day in settled.iter().filter(|d| **d >= month.first_day()) {
+        let path = store.day_dir(day).join("focus_lines.csv");
+        let mut reader = csv::Reader::from_path(&path).map_err(|e| Failure::Internal(format!("{}: {e}", path.display())))?;
+        for record in reader.records() {
+            let record = record.map_err(|e| Failure::Internal(format!("{}: {e}", path.display())))?;
+            if record.get(focus::BILLING_PERIOD_START) == Some(start.as_str()) {
+                rows.push(record.iter().map(str::to_string).collect());
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Σ BilledCost = the merged bill's payable total: both come from the same lines.
+fn check_focus_against_merged_bill(
+    month: Month,
+    focus: &[Vec<String>],
+    merged: &[(crate::state::BillKey, crate::state::BillSums)],
+) -> Result<(), Failure> {
+    let billed: Money = focus.iter().map(|r| Money::parse(&r[0]).unwrap_or(Money::ZERO)).sum();
+    let payable: Money = merged.iter().map(|(_, s)| s.payable).sum();
+    let lines: u64 = merged.iter().map(|(_, s)| s.lines).sum();
+    if billed != payable || lines != focus.len() as u64 {
+        return Err(Failure::Internal(format!(
+            "month {month}: FOCUS BilledCost {billed} over {} rows ≠ merged bill payable {payable} over {lines} lines",
+            focus.len()
+        )));
+    }
+    Ok(())
 }

@@ -17,3 +17,5 @@ pub mod store;
 pub mod job;
 pub mod checks;
 pub mod cli;
+pub mod monthly;
+pub mod focus;

@@ -26,6 +26,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let opts = Options { quiet: cli.quiet };
     match cli.command {
         Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
+        Command::Close { input, out, month } => job::close(&input, &out, month, opts),
         Command::Run { input, out, from, to } => job::run(&input, &out, from, to, opts),
         Command::Validate { input } => {
             let report = job::validate(&input)?;

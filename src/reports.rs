@@ -153,3 +153,83 @@ pub fn rejects_csv(rejects: &[Reject]) -> Vec<u8> {
     }
     finish(w)
 }
+
+pub fn merged_bill_csv(month: crate::time::Month, snapshot: &Snapshot, rows: &[(crate::state::BillKey, crate::state::BillSums)]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record([
+        "bill_month", "org_id", "bill_owner_uin", "member_uin", "member_name", "dept_id", "pay_mode", "product", "kind",
+        "lines", "list_amount", "discount_amount", "payable_amount", "voucher_amount", "cash_amount", "gift_amount",
+        "credit_amount",
+    ])
+    .expect("write header");
+    let month = month.to_string();
+    for ((org_id, owner, member, pay_mode, product, kind), s) in rows {
+        let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.clone(), m.dept_id.clone())).unwrap_or_default();
+        w.write_record([
+            month.as_str(),
+            org_id,
+            &owner.to_string(),
+            &member.to_string(),
+            &name,
+            &dept,
+            pay_mode,
+            product,
+            kind,
+            &s.lines.to_string(),
+            &s.list.to_string(),
+            &s.discount.to_string(),
+            &s.payable.to_string(),
+            &s.voucher.to_string(),
+            &s.cash.to_string(),
+            &s.gift.to_string(),
+            &s.credit.to_string(),
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn overview_by_member_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["org_id", "month", "member_uin", "member_name", "total", "share", "rank"]).expect("write header");
+    for r in rows {
+        w.write_record([
+            r.org_id.as_str(),
+            &r.month.to_string(),
+            &r.key,
+            r.member_name.as_deref().unwrap_or(""),
+            &r.total.to_string(),
+            &r.share,
+            &r.rank.to_string(),
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn overview_by_product_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["org_id", "month", "product", "total", "share", "rank"]).expect("write header");
+    for r in rows {
+        w.write_record([r.org_id.as_str(), &r.month.to_string(), &r.key, &r.total.to_string(), &r.share, &r.rank.to_string()])
+            .expect("write row");
+    }
+    finish(w)
+}
+
+pub fn overview_summary_csv(rows: &[crate::monthly::SummaryRow]) -> Vec<u8> {
+    let mut w = writer();
+    w.write_record(["org_id", "window_start", "window_end", "months", "total", "monthly_average"]).expect("write header");
+    for r in rows {
+        w.write_record([
+            r.org_id.as_str(),
+            &r.window_start.to_string(),
+            &r.window_end.to_string(),
+            &r.months.to_string(),
+            &r.total.to_string(),
+            &r.monthly_average.to_string(),
+        ])
+        .expect("write row");
+    }
+    finish(w)
+}

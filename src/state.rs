@@ -62,12 +62,62 @@ pub struct State {
     pub day: Day,
     /// The first day ever processed: months before its month count as closed.
     pub first_day: Day,
+    /// Closed months, read from the output directory for each run (not stored: a
+    /// close happens after the day it follows was committed).
+    #[serde(skip)]
     pub closed_months: BTreeSet<Month>,
     pub accounts: BTreeMap<Uin, AccountState>,
     pub vouchers_used: BTreeMap<String, Money>,
     pub seen: SeenIds,
     pub refund_bases: BTreeMap<String, Bases>,
     pub transfer_sources: BTreeMap<String, TransferSource>,
+    /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
+    /// close reads aggregates, never raw days.
+    pub months: BTreeMap<Month, MonthAggregates>,
+}
+
+/// One merged-bill row's sums (SPEC §11.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillSums {
+    pub lines: u64,
+    pub list: Money,
+    pub discount: Money,
+    pub payable: Money,
+    pub voucher: Money,
+    pub cash: Money,
+    pub gift: Money,
+    pub credit: Money,
+}
+
+/// (org_id, bill_owner_uin, member_uin, pay_mode, product, kind): the merged-bill key.
+pub type BillKey = (String, Uin, Uin, String, String, String);
+/// (org_id, member_uin, product): the self-paid key.
+pub type SelfPaidKey = (String, Uin, String);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthAggregates {
+    #[serde(with = "as_pairs")]
+    pub merged: BTreeMap<BillKey, BillSums>,
+    /// Self-paid totals that pass the line rules of §11.3 (the joined-in-month rule
+    /// is applied when the overview is drawn).
+    #[serde(with = "as_pairs")]
+    pub self_paid: BTreeMap<SelfPaidKey, Money>,
+}
+
+/// JSON object keys must be strings: store maps with tuple keys as [key, value] pairs.
+mod as_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+    pub fn deserialize<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<K, V>, D::Error> {
+        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
 }
 
 impl State {

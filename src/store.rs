@@ -6,7 +6,7 @@
 //! and is replaced by the next run of D. Nothing is ever written in place.
 
 use crate::state::{State, STATE_FORMAT};
-use crate::time::Day;
+use crate::time::{Day, Month};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -89,22 +89,7 @@ impl Store {
         if state_path.exists() {
             fs::remove_file(&state_path).map_err(|e| io_error("cannot remove", &state_path, e))?;
         }
-        let staging = days.join(format!(".{day}.staging"));
-        remove_dir_if_present(&staging)?;
-        fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
-        for (name, bytes) in files {
-            write_synced(&staging.join(name), bytes)?;
-        }
-        sync_dir(&staging)?;
-        let target = self.day_dir(day);
-        let old = days.join(format!(".{day}.old"));
-        remove_dir_if_present(&old)?;
-        if target.exists() {
-            fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
-        }
-        fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
-        sync_dir(&days)?;
-        remove_dir_if_present(&old)?;
+        publish_dir(&days, &day.to_string(), files)?;
 
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
@@ -114,10 +99,58 @@ impl Store {
         Ok(())
     }
 
-    /// Write one file of a monthly close atomically.
     pub fn out_dir(&self) -> &Path {
         &self.out
     }
+
+    pub fn month_dir(&self, month: Month) -> PathBuf {
+        self.out.join("months").join(month.to_string())
+    }
+
+    /// Months with a published close (`months/M/`).
+    pub fn closed_months(&self) -> Result<BTreeSet<Month>, String> {
+        let dir = self.out.join("months");
+        let mut months = BTreeSet::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(months),
+            Err(e) => return Err(io_error("cannot list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("cannot list", &dir, e))?;
+            if let Some(m) = Month::parse(&entry.file_name().to_string_lossy()) {
+                months.insert(m);
+            }
+        }
+        Ok(months)
+    }
+
+    /// Publish a month's close: its files written aside, then renamed into `months/M/`.
+    pub fn commit_month(&self, month: Month, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
+        let months = self.out.join("months");
+        fs::create_dir_all(&months).map_err(|e| io_error("cannot create", &months, e))?;
+        publish_dir(&months, &month.to_string(), files)
+    }
+}
+
+/// Write `files` into `parent/.NAME.staging`, then swap it in as `parent/NAME`.
+fn publish_dir(parent: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
+    let staging = parent.join(format!(".{name}.staging"));
+    remove_dir_if_present(&staging)?;
+    fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
+    for (file, bytes) in files {
+        write_synced(&staging.join(file), bytes)?;
+    }
+    sync_dir(&staging)?;
+    let target = parent.join(name);
+    let old = parent.join(format!(".{name}.old"));
+    remove_dir_if_present(&old)?;
+    if target.exists() {
+        fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
+    }
+    fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
+    sync_dir(parent)?;
+    remove_dir_if_present(&old)
 }
 
 fn remove_dir_if_present(path: &Path) -> Result<(), String> {

@@ -20,20 +20,36 @@ fn rerunning_the_last_day_is_byte_identical() {
 
 #[test]
 fn rerunning_an_earlier_day_discards_the_later_days() {
+    let to = Some(day("2026-10-31"));
+    let out = tempfile::tempdir().unwrap();
+    job::run(&demo(), out.path(), None, to, quiet()).unwrap();
+    let before = tree(out.path());
+    job::daily(&demo(), out.path(), day("2026-10-30"), quiet()).unwrap();
+    let after = tree(out.path());
+    assert!(!out.path().join("days/2026-10-31").exists());
+    assert!(!out.path().join("state/2026-10-31.json").exists());
+    let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-10-31")).collect();
+    assert_eq!(after, kept, "days up to the rerun day are unchanged");
+    // Continuing settles the discarded day again, identically.
+    job::run(&demo(), out.path(), None, to, quiet()).unwrap();
+    let again = tempfile::tempdir().unwrap();
+    job::run(&demo(), again.path(), None, to, quiet()).unwrap();
+    assert_eq!(tree(out.path()), tree(again.path()));
+}
+
+#[test]
+fn a_closed_month_is_never_run_again() {
     let out = tempfile::tempdir().unwrap();
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
     let before = tree(out.path());
-    job::daily(&demo(), out.path(), day("2026-10-31"), quiet()).unwrap();
-    let after = tree(out.path());
-    assert!(!out.path().join("days/2026-11-01").exists());
-    assert!(!out.path().join("state/2026-11-02.json").exists());
-    let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-11-0")).collect();
-    assert_eq!(after, kept, "days up to the rerun day are unchanged");
-    // Continuing settles the discarded days again, identically.
-    job::run(&demo(), out.path(), None, None, quiet()).unwrap();
-    let again = tempfile::tempdir().unwrap();
-    job::run(&demo(), again.path(), None, None, quiet()).unwrap();
-    assert_eq!(tree(out.path()), tree(again.path()));
+    for d in ["2026-10-31", "2026-11-01"] {
+        let err = job::daily(&demo(), out.path(), day(d), quiet()).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("month 2026-10 is closed"), "{err}");
+    }
+    // Closing again gives byte-identical files.
+    job::close(&demo(), out.path(), orgsettle::time::Month::parse("2026-10").unwrap(), quiet()).unwrap();
+    assert_eq!(tree(out.path()), before);
 }
 
 #[test]

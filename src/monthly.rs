@@ -1,0 +1,264 @@
+//! Month aggregates and the monthly reports (SPEC §11.3, §11.4): the merged bill
+//! (合并出账), the six-month finance overview and its month-to-date view.
+//! Pure: no files.
+//!
+//! Invariant: a close is a function of the aggregates kept in the state and of
+//! `history.csv`; it never reads raw days, so closing twice gives the same files.
+
+use crate::engine::{LedgerLine, LineKind, LineStatus};
+use crate::ids::Uin;
+use crate::money::Money;
+use crate::reference::HistoryRow;
+use crate::snapshot::{Org, Snapshot};
+use crate::state::{BillSums, MonthAggregates};
+use crate::time::{Month, Ts};
+use std::collections::BTreeMap;
+
+/// Where a settled line goes on the merged bill: (bill owner, pay mode), or None.
+pub fn merged_bill_owner(org: &Org, line: &LedgerLine) -> Option<(Uin, &'static str)> {
+    if line.status != LineStatus::Settled {
+        return None;
+    }
+    if line.responsible_uin != line.owner_uin {
+        return Some((line.responsible_uin, "payer"));
+    }
+    let owner = org.member(line.owner_uin)?;
+    (owner.uin == org.management_uin || owner.permissions.merged_bill).then_some((org.management_uin, "self"))
+}
+
+/// The instant a line was processed at: its period's last instant, or `created_at`.
+pub fn processing_time(line: &LedgerLine) -> Ts {
+    match (line.kind, line.period) {
+        (LineKind::Postpaid, Some((_, _, end, _))) => end.pred(),
+        _ => line.charge_time,
+    }
+}
+
+/// Does this line count as the owner's self-paid data (SPEC §11.3)?
+pub fn is_self_paid(org: &Org, line: &LedgerLine) -> bool {
+    if line.status != LineStatus::Settled || line.responsible_uin != line.owner_uin {
+        return false;
+    }
+    let t = processing_time(line);
+    t >= org.created_at && org.member(line.owner_uin).is_some_and(|m| m.is_member_at(t))
+}
+
+/// Add a day's ledger lines to the month aggregates.
+pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snapshot, lines: &[LedgerLine]) {
+    for line in lines {
+        let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
+        let month = months.entry(line.bill_month).or_default();
+        if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
+            let key = (
+                org.org_id.clone(),
+                bill_owner,
+                line.owner_uin,
+                pay_mode.to_string(),
+                line.product.clone(),
+                line.kind.as_str().to_string(),
+            );
+            let sums = month.merged.entry(key).or_default();
+            sums.lines += 1;
+            sums.list += line.list_amount;
+            sums.discount += line.discount_amount;
+            sums.payable += line.payable_amount;
+            sums.voucher += line.voucher_amount;
+            sums.cash += line.cash_amount;
+            sums.gift += line.gift_amount;
+            sums.credit += line.credit_amount;
+        }
+        if is_self_paid(org, line) {
+            *month.self_paid.entry((org.org_id.clone(), line.owner_uin, line.product.clone())).or_default() +=
+                line.payable_amount;
+        }
+    }
+}
+
+/// One row of `overview_by_member.csv` or `overview_by_product.csv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverviewRow {
+    pub org_id: String,
+    pub month: Month,
+    /// The member uin (by member) or the product code (by product).
+    pub key: String,
+    pub member_name: Option<String>,
+    pub total: Money,
+    /// total / org total, 4 decimals half away from zero, as text.
+    pub share: String,
+    pub rank: u64,
+}
+
+/// One row of `overview_summary.csv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub org_id: String,
+    pub window_start: Month,
+    pub window_end: Month,
+    pub months: u64,
+    pub total: Money,
+    pub monthly_average: Money,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overview {
+    pub by_member: Vec<OverviewRow>,
+    pub by_product: Vec<OverviewRow>,
+    pub summary: Vec<SummaryRow>,
+}
+
+/// numerator / denominator rounded half away from zero to `digits` decimals, as text.
+fn ratio_half_away_from_zero(numerator: i128, denominator: i128, digits: u32) -> String {
+    if denominator == 0 {
+        return format!("0.{}", "0".repeat(digits as usize));
+    }
+    let scale = 10i128.pow(digits);
+    let n = numerator * scale;
+    let mut q = n / denominator;
+    let r = n % denominator;
+    if 2 * r.abs() >= denominator.abs() {
+        q += if (n < 0) != (denominator < 0) { -1 } else { 1 };
+    }
+    let sign = if q < 0 { "-" } else { "" };
+    let q = q.abs();
+    format!("{sign}{}.{:0width$}", q / scale, q % scale, width = digits as usize)
+}
+
+/// The months of the six-month window ending at `month`, without those before the
+/// org's creation month.
+pub fn window(org: &Org, month: Month) -> Vec<Month> {
+    let created = org.created_at.month();
+    let mut months = Vec::new();
+    let mut m = month;
+    for _ in 0..6 {
+        if m >= created {
+            months.push(m);
+        }
+        m = m.prev();
+    }
+    months.reverse();
+    months
+}
+
+/// The self-paid data of one org and month: (member, product) → total, after the
+/// joined-in-month rule for engine data; history rows as given.
+fn month_data(
+    org: &Org,
+    month: Month,
+    aggregates: &BTreeMap<Month, MonthAggregates>,
+    history: &[HistoryRow],
+) -> BTreeMap<(Uin, String), Money> {
+    let mut data: BTreeMap<(Uin, String), Money> = BTreeMap::new();
+    if let Some(agg) = aggregates.get(&month) {
+        for ((org_id, member, product), total) in &agg.self_paid {
+            if org_id != &org.org_id {
+                continue;
+            }
+            let joined_late = org
+                .member(*member)
+                .is_some_and(|m| m.uin != org.management_uin && m.joined_at > month.start());
+            if !joined_late {
+                *data.entry((*member, product.clone())).or_default() += *total;
+            }
+        }
+    }
+    for h in history.iter().filter(|h| h.org_id == org.org_id && h.month == month) {
+        *data.entry((h.member_uin, h.product.clone())).or_default() += h.total;
+    }
+    data
+}
+
+fn ranked(org: &Org, month: Month, totals: BTreeMap<String, (Money, Option<String>)>, numeric_keys: bool) -> Vec<OverviewRow> {
+    let org_total: Money = totals.values().map(|t| t.0).sum();
+    let mut rows: Vec<(String, Money, Option<String>)> = totals.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
+    rows.sort_by(|a, b| {
+        b.1.cmp(&a.1).then_with(|| {
+            if numeric_keys {
+                a.0.parse::<u64>().unwrap_or(0).cmp(&b.0.parse::<u64>().unwrap_or(0))
+            } else {
+                a.0.cmp(&b.0)
+            }
+        })
+    });
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, (key, total, member_name))| OverviewRow {
+            org_id: org.org_id.clone(),
+            month,
+            key,
+            member_name,
+            total,
+            share: ratio_half_away_from_zero(i128::from(total.fen()), i128::from(org_total.fen()), 4),
+            rank: i as u64 + 1,
+        })
+        .collect()
+}
+
+/// The overview tables of `months` for every org (the six-month window, or the one
+/// month of a month-to-date view), and a summary row per org when `with_summary`.
+pub fn overview(
+    snapshot: &Snapshot,
+    aggregates: &BTreeMap<Month, MonthAggregates>,
+    history: &[HistoryRow],
+    end_month: Month,
+    months_back: usize,
+    with_summary: bool,
+) -> Overview {
+    let mut out = Overview::default();
+    for org in &snapshot.orgs {
+        let mut months = window(org, end_month);
+        if months.len() > months_back {
+            months.drain(..months.len() - months_back);
+        }
+        let mut window_total = Money::ZERO;
+        for &month in &months {
+            let data = month_data(org, month, aggregates, history);
+            let mut by_member: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
+            let mut by_product: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
+            for ((member, product), total) in data {
+                let name = org.member(member).map(|m| m.name.clone()).unwrap_or_default();
+                by_member.entry(member.to_string()).or_insert((Money::ZERO, Some(name))).0 += total;
+                by_product.entry(product).or_insert((Money::ZERO, None)).0 += total;
+                window_total += total;
+            }
+            out.by_member.extend(ranked(org, month, by_member, true));
+            out.by_product.extend(ranked(org, month, by_product, false));
+        }
+        if with_summary && !months.is_empty() {
+            let n = months.len() as i128;
+            let average = ratio_half_away_from_zero(i128::from(window_total.fen()), n * 100, 2);
+            out.summary.push(SummaryRow {
+                org_id: org.org_id.clone(),
+                window_start: months[0],
+                window_end: *months.last().expect("non-empty"),
+                months: months.len() as u64,
+                total: window_total,
+                monthly_average: Money::parse(&average).expect("a two-decimal ratio"),
+            });
+        }
+    }
+    // Sorted by org, month, rank: orgs are in org_id order and months ascend.
+    out
+}
+
+/// The merged bill of `month`: rows in key order.
+pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) -> Vec<(crate::state::BillKey, BillSums)> {
+    aggregates.get(&month).map(|a| a.merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_round_half_away_from_zero() {
+        assert_eq!(ratio_half_away_from_zero(1, 3, 4), "0.3333");
+        assert_eq!(ratio_half_away_from_zero(2, 3, 4), "0.6667");
+        assert_eq!(ratio_half_away_from_zero(-1, 8, 4), "-0.1250");
+        assert_eq!(ratio_half_away_from_zero(1, 20000, 4), "0.0001");
+        assert_eq!(ratio_half_away_from_zero(-1, 20000, 4), "-0.0001");
+        assert_eq!(ratio_half_away_from_zero(5, 0, 4), "0.0000");
+        assert_eq!(ratio_half_away_from_zero(3, -2, 4), "-1.5000");
+        // A monthly average: 100.01 over 3 months = 33.336… → 33.34.
+        assert_eq!(ratio_half_away_from_zero(10001, 300, 2), "33.34");
+    }
+}
