@@ -5,3 +5,4 @@ mod golden;
 mod reruns;
 mod rules;
 mod cli;
+mod monthly;
