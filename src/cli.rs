@@ -21,8 +21,18 @@ pub struct Cli {
     /// Worker threads for settling organizations in parallel (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Output formats: `csv` (always written) and `parquet` (Parquet copies of the
+    /// ledger, merged bill and FOCUS files), comma separated.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "csv")]
+    pub format: Vec<Format>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Parquet,
 }
 
 #[derive(Subcommand, Debug)]

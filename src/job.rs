@@ -47,6 +47,28 @@ impl Failure {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     pub quiet: bool,
+    /// Also write Parquet copies of the ledger, merged bill and FOCUS files.
+    pub parquet: bool,
+}
+
+/// Add `NAME.parquet` beside `NAME.csv` for each named CSV file, when asked to.
+fn with_parquet(mut files: Vec<(&'static str, Vec<u8>)>, names: &[(&'static str, &'static str)], opts: Options) -> Result<Vec<(&'static str, Vec<u8>)>, Failure> {
+    if !opts.parquet {
+        return Ok(files);
+    }
+    #[cfg(feature = "parquet")]
+    {
+        for (csv_name, parquet_name) in names {
+            let bytes = files.iter().find(|(n, _)| n == csv_name).map(|(_, b)| b.clone()).expect("the CSV file exists");
+            files.push((parquet_name, crate::parquet::csv_to_parquet(&bytes).map_err(Failure::Internal)?));
+        }
+        Ok(files)
+    }
+    #[cfg(not(feature = "parquet"))]
+    {
+        let _ = names;
+        Err(Failure::Refused("this build has no Parquet support: build with the default `parquet` feature".into()))
+    }
 }
 
 /// Everything under INPUT that does not change from day to day.
@@ -368,7 +390,8 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
 fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
     let (base, fresh) = prepare(inputs, store, day)?;
     let result = settle_day(inputs, day, &base, fresh)?;
-    store.commit_day(day, &result.files(inputs, day), &result.state).map_err(Failure::Internal)?;
+    let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
+    store.commit_day(day, &files, &result.state).map_err(Failure::Internal)?;
     if !opts.quiet {
         eprintln!(
             "settled {day}: {} ledger lines, {} events, {} rejected rows",
@@ -420,13 +443,13 @@ fn run_range(inputs: &Inputs, store: &Store, first: Day, last: Day, opts: Option
     let mut day = first;
     loop {
         bar.set_message(day.to_string());
-        let settled = settle_and_commit(inputs, store, day, Options { quiet: true })?;
+        let settled = settle_and_commit(inputs, store, day, Options { quiet: true, ..opts })?;
         bar.inc(1);
         if day.0.format("%d").to_string() == "01" {
             let month = day.month().prev();
             let closed = store.closed_months().map_err(Failure::Internal)?;
             if month >= settled.state.first_day.month() && !closed.contains(&month) {
-                close_month(inputs, store, month)?;
+                close_month(inputs, store, month, opts)?;
                 if !opts.quiet {
                     bar.suspend(|| eprintln!("closed {month}"));
                 }
@@ -485,14 +508,14 @@ pub fn all_counts(counts: &BTreeMap<&'static str, FileCounts>) -> BTreeMap<&'sta
 pub fn close(input: &Path, out: &Path, month: Month, opts: Options) -> Result<(), Failure> {
     let inputs = Inputs::load(input)?;
     let store = Store::new(out);
-    close_month(&inputs, &store, month)?;
+    close_month(&inputs, &store, month, opts)?;
     if !opts.quiet {
         eprintln!("closed {month} into {}", store.month_dir(month).display());
     }
     Ok(())
 }
 
-fn close_month(inputs: &Inputs, store: &Store, month: Month) -> Result<(), Failure> {
+fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> Result<(), Failure> {
     let settled = store.settled_days().map_err(Failure::Internal)?;
     let needed = month.next().first_day();
     let Some(&last) = settled.last().filter(|d| **d >= needed) else {
@@ -516,6 +539,7 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month) -> Result<(), Failu
         ("focus.csv", focus::focus_csv(focus.iter())),
     ];
     check_focus_against_merged_bill(month, &focus, &merged)?;
+    let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;
     store.commit_month(month, &files).map_err(Failure::Internal)
 }
 

@@ -6,6 +6,8 @@ pub mod reject;
 pub mod snapshot;
 pub mod time;
 pub mod reference;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod pricing;
 pub mod state;
 pub mod ingest;

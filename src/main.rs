@@ -1,7 +1,7 @@
 //! The `orgsettle` binary: parse, run, map the outcome to an exit code.
 
 use clap::Parser;
-use orgsettle::cli::{Cli, Command};
+use orgsettle::cli::{Cli, Command, Format};
 use orgsettle::job::{self, Failure, Options};
 use std::process::ExitCode;
 
@@ -23,7 +23,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             .build_global()
             .map_err(|e| Failure::Internal(format!("cannot start {threads} threads: {e}")))?;
     }
-    let opts = Options { quiet: cli.quiet };
+    let opts = Options { quiet: cli.quiet, parquet: cli.format.contains(&Format::Parquet) };
     match cli.command {
         Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
         Command::Close { input, out, month } => job::close(&input, &out, month, opts),

@@ -6,3 +6,4 @@ mod reruns;
 mod rules;
 mod cli;
 mod monthly;
+mod parquet;
