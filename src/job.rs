@@ -441,20 +441,14 @@ fn run_range(inputs: &Inputs, store: &Store, first: Day, last: Day, opts: Option
     let total = (last.0 - first.0).num_days() as u64 + 1;
     let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
     let mut day = first;
+    // A run interrupted between settling the 1st and closing the month before
+    // closes it now, before settling anything after it.
+    close_pending(inputs, store, opts, &bar)?;
     loop {
         bar.set_message(day.to_string());
-        let settled = settle_and_commit(inputs, store, day, Options { quiet: true, ..opts })?;
+        settle_and_commit(inputs, store, day, Options { quiet: true, ..opts })?;
         bar.inc(1);
-        if day.0.format("%d").to_string() == "01" {
-            let month = day.month().prev();
-            let closed = store.closed_months().map_err(Failure::Internal)?;
-            if month >= settled.state.first_day.month() && !closed.contains(&month) {
-                close_month(inputs, store, month, opts)?;
-                if !opts.quiet {
-                    bar.suspend(|| eprintln!("closed {month}"));
-                }
-            }
-        }
+        close_pending(inputs, store, opts, &bar)?;
         if day == last {
             break;
         }
@@ -574,6 +568,26 @@ fn check_focus_against_merged_bill(
             "month {month}: FOCUS BilledCost {billed} over {} rows ≠ merged bill payable {payable} over {lines} lines",
             focus.len()
         )));
+    }
+    Ok(())
+}
+
+/// Close every month M whose 1st of M+1 is settled and that is not closed yet
+/// (months before the first processed day count as closed).
+fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif::ProgressBar) -> Result<(), Failure> {
+    let settled = store.settled_days().map_err(Failure::Internal)?;
+    let Some(&last) = settled.last() else { return Ok(()) };
+    let first_month = store.load(last).map_err(Failure::Internal)?.first_day.month();
+    let closed = store.closed_months().map_err(Failure::Internal)?;
+    let mut month = first_month;
+    while month.next().first_day() <= last {
+        if !closed.contains(&month) {
+            close_month(inputs, store, month, opts)?;
+            if !opts.quiet {
+                bar.suspend(|| eprintln!("closed {month}"));
+            }
+        }
+        month = month.next();
     }
     Ok(())
 }

@@ -7,7 +7,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    // A broken invariant asserted deep in the engine panics before anything is
+    // written; it is an internal error (exit 1), never a crash code.
+    std::panic::set_hook(Box::new(|info| eprintln!("orgsettle: invariant violated: {info}")));
+    let outcome = std::panic::catch_unwind(|| run(cli))
+        .unwrap_or_else(|_| Err(Failure::Internal("a broken invariant stopped the run; nothing was written".into())));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("orgsettle: {failure}");

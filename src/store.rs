@@ -16,6 +16,23 @@ pub struct Store {
     out: PathBuf,
 }
 
+/// Crash testing: with `ORGSETTLE_CRASH_AT=N` the process aborts at its N-th write
+/// step (file created, file written, rename, removal), as a `kill -9` there would.
+/// Off unless the variable is set; costs one relaxed atomic add per step.
+fn failpoint(step: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+    static TARGET: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let target = *TARGET.get_or_init(|| std::env::var("ORGSETTLE_CRASH_AT").ok().and_then(|v| v.parse().ok()));
+    if let Some(target) = target {
+        let n = STEPS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == target {
+            eprintln!("orgsettle: crash test: aborting at write step {n} ({step})");
+            std::process::abort();
+        }
+    }
+}
+
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
@@ -72,6 +89,7 @@ impl Store {
         let later: Vec<Day> = self.settled_days()?.into_iter().filter(|d| *d > day).rev().collect();
         for d in &later {
             let state = self.state_file(*d);
+            failpoint("remove later state");
             fs::remove_file(&state).map_err(|e| io_error("cannot remove", &state, e))?;
             remove_dir_if_present(&self.day_dir(*d))?;
         }
@@ -87,6 +105,7 @@ impl Store {
         // Uncommit D first: from here until the state is renamed in, D is not settled.
         let state_path = self.state_file(day);
         if state_path.exists() {
+            failpoint("uncommit day");
             fs::remove_file(&state_path).map_err(|e| io_error("cannot remove", &state_path, e))?;
         }
         publish_dir(&days, &day.to_string(), files)?;
@@ -94,6 +113,7 @@ impl Store {
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;
+        failpoint("commit state");
         fs::rename(&tmp, &state_path).map_err(|e| io_error("cannot publish", &state_path, e))?;
         sync_dir(&self.state_dir())?;
         Ok(())
@@ -146,8 +166,10 @@ fn publish_dir(parent: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<(
     let old = parent.join(format!(".{name}.old"));
     remove_dir_if_present(&old)?;
     if target.exists() {
+        failpoint("move old aside");
         fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
     }
+    failpoint("publish folder");
     fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
     sync_dir(parent)?;
     remove_dir_if_present(&old)
@@ -162,8 +184,13 @@ fn remove_dir_if_present(path: &Path) -> Result<(), String> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    failpoint("create file");
     let mut f = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
-    f.write_all(bytes).map_err(|e| io_error("cannot write", path, e))?;
+    // Half a file, then the rest: a crash in between leaves a truncated staging file.
+    let half = bytes.len() / 2;
+    f.write_all(&bytes[..half]).map_err(|e| io_error("cannot write", path, e))?;
+    failpoint("write file");
+    f.write_all(&bytes[half..]).map_err(|e| io_error("cannot write", path, e))?;
     f.sync_all().map_err(|e| io_error("cannot sync", path, e))
 }
 

@@ -5,5 +5,6 @@ mod golden;
 mod reruns;
 mod rules;
 mod cli;
+mod crash;
 mod monthly;
 mod parquet;
