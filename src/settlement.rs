@@ -187,4 +187,43 @@ mod tests {
         let balances = vec![VoucherBalance { voucher: &vs[0], remaining: m("5.00") }];
         assert!(voucher_order(&balances, "cvm", m("1.00"), TIMING).is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn waterfall_parts_sum_vouchers_stay_positive_prepaid_never_in_arrears(
+            amount in 0i64..100_000,
+            cash in -50_000i64..50_000,
+            gift in 0i64..20_000,
+            limit in 0i64..30_000,
+            voucher_fen in proptest::collection::vec((1i64..20_000, 0i64..4), 0..5),
+        ) {
+            let vs: Vec<Voucher> = voucher_fen.iter().enumerate().map(|(i, &(fen, expiry))| Voucher {
+                voucher_id: format!("v{i}"),
+                owner_uin: 1,
+                amount: Money::from_fen(fen),
+                valid_from: Ts(0),
+                valid_to: Ts(100 + expiry),
+                products: BTreeSet::new(),
+                scope: VoucherScope::All,
+                min_charge: None,
+            }).collect();
+            let mut balances: Vec<VoucherBalance> = vs.iter().map(|v| VoucherBalance { voucher: v, remaining: v.amount }).collect();
+            let mut account = AccountState { cash: Money::from_fen(cash), gift: Money::from_fen(gift), credit_limit: Money::from_fen(limit), suspended: false };
+            let amount = Money::from_fen(amount);
+            let timing = LineTiming::Prepaid { created_at: Ts(50) };
+            let p = plan_payment(amount, &account, &balances, "cvm", timing);
+            proptest::prop_assert_eq!(p.voucher + p.cash + p.gift + p.credit, amount);
+            proptest::prop_assert!(!p.cash.is_negative() && !p.gift.is_negative() && !p.credit.is_negative());
+            let settles = prepaid_can_settle(&p, &account);
+            let before = account;
+            apply_payment(&p, &mut account, &mut balances);
+            for b in &balances {
+                proptest::prop_assert!(!b.remaining.is_negative());
+            }
+            proptest::prop_assert_eq!(account.gift, before.gift - p.gift);
+            if settles {
+                proptest::prop_assert!(p.credit.is_zero() || !account.in_arrears());
+            }
+        }
+    }
 }

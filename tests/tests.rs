@@ -8,3 +8,4 @@ mod cli;
 mod crash;
 mod monthly;
 mod parquet;
+mod properties;
