@@ -203,6 +203,7 @@ pub fn read_rows_from<R: Read>(
             id_index
                 .and_then(|i| record.get(i))
                 .and_then(|b| std::str::from_utf8(b).ok())
+                .filter(|text| crate::ids::is_valid_id(text))
                 .unwrap_or("")
                 .to_string()
         };

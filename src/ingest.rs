@@ -375,7 +375,9 @@ fn id(text: &str, column: &str, first: &mut FirstReason) -> Option<String> {
 
 fn uin(text: &str, column: &str, first: &mut FirstReason) -> Option<Uin> {
     let parsed = parse_uin(text);
-    if parsed.is_none() {
+    if text.is_empty() {
+        first.refuse(Reason::BadValue, format!("{column} is empty"));
+    } else if parsed.is_none() {
         first.refuse(Reason::BadValue, format!("{column} {text:?} is not a UIN"));
     }
     parsed

@@ -5,6 +5,7 @@ mod golden;
 mod reruns;
 mod rules;
 mod cli;
+mod corpus;
 mod crash;
 mod monthly;
 mod parquet;
