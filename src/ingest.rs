@@ -660,8 +660,10 @@ fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
     let member = uin(f.get(2), "member_uin", &mut first);
     // Reason 3 does not apply to transfers (§9): any plain decimal is judged later.
     let amount_text = f.get(4);
-    if let Err(e) = PlainDecimal::parse(amount_text) {
-        first.refuse(Reason::BadValue, format!("amount {amount_text:?}: {e}"));
+    match PlainDecimal::parse(amount_text) {
+        // A number with too many decimals is still a number: judged `bad_amount` by §9.
+        Ok(_) | Err(NumberError::Scale) => {}
+        Err(e) => first.refuse(Reason::BadValue, format!("amount {amount_text:?}: {e}")),
     }
     let source = f.get(5);
     if !source.is_empty() && !is_valid_id(source) {

@@ -18,6 +18,8 @@ pub const INPUT_SCALE: u32 = 8;
 /// Inputs with more integer digits than this are out of range (`bad_value`): they
 /// cannot be real bills, and the limit keeps every product exact in an `i128`.
 pub const MAX_INTEGER_DIGITS: usize = 15;
+/// Fractional digits beyond this are refused outright (`bad_amount_scale`).
+pub const MAX_FRACTION_DIGITS: usize = 20;
 
 const fn pow10(n: u32) -> i128 {
     let mut v: i128 = 1;
@@ -289,8 +291,10 @@ impl PlainDecimal {
         let frac = frac_part.unwrap_or("").trim_end_matches('0');
         let int_trimmed = int_part.trim_start_matches('0');
         // Scale is reported before range: a value with too many fractional digits
-        // is `bad_amount_scale` (reason 3) whatever its size.
-        if frac.len() > 30 {
+        // is `bad_amount_scale` (reason 3) whatever its size. No field allows more
+        // than 8; the cap keeps 15 integer + 20 fractional digits inside an i128
+        // (found by fuzzing: 15 + 30 digits overflowed).
+        if frac.len() > MAX_FRACTION_DIGITS {
             return Err(NumberError::Scale);
         }
         if int_trimmed.len() > MAX_INTEGER_DIGITS {
@@ -298,7 +302,7 @@ impl PlainDecimal {
         }
         let mut mantissa: i128 = 0;
         for b in int_trimmed.bytes().chain(frac.bytes()) {
-            mantissa = mantissa * 10 + i128::from(b - b'0');
+            mantissa = mantissa.checked_mul(10).and_then(|m| m.checked_add(i128::from(b - b'0'))).ok_or(NumberError::Range)?;
         }
         if negative {
             mantissa = -mantissa;
@@ -347,6 +351,9 @@ mod tests {
         }
         assert_eq!(PlainDecimal::parse("1234567890123456"), Err(NumberError::Range));
         assert!(PlainDecimal::parse("000000000000000000001").is_ok());
+        // Found by cargo fuzz: 15 integer and 30 fractional digits overflowed an i128.
+        assert_eq!(PlainDecimal::parse("999999999999999.999999999999999999999999999999"), Err(NumberError::Scale));
+        assert!(PlainDecimal::parse("999999999999999.99999999999999999999").is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests, one binary, modules by topic.
 
 mod common;
+mod fuzz;
 mod golden;
 mod reruns;
 mod rules;
