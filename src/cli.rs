@@ -70,6 +70,25 @@ pub enum Command {
         #[arg(long, value_parser = parse_month)]
         month: Month,
     },
+    /// Write a deterministic synthetic input directory for a seed, at any scale.
+    Gen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        orgs: u64,
+        /// Accounts in all (at least 2 per organization); default 10 per organization.
+        #[arg(long)]
+        accounts: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        days: u64,
+        #[arg(long, default_value_t = 10_000)]
+        usage_per_day: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The first day (monthly rows appear on a month's last day).
+        #[arg(long, value_parser = parse_day, default_value = "2026-10-31")]
+        start: Day,
+    },
     /// Check the snapshot, the reference files, the day folders and every row; write nothing.
     Validate {
         #[arg(long)]

@@ -8,7 +8,6 @@ use crate::engine::{LedgerLine, LineKind};
 use crate::monthly::merged_bill_owner;
 use crate::snapshot::Snapshot;
 use crate::time::{Month, Ts};
-use chrono::{DateTime, Timelike};
 
 pub const PROVIDER_NAME: &str = "Tencent Cloud";
 pub const CURRENCY: &str = "CNY";
@@ -25,17 +24,18 @@ pub const BILLING_PERIOD_START: usize = 5;
 
 /// FOCUS date-times are ISO 8601 in UTC.
 pub fn utc(t: Ts) -> String {
-    let secs = t.0.div_euclid(1_000_000_000);
-    let nanos = t.0.rem_euclid(1_000_000_000) as u32;
-    let dt = DateTime::from_timestamp(secs, nanos).expect("instant in range");
-    let mut text = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-    if dt.nanosecond() != 0 {
-        let frac = format!("{:09}", dt.nanosecond());
-        text.push('.');
-        text.push_str(frac.trim_end_matches('0'));
-    }
-    text.push('Z');
-    text
+    let mut out = String::with_capacity(24);
+    write_utc(t, &mut out);
+    out
+}
+
+/// The UTC form is the Beijing form shifted by 8 hours, with `Z`.
+fn write_utc(t: Ts, out: &mut String) {
+    let start = out.len();
+    Ts(t.0 - 8 * 3_600_000_000_000).write_to(out);
+    out.truncate(out.len() - "+08:00".len());
+    out.push('Z');
+    debug_assert!(out[start..].ends_with('Z'));
 }
 
 pub fn month_start_utc(month: Month) -> String {
@@ -60,67 +60,81 @@ fn name_or_id(snapshot: &Snapshot, uin: u64) -> String {
     }
 }
 
-/// The FOCUS row of a ledger line, or None when the line is not on the merged bill.
-pub fn focus_row(snapshot: &Snapshot, line: &LedgerLine) -> Option<Vec<String>> {
-    let (org, _) = snapshot.find(line.owner_uin)?;
-    merged_bill_owner(org, line)?;
-    let (category, description, unit, quantity, (start, end)) = match (line.kind, line.period) {
-        (LineKind::Postpaid, Some((cycle, start, end, records))) => (
-            "Usage",
-            format!("{} {} usage, {} record(s)", line.product, cycle, records),
-            "Units",
-            line.quantity.map(|q| q.to_string()).unwrap_or_else(|| "0".into()),
-            (start, end),
-        ),
-        (LineKind::Refund, _) => (
-            "Credit",
-            format!(
-                "{} refund of order {} to payer {}",
-                line.product,
-                line.order.as_ref().map(|o| o.0.as_str()).unwrap_or(""),
-                line.responsible_uin
-            ),
-            "Orders",
-            "1".into(),
-            (line.charge_time.day().start(), line.charge_time.day().end()),
-        ),
-        _ => (
-            "Purchase",
-            format!("{} prepaid order {}", line.product, line.order.as_ref().map(|o| o.0.as_str()).unwrap_or("")),
-            "Orders",
-            "1".into(),
-            (line.charge_time.day().start(), line.charge_time.day().end()),
-        ),
-    };
-    let charge_class = if line.line_id.contains("|late-") { "Correction" } else { "" };
-    Some(vec![
-        line.payable_amount.to_string(),
-        line.responsible_uin.to_string(),
-        name_or_id(snapshot, line.responsible_uin),
-        CURRENCY.into(),
-        utc(line.bill_month.end()),
-        utc(line.bill_month.start()),
-        category.into(),
-        charge_class.into(),
-        description,
-        utc(end),
-        utc(start),
-        line.payable_amount.to_string(),
-        (line.payable_amount - line.voucher_amount).to_string(),
-        line.list_amount.to_string(),
-        PROVIDER_NAME.into(),
-        PROVIDER_NAME.into(),
-        PROVIDER_NAME.into(),
-        quantity,
-        unit.into(),
-        service_category(&line.product).into(),
-        line.product.clone(),
-        line.owner_uin.to_string(),
-        name_or_id(snapshot, line.owner_uin),
-    ])
+/// Append `text` as one CSV field, quoted when it must be (RFC 4180).
+fn push_field(out: &mut String, text: &str) {
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
 }
 
-/// The FOCUS rows of a day's lines (header first).
+/// Append the FOCUS row of a ledger line to `out` (with its newline); false, and
+/// nothing appended, when the line is not on the merged bill.
+pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine) -> bool {
+    use std::fmt::Write as _;
+    let Some((org, _)) = snapshot.find(line.owner_uin) else { return false };
+    if merged_bill_owner(org, line).is_none() {
+        return false;
+    }
+    let order_id = line.order.as_ref().map(|o| o.0.as_str()).unwrap_or("");
+    let (category, unit, start, end) = match (line.kind, line.period) {
+        (LineKind::Postpaid, Some((_, start, end, _))) => ("Usage", "Units", start, end),
+        (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
+        _ => ("Purchase", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
+    };
+    let description = match (line.kind, line.period) {
+        (LineKind::Postpaid, Some((cycle, _, _, records))) => format!("{} {} usage, {} record(s)", line.product, cycle, records),
+        (LineKind::Refund, _) => format!("{} refund of order {} to payer {}", line.product, order_id, line.responsible_uin),
+        _ => format!("{} prepaid order {}", line.product, order_id),
+    };
+    line.payable_amount.write_to(out);
+    let _ = write!(out, ",{},", line.responsible_uin);
+    push_field(out, &name_or_id(snapshot, line.responsible_uin));
+    out.push_str(",CNY,");
+    write_utc(line.bill_month.end(), out);
+    out.push(',');
+    write_utc(line.bill_month.start(), out);
+    let _ = write!(out, ",{category},{},", if line.line_id.contains("|late-") { "Correction" } else { "" });
+    push_field(out, &description);
+    out.push(',');
+    write_utc(end, out);
+    out.push(',');
+    write_utc(start, out);
+    out.push(',');
+    line.payable_amount.write_to(out);
+    out.push(',');
+    (line.payable_amount - line.voucher_amount).write_to(out);
+    out.push(',');
+    line.list_amount.write_to(out);
+    let _ = write!(out, ",{PROVIDER_NAME},{PROVIDER_NAME},{PROVIDER_NAME},");
+    match (line.kind, line.quantity) {
+        (LineKind::Postpaid, Some(q)) => {
+            let _ = write!(out, "{q}");
+        }
+        (LineKind::Postpaid, None) => out.push('0'),
+        _ => out.push('1'),
+    }
+    let _ = write!(out, ",{unit},{},{},{},", service_category(&line.product), line.product, line.owner_uin);
+    push_field(out, &name_or_id(snapshot, line.owner_uin));
+    out.push('\n');
+    true
+}
+
+/// `focus_lines.csv` of a day: the FOCUS rows of its lines on the merged bill.
+pub fn focus_lines_csv(snapshot: &Snapshot, lines: &[LedgerLine]) -> Vec<u8> {
+    let mut out = String::with_capacity(lines.len() * 300);
+    out.push_str(&FOCUS_COLUMNS.join(","));
+    out.push('\n');
+    for line in lines {
+        write_focus_row(&mut out, snapshot, line);
+    }
+    out.into_bytes()
+}
+
+/// A month's `focus.csv` from rows read back from the days' files (header first).
 pub fn focus_csv<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     w.write_record(FOCUS_COLUMNS).expect("write header");

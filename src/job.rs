@@ -152,8 +152,7 @@ impl DayResult {
         summary.push(b'\n');
         // The month-to-date overview: the month of D, every line settled so far.
         let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
-        let focus_rows: Vec<Vec<String>> =
-            self.ledger.iter().filter_map(|l| focus::focus_row(&inputs.snapshot, l)).collect();
+
         vec![
             ("ledger.csv", reports::ledger_csv(day, &self.ledger)),
             ("voucher_usage.csv", reports::voucher_usage_csv(&self.voucher_usage)),
@@ -163,7 +162,7 @@ impl DayResult {
             ("rejects.csv", reports::rejects_csv(&self.rejects)),
             ("overview_mtd_by_member.csv", reports::overview_by_member_csv(&mtd.by_member)),
             ("overview_mtd_by_product.csv", reports::overview_by_product_csv(&mtd.by_product)),
-            ("focus_lines.csv", focus::focus_csv(focus_rows.iter())),
+            ("focus_lines.csv", focus::focus_lines_csv(&inputs.snapshot, &self.ledger)),
             ("summary.json", summary),
         ]
     }
@@ -201,8 +200,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
     let mut seen = base.seen.clone();
+    let mut t = std::time::Instant::now();
     let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen)
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
+    stage("read day", &mut t);
     let DayInput { usage, orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
 
     // Partition the day's records by organization.
@@ -268,6 +269,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         books.push(OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources));
     }
 
+    stage("books", &mut t);
     // Organizations never interact: settle them in parallel.
     let outputs: Vec<Result<OrgOutput, String>> = books
         .par_iter_mut()
@@ -275,6 +277,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         .map(|(b, ev)| b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id)))
         .collect();
 
+    stage("settle orgs", &mut t);
     // Put the books back into the state.
     for b in books {
         next.accounts.extend(b.accounts.iter().map(|(k, v)| (*k, *v)));
@@ -336,8 +339,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         summary: serde_json::Value::Null,
         state: next,
     };
+    stage("merge", &mut t);
     let summary = crate::checks::check_and_summarize(day, base, &result, &recharge_rows, &counts, snapshot)
         .map_err(Failure::Internal)?;
+    stage("checks", &mut t);
     Ok(DayResult { summary, ..result })
 }
 
@@ -382,16 +387,31 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
 
 /// `orgsettle daily`: settle one day.
 pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Failure> {
+    let mut t = std::time::Instant::now();
     let inputs = Inputs::load(input)?;
+    stage("load inputs", &mut t);
     let store = Store::new(out);
     settle_and_commit(&inputs, &store, day, opts).map(|_| ())
 }
 
+/// With `ORGSETTLE_TIMINGS` set, print how long each stage took (for profiling).
+pub(crate) fn stage(name: &str, since: &mut std::time::Instant) {
+    if std::env::var_os("ORGSETTLE_TIMINGS").is_some() {
+        eprintln!("timing: {name}: {:.3} s", since.elapsed().as_secs_f64());
+    }
+    *since = std::time::Instant::now();
+}
+
 fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
+    let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
+    stage("prepare", &mut t);
     let result = settle_day(inputs, day, &base, fresh)?;
+    stage("settle", &mut t);
     let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
+    stage("render files", &mut t);
     store.commit_day(day, &files, &result.state).map_err(Failure::Internal)?;
+    stage("commit", &mut t);
     if !opts.quiet {
         eprintln!(
             "settled {day}: {} ledger lines, {} events, {} rejected rows",

@@ -21,3 +21,4 @@ pub mod checks;
 pub mod cli;
 pub mod monthly;
 pub mod focus;
+pub mod gen;

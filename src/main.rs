@@ -33,6 +33,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
         Command::Close { input, out, month } => job::close(&input, &out, month, opts),
         Command::Run { input, out, from, to } => job::run(&input, &out, from, to, opts),
+        Command::Gen { out, orgs, accounts, days, usage_per_day, seed, start } => {
+            let options = orgsettle::gen::GenOptions { orgs, accounts: accounts.unwrap_or(orgs * 10), days, usage_per_day, seed, start };
+            let summary = orgsettle::gen::generate(&out, &options)
+                .map_err(|e| Failure::Internal(format!("cannot write {}: {e}", out.display())))?;
+            if !opts.quiet {
+                eprintln!(
+                    "generated {} orgs, {} accounts, {} usage rows over {days} day(s) into {}",
+                    summary.orgs, summary.accounts, summary.usage_rows, out.display()
+                );
+            }
+            Ok(())
+        }
         Command::Validate { input } => {
             let report = job::validate(&input)?;
             for line in &report {

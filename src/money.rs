@@ -141,12 +141,37 @@ impl std::iter::Sum for Money {
     }
 }
 
+impl Money {
+    /// Append `12.30` / `-6.00` / `0.00` to `out` (the hot path of every output row).
+    pub fn write_to(self, out: &mut String) {
+        let fen = self.fen();
+        if fen < 0 {
+            out.push('-');
+        }
+        let abs = fen.unsigned_abs();
+        let mut digits = [0u8; 24];
+        let mut i = digits.len();
+        let mut whole = abs / 100;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+        out.push('.');
+        out.push((b'0' + (abs % 100 / 10) as u8) as char);
+        out.push((b'0' + (abs % 10) as u8) as char);
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fen = self.fen();
-        let sign = if fen < 0 { "-" } else { "" };
-        let abs = fen.unsigned_abs();
-        write!(f, "{}{}.{:02}", sign, abs / 100, abs % 100)
+        let mut text = String::with_capacity(24);
+        self.write_to(&mut text);
+        f.write_str(&text)
     }
 }
 impl fmt::Debug for Money {

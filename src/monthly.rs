@@ -145,13 +145,15 @@ fn month_data(
     org: &Org,
     month: Month,
     aggregates: &BTreeMap<Month, MonthAggregates>,
-    history: &[HistoryRow],
+    history: &BTreeMap<(&str, Month), Vec<&HistoryRow>>,
 ) -> BTreeMap<(Uin, String), Money> {
     let mut data: BTreeMap<(Uin, String), Money> = BTreeMap::new();
     if let Some(agg) = aggregates.get(&month) {
-        for ((org_id, member, product), total) in &agg.self_paid {
+        // Keys sort by org first: read only this org's range.
+        let from = (org.org_id.clone(), 0, String::new());
+        for ((org_id, member, product), total) in agg.self_paid.range(from..) {
             if org_id != &org.org_id {
-                continue;
+                break;
             }
             let joined_late = org
                 .member(*member)
@@ -161,7 +163,7 @@ fn month_data(
             }
         }
     }
-    for h in history.iter().filter(|h| h.org_id == org.org_id && h.month == month) {
+    for h in history.get(&(org.org_id.as_str(), month)).into_iter().flatten() {
         *data.entry((h.member_uin, h.product.clone())).or_default() += h.total;
     }
     data
@@ -204,6 +206,10 @@ pub fn overview(
     with_summary: bool,
 ) -> Overview {
     let mut out = Overview::default();
+    let mut history_by_org: BTreeMap<(&str, Month), Vec<&HistoryRow>> = BTreeMap::new();
+    for h in history {
+        history_by_org.entry((h.org_id.as_str(), h.month)).or_default().push(h);
+    }
     for org in &snapshot.orgs {
         let mut months = window(org, end_month);
         if months.len() > months_back {
@@ -211,7 +217,7 @@ pub fn overview(
         }
         let mut window_total = Money::ZERO;
         for &month in &months {
-            let data = month_data(org, month, aggregates, history);
+            let data = month_data(org, month, aggregates, &history_by_org);
             let mut by_member: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
             let mut by_product: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
             for ((member, product), total) in data {

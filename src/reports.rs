@@ -32,50 +32,57 @@ pub const LEDGER_COLUMNS: [&str; 25] = [
     "gift_amount", "credit_amount", "status",
 ];
 
+/// `ledger.csv`. Every field is an id, a number, a timestamp or a code, none of
+/// which can hold a comma, quote or newline (SPEC §1.3), so rows are written
+/// directly, without a CSV quoting pass: this file is the largest output.
 pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
-    let mut w = writer();
-    w.write_record(LEDGER_COLUMNS).expect("write header");
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64 + lines.len() * 260);
+    out.push_str(&LEDGER_COLUMNS.join(","));
+    out.push('\n');
     let run_day = day.to_string();
     for l in lines {
-        let (cycle, start, end, records) = match l.period {
-            Some((c, s, e, n)) => (c.to_string(), s.to_string(), e.to_string(), n.to_string()),
-            None => Default::default(),
-        };
-        let (order_id, resource_id) = l.order.clone().unwrap_or_default();
-        let (pricing_uin, contract_id) = match &l.contract {
-            Some((u, c)) => (u.to_string(), c.clone()),
-            None => Default::default(),
-        };
-        w.write_record([
-            l.line_id.as_str(),
-            &run_day,
-            &l.charge_time.to_string(),
-            &l.bill_month.to_string(),
-            l.kind.as_str(),
-            &l.org_id,
-            &l.owner_uin.to_string(),
-            &l.responsible_uin.to_string(),
-            &l.product,
-            &cycle,
-            &start,
-            &end,
-            &order_id,
-            &resource_id,
-            &records,
-            &l.list_amount.to_string(),
-            &l.discount_amount.to_string(),
-            &l.payable_amount.to_string(),
-            &pricing_uin,
-            &contract_id,
-            &l.voucher_amount.to_string(),
-            &l.cash_amount.to_string(),
-            &l.gift_amount.to_string(),
-            &l.credit_amount.to_string(),
-            l.status.as_str(),
-        ])
-        .expect("write ledger row");
+        debug_assert!(!l.line_id.contains([',', '"', '\n']), "ledger fields never need quoting");
+        out.push_str(&l.line_id);
+        out.push(',');
+        out.push_str(&run_day);
+        out.push(',');
+        l.charge_time.write_to(&mut out);
+        let _ = write!(out, ",{},{},{},{},{},{},", l.bill_month, l.kind.as_str(), l.org_id, l.owner_uin, l.responsible_uin, l.product);
+        match l.period {
+            Some((cycle, start, end, records)) => {
+                out.push_str(cycle.as_str());
+                out.push(',');
+                start.write_to(&mut out);
+                out.push(',');
+                end.write_to(&mut out);
+                out.push_str(",,,");
+                let _ = write!(out, "{records}");
+            }
+            None => {
+                let (order_id, resource_id) = l.order.as_ref().map(|(o, r)| (o.as_str(), r.as_str())).unwrap_or(("", ""));
+                let _ = write!(out, ",,,{order_id},{resource_id},");
+            }
+        }
+        for amount in [l.list_amount, l.discount_amount, l.payable_amount] {
+            out.push(',');
+            amount.write_to(&mut out);
+        }
+        match &l.contract {
+            Some((uin, id)) => {
+                let _ = write!(out, ",{uin},{id}");
+            }
+            None => out.push_str(",,"),
+        }
+        for amount in [l.voucher_amount, l.cash_amount, l.gift_amount, l.credit_amount] {
+            out.push(',');
+            amount.write_to(&mut out);
+        }
+        out.push(',');
+        out.push_str(l.status.as_str());
+        out.push('\n');
     }
-    finish(w)
+    out.into_bytes()
 }
 
 pub fn voucher_usage_csv(uses: &[VoucherUse]) -> Vec<u8> {

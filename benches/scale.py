@@ -1,0 +1,79 @@
+"""The scale benchmark's harness: run by benches/scale.sh (which builds orgsettle and
+installs DuckDB). Prints a Markdown table; wall times are medians of RUNS runs
+(default 5), peak RSS is the largest of those runs (from wait4)."""
+import os, platform, shutil, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "orgsettle")
+WORK = os.path.join(ROOT, "target", "bench")
+RUNS = int(os.environ.get("RUNS", "5"))
+DAY = "2026-10-31"
+
+DUCKDB_SCRIPT = """
+import duckdb, sys
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+con.execute(f\"\"\"COPY (
+  SELECT owner_uin, product, cycle, usage_start, SUM(CAST(list_amount AS DECIMAL(38,8))) AS list_amount
+  FROM read_csv('{sys.argv[1]}', header=true, all_varchar=true)
+  GROUP BY owner_uin, product, cycle, usage_start
+) TO '{sys.argv[2]}' (HEADER, DELIMITER ',')\"\"\")
+"""
+
+
+def measure(cmd, env=None):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss / 1024  # MiB
+
+
+def generate(rows):
+    path = os.path.join(WORK, f"rows-{rows}")
+    if not os.path.exists(os.path.join(path, "days", DAY, "usage.csv")):
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--days", "1",
+                        "--usage-per-day", str(rows), "--seed", "1", "--start", DAY, "--quiet"], check=True)
+    return path
+
+
+def main():
+    sizes = [int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000]
+    os.makedirs(WORK, exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; runs per figure: {RUNS}\n")
+    print("| usage rows | ledger lines | orgsettle 2 threads (s) | rows/s | peak RSS (MiB) | DuckDB group-by (s) | DuckDB RSS (MiB) | ratio to DuckDB | 1 thread (s) | speed-up 1→2 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for rows in sizes:
+        path = generate(rows)
+        usage = os.path.join(path, "days", DAY, "usage.csv")
+        out = os.path.join(WORK, "out")
+        ours, ours_rss, duck, duck_rss, single = [], [], [], [], []
+        for _ in range(RUNS):
+            shutil.rmtree(out, ignore_errors=True)
+            env = dict(os.environ, RAYON_NUM_THREADS="2")
+            w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env)
+            ours.append(w); ours_rss.append(r)
+            w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")])
+            duck.append(w); duck_rss.append(r)
+        for _ in range(RUNS):
+            shutil.rmtree(out, ignore_errors=True)
+            env = dict(os.environ, RAYON_NUM_THREADS="1")
+            w, _ = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env)
+            single.append(w)
+        with open(os.path.join(out, "days", DAY, "ledger.csv")) as f:
+            lines = sum(1 for _ in f) - 1
+        t, d, s = statistics.median(ours), statistics.median(duck), statistics.median(single)
+        results[rows] = t
+        print(f"| {rows:,} | {lines:,} | {t:.2f} | {rows / t:,.0f} | {max(ours_rss):.0f} | {d:.2f} | {max(duck_rss):.0f} | {t / d:.2f} | {s:.2f} | {s / t:.2f} |")
+        sys.stdout.flush()
+    if len(sizes) >= 2:
+        a, b = sizes[0], sizes[-1]
+        print(f"\ntime growth {a:,} → {b:,} rows: {results[b] / results[a]:.1f}× for {b / a:.0f}× the rows")
+
+
+if __name__ == "__main__":
+    main()
