@@ -95,6 +95,13 @@ impl<'a> Fields<'a> {
         // Every field was checked to be UTF-8 before a `Fields` is handed out.
         self.indices[column].map(|i| std::str::from_utf8(&self.record[i]).unwrap_or("")).unwrap_or("")
     }
+    /// How many columns were asked for.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
     /// Every field, as `get` gives them.
     pub fn all(&self) -> Vec<&'a str> {
         (0..self.indices.len()).map(|i| self.get(i)).collect()

@@ -7,7 +7,7 @@
 //! never takes its payer into arrears; service events are emitted exactly when an
 //! account's state flips.
 
-use crate::ids::Uin;
+use crate::ids::{Product, Uin};
 use crate::ingest::{GroupKey, OrderRecord, RechargeRecord, TransferKind, TransferRecord, UsageGroup, ORDERS_FILE};
 use crate::money::{Exact8, Money, Rated};
 use crate::pricing::{choose_contract, price_order};
@@ -114,7 +114,7 @@ pub struct LedgerLine {
     pub org_id: String,
     pub owner_uin: Uin,
     pub responsible_uin: Uin,
-    pub product: String,
+    pub product: Product,
     /// Postpaid only: cycle, period start and end, usage record count.
     pub period: Option<(Cycle, Ts, Ts, u64)>,
     /// Postpaid only: the summed quantity of the line's records.
@@ -373,7 +373,7 @@ impl<'a> OrgBooks<'a> {
             line_id.push_str(&format!("|late-{day}"));
         }
         let timing = LineTiming::Postpaid { period_start: gk.period_start, period_end: group.period_end };
-        let payment = self.pay(responsible, payable, &gk.product, timing);
+        let payment = self.pay(responsible, payable, gk.product, timing);
         self.commit_payment(responsible, &payment, &line_id, key, out);
         let line = LedgerLine {
             line_id,
@@ -383,7 +383,7 @@ impl<'a> OrgBooks<'a> {
             org_id: self.org.org_id.clone(),
             owner_uin: gk.owner_uin,
             responsible_uin: responsible,
-            product: gk.product.clone(),
+            product: gk.product,
             period: Some((gk.cycle, gk.period_start, group.period_end, group.records)),
             quantity: Some(group.quantity),
             order: None,
@@ -416,12 +416,12 @@ impl<'a> OrgBooks<'a> {
         let responsible = owner.payer_at(o.created_at).unwrap_or(owner.uin);
         let list_amount = o.list_amount.unwrap_or(Exact8::ZERO);
         let contract =
-            choose_contract(snapshot, &reference.contracts, self.org, owner, &o.product, ContractCycle::Prepaid, o.created_at, o.created_at);
+            choose_contract(snapshot, &reference.contracts, self.org, owner, o.product, ContractCycle::Prepaid, o.created_at, o.created_at);
         let priced = price_order(contract, list_amount).ok_or_else(|| format!("order {}: priced amount out of range", o.order_id))?;
         let list = Rated::from_exact8(list_amount).round_to_money_half_away_from_zero();
         let payable = priced.round_to_money_half_away_from_zero();
         let line_id = format!("O|{}", o.order_id);
-        let payment = self.pay(responsible, payable, &o.product, LineTiming::Prepaid { created_at: o.created_at });
+        let payment = self.pay(responsible, payable, o.product, LineTiming::Prepaid { created_at: o.created_at });
         let settles = prepaid_can_settle(&payment, &self.accounts[&responsible]);
         let payment = if settles {
             self.commit_payment(responsible, &payment, &line_id, key, out);
@@ -438,7 +438,7 @@ impl<'a> OrgBooks<'a> {
             org_id: self.org.org_id.clone(),
             owner_uin: o.owner_uin,
             responsible_uin: responsible,
-            product: o.product.clone(),
+            product: o.product,
             period: None,
             quantity: None,
             order: Some((o.order_id.clone(), o.resource_id.clone())),
@@ -494,7 +494,7 @@ impl<'a> OrgBooks<'a> {
                 org_id: self.org.org_id.clone(),
                 owner_uin: o.owner_uin,
                 responsible_uin: payer,
-                product: o.product.clone(),
+                product: o.product,
                 period: None,
                 quantity: None,
                 order: Some((o.order_id.clone(), o.resource_id.clone())),

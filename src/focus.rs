@@ -53,10 +53,11 @@ fn service_category(product: &str) -> &'static str {
     }
 }
 
-fn name_or_id(snapshot: &Snapshot, uin: u64) -> String {
+/// Append the account's name (the uin when it has none) as a CSV field.
+fn push_name(out: &mut String, snapshot: &Snapshot, uin: u64) {
     match snapshot.find(uin) {
-        Some((_, m)) if !m.name.is_empty() => m.name.clone(),
-        _ => uin.to_string(),
+        Some((_, m)) if !m.name.is_empty() => push_field(out, &m.name),
+        _ => out.push_str(itoa::Buffer::new().format(uin)),
     }
 }
 
@@ -92,7 +93,7 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
     };
     line.payable_amount.write_to(out);
     let _ = write!(out, ",{},", line.responsible_uin);
-    push_field(out, &name_or_id(snapshot, line.responsible_uin));
+    push_name(out, snapshot, line.responsible_uin);
     out.push_str(",CNY,");
     write_utc(line.bill_month.end(), out);
     out.push(',');
@@ -117,8 +118,8 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
         (LineKind::Postpaid, None) => out.push('0'),
         _ => out.push('1'),
     }
-    let _ = write!(out, ",{unit},{},{},{},", service_category(&line.product), line.product, line.owner_uin);
-    push_field(out, &name_or_id(snapshot, line.owner_uin));
+    let _ = write!(out, ",{unit},{},{},{},", service_category(line.product), line.product, line.owner_uin);
+    push_name(out, snapshot, line.owner_uin);
     out.push('\n');
     true
 }

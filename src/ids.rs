@@ -3,6 +3,25 @@
 /// An account id: a positive integer below 2^63.
 pub type Uin = u64;
 
+/// A product code, interned: a batch sees a handful of products but millions of
+/// rows, so each code is stored once for the life of the process and rows carry a
+/// `&'static str` (compared and hashed by content, copied for free).
+pub type Product = &'static str;
+
+/// The interned copy of a product code.
+pub fn intern_product(code: &str) -> Product {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut codes = CODES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = codes.get(code) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+    codes.insert(leaked);
+    leaked
+}
+
 /// Parse a UIN written in decimal without leading zeros.
 pub fn parse_uin(text: &str) -> Option<Uin> {
     let bytes = text.as_bytes();

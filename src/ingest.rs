@@ -6,7 +6,7 @@
 //! (§5.3), so memory holds the day's lines, not its rows.
 
 use crate::csvread::{read_rows, Columns, Fields, Row, UnusableFile};
-use crate::ids::{is_valid_id, is_valid_product, parse_uin, Uin};
+use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Product, Uin};
 use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
 use crate::pricing::{choose_contract, price_usage};
 use crate::reference::{ContractCycle, Contracts};
@@ -14,7 +14,8 @@ use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
 use crate::state::{SeenIds, SeenUsage};
 use crate::time::{Cycle, Day, Month, Ts};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const USAGE_FILE: &str = "usage.csv";
@@ -45,7 +46,7 @@ pub struct FileCounts {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupKey {
     pub owner_uin: Uin,
-    pub product: String,
+    pub product: Product,
     pub cycle: Cycle,
     pub period_start: Ts,
 }
@@ -94,7 +95,7 @@ pub struct OrderRecord {
     pub order_id: String,
     pub owner_uin: Uin,
     pub resource_id: String,
-    pub product: String,
+    pub product: Product,
     pub action: OrderAction,
     pub created_at: Ts,
     /// Charges only.
@@ -144,7 +145,7 @@ pub struct TransferRecord {
 /// Everything read from one day's folder.
 #[derive(Debug, Default)]
 pub struct DayInput {
-    pub usage: HashMap<GroupKey, UsageGroup>,
+    pub usage: FxHashMap<GroupKey, UsageGroup>,
     pub orders: Vec<OrderRecord>,
     pub recharges: Vec<RechargeRecord>,
     pub transfers: Vec<TransferRecord>,
@@ -252,7 +253,7 @@ fn read_file(
 }
 
 fn add_usage(
-    usage: &mut HashMap<GroupKey, UsageGroup>,
+    usage: &mut FxHashMap<GroupKey, UsageGroup>,
     key: GroupKey,
     part: UsageGroup,
     line: u64,
@@ -276,13 +277,22 @@ fn add_usage(
 }
 
 /// Digest of the §-defined columns' text, for "identical content".
-fn content_digest(fields: &[&str]) -> String {
+fn content_digest(fields: &Fields<'_>) -> u128 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for f in fields {
-        hasher.update(f.as_bytes());
+    for i in 0..fields.len() {
+        hasher.update(fields.get(i).as_bytes());
         hasher.update(&[0x1f]);
     }
-    format!("{:032x}", hasher.digest128())
+    hasher.digest128()
+}
+
+fn content_digest_text(fields: &Fields<'_>) -> String {
+    format!("{:032x}", content_digest(fields))
+}
+
+/// The identity of a usage record id (see `SeenIds`).
+fn id_digest(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
 /// §4.2: a remembered id with the same content is a duplicate, with other content a conflict.
@@ -383,9 +393,9 @@ fn uin(text: &str, column: &str, first: &mut FirstReason) -> Option<Uin> {
     parsed
 }
 
-fn product(text: &str, first: &mut FirstReason) -> Option<String> {
+fn product(text: &str, first: &mut FirstReason) -> Option<Product> {
     if is_valid_product(text) {
-        Some(text.to_string())
+        Some(intern_product(text))
     } else {
         first.refuse(Reason::BadValue, format!("product {text:?} is not a product code [a-z0-9_-]{{1,32}}"));
         None
@@ -488,15 +498,20 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
         return Checked::Refused(refusal);
     }
 
-    let digest = content_digest(&f.all());
-    if let Some(outcome) = dedupe(seen.usage.get(&record_id).map(|s| &s.content), &digest, &record_id, USAGE_FILE) {
-        return match outcome {
-            Checked::Duplicate => Checked::Duplicate,
-            Checked::Refused(r) => Checked::Refused(r),
-            Checked::Accepted(()) => unreachable!("dedupe never accepts"),
-        };
+    let digest = content_digest(f);
+    let id = id_digest(&record_id);
+    match seen.usage.get(&id) {
+        Some(s) if s.content == digest => return Checked::Duplicate,
+        Some(_) => {
+            return Checked::Refused(Refusal::new(
+                Reason::ConflictingDuplicate,
+                format!("{record_id} was already accepted in {USAGE_FILE} with different content"),
+            ))
+        }
+        None => {
+            seen.usage.insert(id, SeenUsage { month: ctx.day.month(), content: digest });
+        }
     }
-    seen.usage.insert(record_id, SeenUsage { month: ctx.day.month(), content: digest });
 
     let (org, member) = ctx.snapshot.find(owner).expect("account checked");
     let contract = choose_contract(
@@ -504,7 +519,7 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
         ctx.contracts,
         org,
         member,
-        &product,
+        product,
         ContractCycle::Postpaid(cycle),
         last_instant,
         period_start,
@@ -579,7 +594,7 @@ fn check_order(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenIds)
         return Checked::Refused(refusal);
     }
     let order_id = order_id.expect("checked");
-    let digest = content_digest(&f.all());
+    let digest = content_digest_text(f);
     if let Some(outcome) = dedupe(seen.orders.get(&order_id), &digest, &order_id, ORDERS_FILE) {
         return map_dedupe(outcome);
     }
@@ -626,7 +641,7 @@ fn check_recharge(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
         return Checked::Refused(refusal);
     }
     let recharge_id = recharge_id.expect("checked");
-    let digest = content_digest(&f.all());
+    let digest = content_digest_text(f);
     if let Some(outcome) = dedupe(seen.recharges.get(&recharge_id), &digest, &recharge_id, RECHARGES_FILE) {
         return map_dedupe(outcome);
     }
@@ -676,7 +691,7 @@ fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
         return Checked::Refused(refusal);
     }
     let transfer_id = transfer_id.expect("checked");
-    let digest = content_digest(&f.all());
+    let digest = content_digest_text(f);
     if let Some(outcome) = dedupe(seen.transfers.get(&transfer_id), &digest, &transfer_id, TRANSFERS_FILE) {
         return map_dedupe(outcome);
     }

@@ -148,13 +148,18 @@ pub struct DayResult {
 
 impl DayResult {
     pub fn files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
+        let mut t = std::time::Instant::now();
         let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
         summary.push(b'\n');
         // The month-to-date overview: the month of D, every line settled so far.
         let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
-
-        vec![
-            ("ledger.csv", reports::ledger_csv(day, &self.ledger)),
+        stage("  overview", &mut t);
+        let ledger = reports::ledger_csv(day, &self.ledger);
+        stage("  ledger.csv", &mut t);
+        let focus_lines = focus::focus_lines_csv(&inputs.snapshot, &self.ledger);
+        stage("  focus_lines.csv", &mut t);
+        let files = vec![
+            ("ledger.csv", ledger),
             ("voucher_usage.csv", reports::voucher_usage_csv(&self.voucher_usage)),
             ("events.csv", reports::events_csv(&self.events)),
             ("transfers.csv", reports::transfers_csv(&self.transfers)),
@@ -162,9 +167,11 @@ impl DayResult {
             ("rejects.csv", reports::rejects_csv(&self.rejects)),
             ("overview_mtd_by_member.csv", reports::overview_by_member_csv(&mtd.by_member)),
             ("overview_mtd_by_product.csv", reports::overview_by_product_csv(&mtd.by_product)),
-            ("focus_lines.csv", focus::focus_lines_csv(&inputs.snapshot, &self.ledger)),
+            ("focus_lines.csv", focus_lines),
             ("summary.json", summary),
-        ]
+        ];
+        stage("  other files", &mut t);
+        files
     }
 }
 
@@ -234,6 +241,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let mut next = base.clone();
     next.day = day;
     next.seen = seen;
+    next.seen.usage_count = next.seen.usage.len() as u64;
     let mut books: Vec<OrgBooks> = Vec::with_capacity(snapshot.orgs.len());
     for org in &snapshot.orgs {
         let mut accounts = BTreeMap::new();
@@ -298,25 +306,25 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     }
 
     // Merge in processing order; keys are unique across organizations.
-    let mut ledger: Vec<(EventKey, LedgerLine)> = Vec::new();
-    let mut voucher_usage: Vec<(EventKey, VoucherUse)> = Vec::new();
-    let mut service: Vec<(EventKey, ServiceEvent)> = Vec::new();
-    let mut transfer_rows: Vec<(EventKey, TransferRow)> = orphan_transfers;
+    let mut ledger_parts = Vec::with_capacity(outputs.len());
+    let mut voucher_parts = Vec::with_capacity(outputs.len());
+    let mut event_parts = Vec::with_capacity(outputs.len());
+    let mut transfer_parts = vec![orphan_transfers];
     let mut rejects = read_rejects;
     let mut processing_rejects = 0u64;
     for out in outputs {
         let out = out.map_err(Failure::Internal)?;
-        ledger.extend(out.ledger);
-        voucher_usage.extend(out.voucher_usage);
-        service.extend(out.events);
-        transfer_rows.extend(out.transfers);
+        ledger_parts.push(out.ledger);
+        voucher_parts.push(out.voucher_usage);
+        event_parts.push(out.events);
+        transfer_parts.push(out.transfers);
         processing_rejects += out.rejects.len() as u64;
         rejects.extend(out.rejects);
     }
-    ledger.sort_by(|a, b| a.0.cmp(&b.0));
-    voucher_usage.sort_by(|a, b| a.0.cmp(&b.0));
-    service.sort_by(|a, b| a.0.cmp(&b.0));
-    transfer_rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let ledger = merge_in_processing_order(ledger_parts);
+    let voucher_usage = merge_in_processing_order(voucher_parts);
+    let service = merge_in_processing_order(event_parts);
+    let transfer_rows = merge_in_processing_order(transfer_parts);
     rejects.sort_by(|a, b| (a.file, a.line).cmp(&(b.file, b.line)));
     if let Some(c) = counts.get_mut(ORDERS_FILE) {
         // Orders refused while processing (§8) were accepted when read.
@@ -324,7 +332,6 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         c.rejected += processing_rejects;
     }
 
-    let ledger: Vec<LedgerLine> = ledger.into_iter().map(|x| x.1).collect();
     crate::monthly::add_lines(&mut next.months, snapshot, &ledger);
     // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
     let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
@@ -332,9 +339,9 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
 
     let result = DayResult {
         ledger,
-        voucher_usage: voucher_usage.into_iter().map(|x| x.1).collect(),
-        events: service.into_iter().map(|x| x.1).collect(),
-        transfers: transfer_rows.into_iter().map(|x| x.1).collect(),
+        voucher_usage,
+        events: service,
+        transfers: transfer_rows,
         rejects,
         summary: serde_json::Value::Null,
         state: next,
@@ -610,4 +617,22 @@ fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif:
         month = month.next();
     }
     Ok(())
+}
+
+/// Merge per-organization rows, each part already in processing order, into one
+/// list in processing order. Rows are sorted as small handles and moved once: the
+/// rows themselves are large and there are millions of them. Rows of one event
+/// share a key and stay in their order (ties go to the part, then the position).
+fn merge_in_processing_order<T>(parts: Vec<Vec<(EventKey, T)>>) -> Vec<T> {
+    let mut handles: Vec<(u32, u32)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, rows)| (0..rows.len()).map(move |i| (p as u32, i as u32)))
+        .collect();
+    handles.sort_unstable_by(|a, b| {
+        parts[a.0 as usize][a.1 as usize].0.cmp(&parts[b.0 as usize][b.1 as usize].0).then(a.cmp(b))
+    });
+    let mut slots: Vec<Vec<Option<T>>> =
+        parts.into_iter().map(|rows| rows.into_iter().map(|(_, row)| Some(row)).collect()).collect();
+    handles.into_iter().map(|(p, i)| slots[p as usize][i as usize].take().expect("each row is taken once")).collect()
 }

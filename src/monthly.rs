@@ -54,7 +54,7 @@ pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snaps
                 bill_owner,
                 line.owner_uin,
                 pay_mode.to_string(),
-                line.product.clone(),
+                line.product.to_string(),
                 line.kind.as_str().to_string(),
             );
             let sums = month.merged.entry(key).or_default();
@@ -68,7 +68,7 @@ pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snaps
             sums.credit += line.credit_amount;
         }
         if is_self_paid(org, line) {
-            *month.self_paid.entry((org.org_id.clone(), line.owner_uin, line.product.clone())).or_default() +=
+            *month.self_paid.entry((org.org_id.clone(), line.owner_uin, line.product.to_string())).or_default() +=
                 line.payable_amount;
         }
     }

@@ -3,7 +3,7 @@
 //! problem is listed, each with its file and line.
 
 use crate::csvread::{read_rows, Columns, Row};
-use crate::ids::{is_valid_id, is_valid_product, parse_uin, Uin};
+use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Product, Uin};
 use crate::money::{Exact8, Money, NumberError};
 use crate::snapshot::Snapshot;
 use crate::time::{Cycle, Month, Ts};
@@ -49,13 +49,12 @@ impl Contract {
 /// Contracts by (owner, product, cycle); validated so that at most one is valid at any instant.
 #[derive(Default, Debug)]
 pub struct Contracts {
-    by_key: HashMap<(Uin, String, ContractCycle), Vec<Contract>>,
+    by_key: rustc_hash::FxHashMap<(Uin, Product, ContractCycle), Vec<Contract>>,
 }
 
 impl Contracts {
     pub fn applicable(&self, owner: Uin, product: &str, cycle: ContractCycle, t: Ts) -> Option<&Contract> {
-        // The key is owned; a lookup allocates only the product string.
-        self.by_key.get(&(owner, product.to_string(), cycle))?.iter().find(|c| c.is_valid_at(t))
+        self.by_key.get(&(owner, intern_product(product), cycle))?.iter().find(|c| c.is_valid_at(t))
     }
 }
 
@@ -252,9 +251,9 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
             }
         }
     });
-    let mut by_key: HashMap<(Uin, String, ContractCycle), Vec<(u64, Contract)>> = HashMap::new();
+    let mut by_key: HashMap<(Uin, Product, ContractCycle), Vec<(u64, Contract)>> = HashMap::new();
     for (line, c) in all {
-        by_key.entry((c.owner_uin, c.product.clone(), c.cycle)).or_default().push((line, c));
+        by_key.entry((c.owner_uin, intern_product(&c.product), c.cycle)).or_default().push((line, c));
     }
     let mut ambiguous = Vec::new();
     for list in by_key.values_mut() {

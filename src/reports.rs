@@ -36,11 +36,11 @@ pub const LEDGER_COLUMNS: [&str; 25] = [
 /// which can hold a comma, quote or newline (SPEC §1.3), so rows are written
 /// directly, without a CSV quoting pass: this file is the largest output.
 pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(64 + lines.len() * 260);
     out.push_str(&LEDGER_COLUMNS.join(","));
     out.push('\n');
     let run_day = day.to_string();
+    let mut numbers = itoa::Buffer::new();
     for l in lines {
         debug_assert!(!l.line_id.contains([',', '"', '\n']), "ledger fields never need quoting");
         out.push_str(&l.line_id);
@@ -48,7 +48,19 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
         out.push_str(&run_day);
         out.push(',');
         l.charge_time.write_to(&mut out);
-        let _ = write!(out, ",{},{},{},{},{},{},", l.bill_month, l.kind.as_str(), l.org_id, l.owner_uin, l.responsible_uin, l.product);
+        out.push(',');
+        l.bill_month.write_to(&mut out);
+        out.push(',');
+        out.push_str(l.kind.as_str());
+        out.push(',');
+        out.push_str(&l.org_id);
+        out.push(',');
+        out.push_str(numbers.format(l.owner_uin));
+        out.push(',');
+        out.push_str(numbers.format(l.responsible_uin));
+        out.push(',');
+        out.push_str(l.product);
+        out.push(',');
         match l.period {
             Some((cycle, start, end, records)) => {
                 out.push_str(cycle.as_str());
@@ -57,11 +69,15 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
                 out.push(',');
                 end.write_to(&mut out);
                 out.push_str(",,,");
-                let _ = write!(out, "{records}");
+                out.push_str(numbers.format(records));
             }
             None => {
                 let (order_id, resource_id) = l.order.as_ref().map(|(o, r)| (o.as_str(), r.as_str())).unwrap_or(("", ""));
-                let _ = write!(out, ",,,{order_id},{resource_id},");
+                out.push_str(",,,");
+                out.push_str(order_id);
+                out.push(',');
+                out.push_str(resource_id);
+                out.push(',');
             }
         }
         for amount in [l.list_amount, l.discount_amount, l.payable_amount] {
@@ -70,7 +86,10 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
         }
         match &l.contract {
             Some((uin, id)) => {
-                let _ = write!(out, ",{uin},{id}");
+                out.push(',');
+                out.push_str(numbers.format(*uin));
+                out.push(',');
+                out.push_str(id);
             }
             None => out.push_str(",,"),
         }

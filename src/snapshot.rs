@@ -184,7 +184,7 @@ pub struct Snapshot {
     /// Sorted by org_id.
     pub orgs: Vec<Org>,
     /// uin → (index into `orgs`, index into that org's `members`).
-    account_index: HashMap<Uin, (usize, usize)>,
+    account_index: rustc_hash::FxHashMap<Uin, (usize, usize)>,
 }
 
 impl Snapshot {
@@ -312,7 +312,7 @@ fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
         return Err(problems);
     }
     converted.sort_by(|a, b| a.org_id.cmp(&b.org_id));
-    let mut account_index = HashMap::new();
+    let mut account_index = rustc_hash::FxHashMap::default();
     for (oi, org) in converted.iter().enumerate() {
         for (mi, m) in org.members.iter().enumerate() {
             // Duplicates are reported by validate(); keep the first here.

@@ -27,17 +27,25 @@ impl AccountState {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A remembered usage record: the month of the run that accepted it (ids are kept
+/// for that month and the next) and the digest of its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeenUsage {
-    /// The month of the run that accepted it; ids are kept for that month and the next.
     pub month: Month,
-    pub content: String,
+    pub content: u128,
 }
 
 /// Ids of accepted rows with a digest of their content (§4.2 duplicates).
+///
+/// Usage record ids, millions a day, are kept by the xxh3-128 digest of the id
+/// text (two ids collide with probability ~n²/2^129) and stored beside the state
+/// in a compact binary file (`state/D.usage-ids`), not in its JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenIds {
-    pub usage: BTreeMap<String, SeenUsage>,
+    #[serde(skip)]
+    pub usage: rustc_hash::FxHashMap<u128, SeenUsage>,
+    /// How many usage ids the binary file beside the state holds (checked on load).
+    pub usage_count: u64,
     pub orders: BTreeMap<String, String>,
     pub recharges: BTreeMap<String, String>,
     pub transfers: BTreeMap<String, String>,
@@ -150,3 +158,37 @@ macro_rules! serde_as_string {
 
 serde_as_string!(Day, Day::parse, "day");
 serde_as_string!(Month, Month::parse, "month");
+
+impl SeenIds {
+    /// The binary form of the usage ids: sorted by id digest, 36 bytes each
+    /// (id digest, content digest, year, month), little-endian.
+    pub fn encode_usage(&self) -> Vec<u8> {
+        let mut entries: Vec<(&u128, &SeenUsage)> = self.usage.iter().collect();
+        entries.sort_unstable_by_key(|e| *e.0);
+        let mut out = Vec::with_capacity(entries.len() * 36);
+        for (id, seen) in entries {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&seen.content.to_le_bytes());
+            out.extend_from_slice(&(seen.month.year as u16).to_le_bytes());
+            out.extend_from_slice(&(seen.month.month as u16).to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode_usage(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() % 36 != 0 || (bytes.len() / 36) as u64 != self.usage_count {
+            return Err(format!("usage id file holds {} bytes, expected {} entries", bytes.len(), self.usage_count));
+        }
+        self.usage = bytes
+            .chunks_exact(36)
+            .map(|c| {
+                let id = u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
+                let content = u128::from_le_bytes(c[16..32].try_into().expect("16 bytes"));
+                let year = u16::from_le_bytes([c[32], c[33]]) as i32;
+                let month = u16::from_le_bytes([c[34], c[35]]) as u32;
+                (id, SeenUsage { month: Month { year, month }, content })
+            })
+            .collect();
+        Ok(())
+    }
+}

@@ -51,6 +51,9 @@ impl Store {
     fn state_file(&self, day: Day) -> PathBuf {
         self.state_dir().join(format!("{day}.json"))
     }
+    fn usage_ids_file(&self, day: Day) -> PathBuf {
+        self.state_dir().join(format!("{day}.usage-ids"))
+    }
 
     /// Days whose state is committed, ascending.
     pub fn settled_days(&self) -> Result<BTreeSet<Day>, String> {
@@ -75,8 +78,11 @@ impl Store {
     pub fn load(&self, day: Day) -> Result<State, String> {
         let path = self.state_file(day);
         let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
-        let state: State =
+        let mut state: State =
             serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        let ids_path = self.usage_ids_file(day);
+        let ids = fs::read(&ids_path).map_err(|e| io_error("cannot read", &ids_path, e))?;
+        state.seen.decode_usage(&ids).map_err(|e| format!("{}: {e}", ids_path.display()))?;
         if state.format != STATE_FORMAT || state.day != day {
             return Err(format!("state {} has format {} for day {}, expected format {STATE_FORMAT} for {day}", path.display(), state.format, state.day));
         }
@@ -91,6 +97,7 @@ impl Store {
             let state = self.state_file(*d);
             failpoint("remove later state");
             fs::remove_file(&state).map_err(|e| io_error("cannot remove", &state, e))?;
+            let _ = fs::remove_file(self.usage_ids_file(*d));
             remove_dir_if_present(&self.day_dir(*d))?;
         }
         Ok(later)
@@ -110,6 +117,13 @@ impl Store {
         }
         publish_dir(&days, &day.to_string(), files)?;
 
+        // The usage ids first (aside, then renamed); the state file, renamed last,
+        // commits the day and records how many ids its companion holds.
+        let ids_tmp = self.state_dir().join(format!(".{day}.usage-ids.tmp"));
+        write_synced(&ids_tmp, &state.seen.encode_usage())?;
+        failpoint("publish usage ids");
+        fs::rename(&ids_tmp, self.usage_ids_file(day)).map_err(|e| io_error("cannot publish", &ids_tmp, e))?;
+        assert_eq!(state.seen.usage_count, state.seen.usage.len() as u64, "usage id count recorded");
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;

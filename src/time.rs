@@ -196,6 +196,23 @@ impl Month {
     }
 }
 
+impl Month {
+    /// Append `YYYY-MM` to `out`.
+    pub fn write_to(self, out: &mut String) {
+        if (0..=9999).contains(&self.year) {
+            let y = self.year as u32;
+            for d in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10] {
+                out.push((b'0' + d as u8) as char);
+            }
+            out.push('-');
+            out.push((b'0' + (self.month / 10) as u8) as char);
+            out.push((b'0' + (self.month % 10) as u8) as char);
+        } else {
+            out.push_str(&self.to_string());
+        }
+    }
+}
+
 impl fmt::Display for Month {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}", self.year, self.month)
