@@ -86,14 +86,14 @@ pub struct UnusableFile {
 /// The fields of one good row: required columns, then optional ones, in the order
 /// asked for; an absent optional column reads as "".
 pub struct Fields<'a> {
-    record: &'a csv::ByteRecord,
+    record: &'a csv::StringRecord,
     indices: &'a [Option<usize>],
 }
 
 impl<'a> Fields<'a> {
     pub fn get(&self, column: usize) -> &'a str {
         // Every field was checked to be UTF-8 before a `Fields` is handed out.
-        self.indices[column].map(|i| std::str::from_utf8(&self.record[i]).unwrap_or("")).unwrap_or("")
+        self.indices[column].map(|i| &self.record[i]).unwrap_or("")
     }
     /// How many columns were asked for.
     pub fn len(&self) -> usize {
@@ -206,29 +206,38 @@ pub fn read_rows_from<R: Read>(
             }
         }
         let line = line_of(record.position());
-        let id = || {
-            id_index
-                .and_then(|i| record.get(i))
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .filter(|text| crate::ids::is_valid_id(text))
-                .unwrap_or("")
-                .to_string()
-        };
         if record.len() != width {
             on_row(Row::Bad {
                 line,
-                id: id(),
+                id: row_id(&record, id_index),
                 message: format!("the row has {} fields, the header has {width}", record.len()),
             });
             continue;
         }
-        if let Some(bad) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-            on_row(Row::Bad { line, id: id(), message: format!("field {:?} is not valid UTF-8", header[bad]) });
-            continue;
+        // One UTF-8 check of the whole record; the buffer is handed back afterwards.
+        match csv::StringRecord::from_byte_record(std::mem::take(&mut record)) {
+            Ok(text) => {
+                on_row(Row::Fields { line, fields: Fields { record: &text, indices: &indices } });
+                record = text.into_byte_record();
+            }
+            Err(e) => {
+                record = e.into_byte_record();
+                let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or(0);
+                on_row(Row::Bad { line, id: row_id(&record, id_index), message: format!("field {:?} is not valid UTF-8", header[bad]) });
+            }
         }
-        on_row(Row::Fields { line, fields: Fields { record: &record, indices: &indices } });
     }
     Ok(())
+}
+
+/// The id of a broken row, when its id column holds a valid id.
+fn row_id(record: &csv::ByteRecord, id_index: Option<usize>) -> String {
+    id_index
+        .and_then(|i| record.get(i))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .filter(|text| crate::ids::is_valid_id(text))
+        .unwrap_or("")
+        .to_string()
 }
 
 #[cfg(test)]

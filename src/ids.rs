@@ -10,16 +10,28 @@ pub type Product = &'static str;
 
 /// The interned copy of a product code.
 pub fn intern_product(code: &str) -> Product {
+    use std::cell::RefCell;
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut codes = CODES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&known) = codes.get(code) {
+    thread_local! {
+        // Each thread remembers the codes it has seen, so the lock is taken once per code.
+        static SEEN: RefCell<rustc_hash::FxHashSet<&'static str>> = RefCell::default();
+    }
+    if let Some(known) = SEEN.with(|seen| seen.borrow().get(code).copied()) {
         return known;
     }
-    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
-    codes.insert(leaked);
-    leaked
+    let mut codes = CODES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let interned = match codes.get(code) {
+        Some(&known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+            codes.insert(leaked);
+            leaked
+        }
+    };
+    SEEN.with(|seen| seen.borrow_mut().insert(interned));
+    interned
 }
 
 /// Parse a UIN written in decimal without leading zeros.

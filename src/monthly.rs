@@ -43,34 +43,49 @@ pub fn is_self_paid(org: &Org, line: &LedgerLine) -> bool {
     t >= org.created_at && org.member(line.owner_uin).is_some_and(|m| m.is_member_at(t))
 }
 
-/// Add a day's ledger lines to the month aggregates.
+fn add_sums(sums: &mut BillSums, more: &BillSums) {
+    sums.lines += more.lines;
+    sums.list += more.list;
+    sums.discount += more.discount;
+    sums.payable += more.payable;
+    sums.voucher += more.voucher;
+    sums.cash += more.cash;
+    sums.gift += more.gift;
+    sums.credit += more.credit;
+}
+
+/// Add a day's ledger lines to the month aggregates. Lines are first summed under
+/// cheap keys (millions of lines, far fewer keys), then folded into the state's maps.
 pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snapshot, lines: &[LedgerLine]) {
+    type Cheap<'a> = (Month, &'a str, Uin, Uin, &'static str, &'static str, &'static str);
+    let mut merged: rustc_hash::FxHashMap<Cheap, BillSums> = Default::default();
+    let mut self_paid: rustc_hash::FxHashMap<(Month, &str, Uin, &'static str), Money> = Default::default();
     for line in lines {
         let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
-        let month = months.entry(line.bill_month).or_default();
         if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
-            let key = (
-                org.org_id.clone(),
-                bill_owner,
-                line.owner_uin,
-                pay_mode.to_string(),
-                line.product.to_string(),
-                line.kind.as_str().to_string(),
-            );
-            let sums = month.merged.entry(key).or_default();
-            sums.lines += 1;
-            sums.list += line.list_amount;
-            sums.discount += line.discount_amount;
-            sums.payable += line.payable_amount;
-            sums.voucher += line.voucher_amount;
-            sums.cash += line.cash_amount;
-            sums.gift += line.gift_amount;
-            sums.credit += line.credit_amount;
+            let key = (line.bill_month, org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product, line.kind.as_str());
+            let one = BillSums {
+                lines: 1,
+                list: line.list_amount,
+                discount: line.discount_amount,
+                payable: line.payable_amount,
+                voucher: line.voucher_amount,
+                cash: line.cash_amount,
+                gift: line.gift_amount,
+                credit: line.credit_amount,
+            };
+            add_sums(merged.entry(key).or_default(), &one);
         }
         if is_self_paid(org, line) {
-            *month.self_paid.entry((org.org_id.clone(), line.owner_uin, line.product.to_string())).or_default() +=
-                line.payable_amount;
+            *self_paid.entry((line.bill_month, org.org_id.as_str(), line.owner_uin, line.product)).or_default() += line.payable_amount;
         }
+    }
+    for ((month, org_id, owner, member, pay_mode, product, kind), sums) in merged {
+        let key = (org_id.to_string(), owner, member, pay_mode.to_string(), product.to_string(), kind.to_string());
+        add_sums(months.entry(month).or_default().merged.entry(key).or_default(), &sums);
+    }
+    for ((month, org_id, member, product), total) in self_paid {
+        *months.entry(month).or_default().self_paid.entry((org_id.to_string(), member, product.to_string())).or_default() += total;
     }
 }
 

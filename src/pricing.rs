@@ -2,6 +2,7 @@
 //!
 //! Invariant: every priced amount is an exact rated amount; nothing here rounds.
 
+use crate::ids::Product;
 use crate::money::{Exact8, Rated};
 use crate::reference::{Contract, ContractCycle, ContractKind, Contracts};
 use crate::snapshot::{Member, Org, Snapshot};
@@ -17,7 +18,7 @@ pub fn choose_contract<'c>(
     contracts: &'c Contracts,
     org: &Org,
     owner: &Member,
-    product: &str,
+    product: Product,
     cycle: ContractCycle,
     decided_at: Ts,
     valid_at: Ts,

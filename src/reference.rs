@@ -53,8 +53,8 @@ pub struct Contracts {
 }
 
 impl Contracts {
-    pub fn applicable(&self, owner: Uin, product: &str, cycle: ContractCycle, t: Ts) -> Option<&Contract> {
-        self.by_key.get(&(owner, intern_product(product), cycle))?.iter().find(|c| c.is_valid_at(t))
+    pub fn applicable(&self, owner: Uin, product: Product, cycle: ContractCycle, t: Ts) -> Option<&Contract> {
+        self.by_key.get(&(owner, product, cycle))?.iter().find(|c| c.is_valid_at(t))
     }
 }
 
