@@ -305,6 +305,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         }
     }
 
+    stage("  books back", &mut t);
     // Merge in processing order; keys are unique across organizations.
     let mut ledger_parts = Vec::with_capacity(outputs.len());
     let mut voucher_parts = Vec::with_capacity(outputs.len());
@@ -326,6 +327,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let service = merge_in_processing_order(event_parts);
     let transfer_rows = merge_in_processing_order(transfer_parts);
     rejects.sort_by(|a, b| (a.file, a.line).cmp(&(b.file, b.line)));
+    stage("  merge rows", &mut t);
     if let Some(c) = counts.get_mut(ORDERS_FILE) {
         // Orders refused while processing (§8) were accepted when read.
         c.accepted -= processing_rejects;
@@ -333,6 +335,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     }
 
     crate::monthly::add_lines(&mut next.months, snapshot, &ledger);
+    stage("  month aggregates", &mut t);
     // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
     let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
     next.months.retain(|m, _| *m >= keep_from);
@@ -624,15 +627,25 @@ fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif:
 /// rows themselves are large and there are millions of them. Rows of one event
 /// share a key and stay in their order (ties go to the part, then the position).
 fn merge_in_processing_order<T>(parts: Vec<Vec<(EventKey, T)>>) -> Vec<T> {
-    let mut handles: Vec<(u32, u32)> = parts
+    // (time, rank, leading uin of the key) decide almost every comparison without
+    // touching the rows; the full key breaks the remaining ties.
+    let leading = |k: &EventKey| match &k.key {
+        crate::engine::KeyPart::Postpaid(g) => g.owner_uin,
+        crate::engine::KeyPart::Uin(u) => *u,
+        crate::engine::KeyPart::Id(_) => 0,
+    };
+    let mut handles: Vec<(i64, u8, u64, u32, u32)> = parts
         .iter()
         .enumerate()
-        .flat_map(|(p, rows)| (0..rows.len()).map(move |i| (p as u32, i as u32)))
+        .flat_map(|(p, rows)| rows.iter().enumerate().map(move |(i, (k, _))| (k.time.0, k.rank, leading(k), p as u32, i as u32)))
         .collect();
     handles.sort_unstable_by(|a, b| {
-        parts[a.0 as usize][a.1 as usize].0.cmp(&parts[b.0 as usize][b.1 as usize].0).then(a.cmp(b))
+        (a.0, a.1, a.2)
+            .cmp(&(b.0, b.1, b.2))
+            .then_with(|| parts[a.3 as usize][a.4 as usize].0.cmp(&parts[b.3 as usize][b.4 as usize].0))
+            .then((a.3, a.4).cmp(&(b.3, b.4)))
     });
     let mut slots: Vec<Vec<Option<T>>> =
         parts.into_iter().map(|rows| rows.into_iter().map(|(_, row)| Some(row)).collect()).collect();
-    handles.into_iter().map(|(p, i)| slots[p as usize][i as usize].take().expect("each row is taken once")).collect()
+    handles.into_iter().map(|h| slots[h.3 as usize][h.4 as usize].take().expect("each row is taken once")).collect()
 }
