@@ -57,22 +57,10 @@ impl Store {
 
     /// Days whose state is committed, ascending.
     pub fn settled_days(&self) -> Result<BTreeSet<Day>, String> {
-        let dir = self.state_dir();
-        let mut days = BTreeSet::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(days),
-            Err(e) => return Err(io_error("cannot list", &dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot list", &dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(day) = name.strip_suffix(".json").and_then(Day::parse) {
-                days.insert(day);
-            }
-        }
-        Ok(days)
+        Ok(entry_names(&self.state_dir())?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json").and_then(Day::parse))
+            .collect())
     }
 
     pub fn load(&self, day: Day) -> Result<State, String> {
@@ -143,20 +131,7 @@ impl Store {
 
     /// Months with a published close (`months/M/`).
     pub fn closed_months(&self) -> Result<BTreeSet<Month>, String> {
-        let dir = self.out.join("months");
-        let mut months = BTreeSet::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(months),
-            Err(e) => return Err(io_error("cannot list", &dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot list", &dir, e))?;
-            if let Some(m) = Month::parse(&entry.file_name().to_string_lossy()) {
-                months.insert(m);
-            }
-        }
-        Ok(months)
+        Ok(entry_names(&self.out.join("months"))?.iter().filter_map(|name| Month::parse(name)).collect())
     }
 
     /// Publish a month's close: its files written aside, then renamed into `months/M/`.
@@ -187,6 +162,18 @@ fn publish_dir(parent: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<(
     fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
     sync_dir(parent)?;
     remove_dir_if_present(&old)
+}
+
+/// The names in a folder; none when it does not exist.
+fn entry_names(dir: &Path) -> Result<Vec<String>, String> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("cannot list", dir, e)),
+    };
+    entries
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(|e| io_error("cannot list", dir, e)))
+        .collect()
 }
 
 fn remove_dir_if_present(path: &Path) -> Result<(), String> {
