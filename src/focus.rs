@@ -126,13 +126,13 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
 
 /// `focus_lines.csv` of a day: the FOCUS rows of its lines on the merged bill.
 pub fn focus_lines_csv(snapshot: &Snapshot, lines: &[LedgerLine]) -> Vec<u8> {
-    let mut out = String::with_capacity(lines.len() * 300);
-    out.push_str(&FOCUS_COLUMNS.join(","));
-    out.push('\n');
-    for line in lines {
-        write_focus_row(&mut out, snapshot, line);
-    }
-    out.into_bytes()
+    let mut head = FOCUS_COLUMNS.join(",");
+    head.push('\n');
+    crate::reports::in_parallel_chunks(head, lines, |chunk, out| {
+        for line in chunk {
+            write_focus_row(out, snapshot, line);
+        }
+    })
 }
 
 /// A month's `focus.csv` from rows read back from the days' files (header first).

@@ -36,9 +36,33 @@ pub const LEDGER_COLUMNS: [&str; 25] = [
 /// which can hold a comma, quote or newline (SPEC §1.3), so rows are written
 /// directly, without a CSV quoting pass: this file is the largest output.
 pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + lines.len() * 260);
-    out.push_str(&LEDGER_COLUMNS.join(","));
+    let mut out = LEDGER_COLUMNS.join(",");
     out.push('\n');
+    in_parallel_chunks(out, lines, |chunk, text| ledger_rows(day, chunk, text))
+}
+
+/// Render rows chunk by chunk on all cores and join the chunks in order, after
+/// `head`: the bytes are the same as rendering them one by one.
+pub fn in_parallel_chunks<T: Sync>(head: String, rows: &[T], render: impl Fn(&[T], &mut String) + Sync) -> Vec<u8> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 32 * 1024;
+    let parts: Vec<String> = rows
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut text = String::with_capacity(chunk.len() * 280);
+            render(chunk, &mut text);
+            text
+        })
+        .collect();
+    let mut out = Vec::with_capacity(head.len() + parts.iter().map(String::len).sum::<usize>());
+    out.extend_from_slice(head.as_bytes());
+    for part in parts {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+fn ledger_rows(day: Day, lines: &[LedgerLine], out: &mut String) {
     let run_day = day.to_string();
     let mut numbers = itoa::Buffer::new();
     for l in lines {
@@ -47,9 +71,9 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
         out.push(',');
         out.push_str(&run_day);
         out.push(',');
-        l.charge_time.write_to(&mut out);
+        l.charge_time.write_to(out);
         out.push(',');
-        l.bill_month.write_to(&mut out);
+        l.bill_month.write_to(out);
         out.push(',');
         out.push_str(l.kind.as_str());
         out.push(',');
@@ -65,9 +89,9 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
             Some((cycle, start, end, records)) => {
                 out.push_str(cycle.as_str());
                 out.push(',');
-                start.write_to(&mut out);
+                start.write_to(out);
                 out.push(',');
-                end.write_to(&mut out);
+                end.write_to(out);
                 out.push_str(",,,");
                 out.push_str(numbers.format(records));
             }
@@ -82,7 +106,7 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
         }
         for amount in [l.list_amount, l.discount_amount, l.payable_amount] {
             out.push(',');
-            amount.write_to(&mut out);
+            amount.write_to(out);
         }
         match &l.contract {
             Some((uin, id)) => {
@@ -95,13 +119,12 @@ pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
         }
         for amount in [l.voucher_amount, l.cash_amount, l.gift_amount, l.credit_amount] {
             out.push(',');
-            amount.write_to(&mut out);
+            amount.write_to(out);
         }
         out.push(',');
         out.push_str(l.status.as_str());
         out.push('\n');
     }
-    out.into_bytes()
 }
 
 pub fn voucher_usage_csv(uses: &[VoucherUse]) -> Vec<u8> {
