@@ -34,7 +34,7 @@ pub fn check_and_summarize(
     let mut moved: BTreeMap<Uin, Movement> = BTreeMap::new();
     let mut totals = [Money::ZERO; 7];
     let (mut settled, mut failed) = (0u64, 0u64);
-    for l in &result.ledger {
+    for l in result.ledger.iter() {
         for (t, v) in totals.iter_mut().zip([
             l.list_amount,
             l.discount_amount,

@@ -4,12 +4,10 @@
 //! each data row as its fields, in the order they asked for columns, or as a
 //! `bad_row` with its line.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
-use std::rc::Rc;
 
 /// Physical line numbers. The csv crate's own line counter skips blank lines and
 /// miscounts CRLF files, and a record's byte position is where the previous record's
@@ -26,13 +24,13 @@ struct NewlineLog {
 
 struct CountingReader<R> {
     inner: R,
-    log: Rc<RefCell<NewlineLog>>,
+    log: NewlineLog,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut log = self.log.borrow_mut();
+        let log = &mut self.log;
         let base = log.bytes_seen;
         for (i, b) in buf[..n].iter().enumerate() {
             if *b == b'\n' || *b == b'\r' {
@@ -91,6 +89,9 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    pub fn new(record: &'a csv::StringRecord, indices: &'a [Option<usize>]) -> Fields<'a> {
+        Fields { record, indices }
+    }
     pub fn get(&self, column: usize) -> &'a str {
         // Every field was checked to be UTF-8 before a `Fields` is handed out.
         self.indices[column].map(|i| &self.record[i]).unwrap_or("")
@@ -140,94 +141,164 @@ pub fn read_rows_from<R: Read>(
     id_column: Option<&str>,
     on_row: &mut dyn FnMut(Row<'_>),
 ) -> Result<(), UnusableFile> {
-    let unusable = |message: String| UnusableFile { file: label.to_string(), message };
-    let log = Rc::new(RefCell::new(NewlineLog::default()));
-    let counting = CountingReader { inner: input, log: Rc::clone(&log) };
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(counting);
-    let line_of = |position: Option<&csv::Position>| position.map(|p| log.borrow_mut().line_of(p.byte())).unwrap_or(0);
-    let mut record = csv::ByteRecord::new();
-    let header_read = reader
-        .read_byte_record(&mut record)
-        .map_err(|e| unusable(format!("cannot read the header row: {e}")))?;
-    if !header_read {
-        return Err(unusable("the file is empty: it has no header row".into()));
-    }
-    let mut header: Vec<String> = Vec::with_capacity(record.len());
-    for (i, field) in record.iter().enumerate() {
-        let mut name = std::str::from_utf8(field)
-            .map_err(|_| unusable(format!("header column {} is not valid UTF-8", i + 1)))?
-            .to_string();
-        if i == 0 {
-            // A leading UTF-8 byte-order mark is not part of the first name.
-            if let Some(stripped) = name.strip_prefix('\u{feff}') {
-                name = stripped.to_string();
-            }
-        }
-        header.push(name);
-    }
-    let find = |name: &str| -> Result<Option<usize>, UnusableFile> {
-        let hits: Vec<usize> = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i).collect();
-        match hits.len() {
-            0 => Ok(None),
-            1 => Ok(Some(hits[0])),
-            _ => Err(unusable(format!("column {name:?} appears {} times in the header", hits.len()))),
-        }
-    };
-    let mut indices: Vec<Option<usize>> = Vec::new();
-    let mut missing = Vec::new();
-    for name in columns.required {
-        let idx = find(name)?;
-        if idx.is_none() {
-            missing.push(*name);
-        }
-        indices.push(idx);
-    }
-    if !missing.is_empty() {
-        return Err(unusable(format!("required column(s) missing from the header: {}", missing.join(", "))));
-    }
-    for name in columns.optional {
-        indices.push(find(name)?);
-    }
-    let id_index = id_column.and_then(|c| header.iter().position(|h| h == c));
-    let width = header.len();
-
-    loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = line_of(e.position());
-                let is_io = matches!(e.kind(), csv::ErrorKind::Io(_));
-                if is_io {
-                    return Err(unusable(format!("read error near line {line}: {e}")));
-                }
-                on_row(Row::Bad { line, id: String::new(), message: format!("the CSV reader cannot parse the row: {e}") });
-                continue;
-            }
-        }
-        let line = line_of(record.position());
-        if record.len() != width {
-            on_row(Row::Bad {
-                line,
-                id: row_id(&record, id_index),
-                message: format!("the row has {} fields, the header has {width}", record.len()),
+    let mut reader = RowReader::new(input, label, columns, id_column)?;
+    let mut batch = Vec::new();
+    while reader.next_batch(&mut batch, 4096)? {
+        for row in &batch {
+            on_row(match row {
+                RawRow::Record { line, record } => Row::Fields { line: *line, fields: reader.fields(record) },
+                RawRow::Bad { line, id, message } => Row::Bad { line: *line, id: id.clone(), message: message.clone() },
             });
-            continue;
-        }
-        // One UTF-8 check of the whole record; the buffer is handed back afterwards.
-        match csv::StringRecord::from_byte_record(std::mem::take(&mut record)) {
-            Ok(text) => {
-                on_row(Row::Fields { line, fields: Fields { record: &text, indices: &indices } });
-                record = text.into_byte_record();
-            }
-            Err(e) => {
-                record = e.into_byte_record();
-                let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or(0);
-                on_row(Row::Bad { line, id: row_id(&record, id_index), message: format!("field {:?} is not valid UTF-8", header[bad]) });
-            }
         }
     }
     Ok(())
+}
+
+/// A data row read but not yet looked at: a UTF-8 record of the header's width, or
+/// a `bad_row`.
+pub enum RawRow {
+    Record { line: u64, record: csv::StringRecord },
+    Bad { line: u64, id: String, message: String },
+}
+
+/// Reads a file's data rows in batches (so they can be checked in parallel while
+/// the next batch is read). The header has been read and checked on creation.
+pub struct RowReader<R: Read> {
+    reader: csv::Reader<CountingReader<R>>,
+    label: String,
+    header: Vec<String>,
+    indices: Vec<Option<usize>>,
+    id_index: Option<usize>,
+    /// Record buffers of the previous batch, reused.
+    spare: Vec<csv::ByteRecord>,
+}
+
+impl RowReader<BufReader<File>> {
+    /// Open `path`; None when the file does not exist.
+    pub fn open(path: &Path, label: &str, columns: &Columns, id_column: Option<&str>) -> Result<Option<Self>, UnusableFile> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(UnusableFile { file: label.to_string(), message: format!("cannot open {}: {e}", path.display()) }),
+        };
+        RowReader::new(BufReader::with_capacity(1 << 20, file), label, columns, id_column).map(Some)
+    }
+}
+
+impl<R: Read> RowReader<R> {
+    pub fn new(input: R, label: &str, columns: &Columns, id_column: Option<&str>) -> Result<Self, UnusableFile> {
+        let unusable = |message: String| UnusableFile { file: label.to_string(), message };
+        let counting = CountingReader { inner: input, log: NewlineLog::default() };
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(counting);
+        let mut record = csv::ByteRecord::new();
+        let header_read = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| unusable(format!("cannot read the header row: {e}")))?;
+        if !header_read {
+            return Err(unusable("the file is empty: it has no header row".into()));
+        }
+        let mut header: Vec<String> = Vec::with_capacity(record.len());
+        for (i, field) in record.iter().enumerate() {
+            let mut name = std::str::from_utf8(field)
+                .map_err(|_| unusable(format!("header column {} is not valid UTF-8", i + 1)))?
+                .to_string();
+            if i == 0 {
+                // A leading UTF-8 byte-order mark is not part of the first name.
+                if let Some(stripped) = name.strip_prefix('\u{feff}') {
+                    name = stripped.to_string();
+                }
+            }
+            header.push(name);
+        }
+        let find = |name: &str| -> Result<Option<usize>, UnusableFile> {
+            let hits: Vec<usize> = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i).collect();
+            match hits.len() {
+                0 => Ok(None),
+                1 => Ok(Some(hits[0])),
+                _ => Err(unusable(format!("column {name:?} appears {} times in the header", hits.len()))),
+            }
+        };
+        let mut indices: Vec<Option<usize>> = Vec::new();
+        let mut missing = Vec::new();
+        for name in columns.required {
+            let idx = find(name)?;
+            if idx.is_none() {
+                missing.push(*name);
+            }
+            indices.push(idx);
+        }
+        if !missing.is_empty() {
+            return Err(unusable(format!("required column(s) missing from the header: {}", missing.join(", "))));
+        }
+        for name in columns.optional {
+            indices.push(find(name)?);
+        }
+        let id_index = id_column.and_then(|c| header.iter().position(|h| h == c));
+        Ok(RowReader { reader, label: label.to_string(), header, indices, id_index, spare: Vec::new() })
+    }
+
+    /// The fields of a record of this file, in the order the columns were asked for.
+    pub fn fields<'r>(&'r self, record: &'r csv::StringRecord) -> Fields<'r> {
+        Fields { record, indices: &self.indices }
+    }
+
+    /// The column positions `fields` uses (to build `Fields` on other threads).
+    pub fn indices(&self) -> &[Option<usize>] {
+        &self.indices
+    }
+
+    fn line_of(&mut self, position: Option<&csv::Position>) -> u64 {
+        match position {
+            Some(p) => self.reader.get_mut().log.line_of(p.byte()),
+            None => 0,
+        }
+    }
+
+    /// Replace `batch` with up to `max` next rows; false once the file is done.
+    pub fn next_batch(&mut self, batch: &mut Vec<RawRow>, max: usize) -> Result<bool, UnusableFile> {
+        for row in batch.drain(..) {
+            if let RawRow::Record { record, .. } = row {
+                self.spare.push(record.into_byte_record());
+            }
+        }
+        let width = self.header.len();
+        while batch.len() < max {
+            let mut record = self.spare.pop().unwrap_or_default();
+            match self.reader.read_byte_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let line = self.line_of(e.position());
+                    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                        return Err(UnusableFile { file: self.label.clone(), message: format!("read error near line {line}: {e}") });
+                    }
+                    let message = format!("the CSV reader cannot parse the row: {e}");
+                    batch.push(RawRow::Bad { line, id: String::new(), message });
+                    self.spare.push(record);
+                    continue;
+                }
+            }
+            let line = self.line_of(record.position());
+            if record.len() != width {
+                let message = format!("the row has {} fields, the header has {width}", record.len());
+                batch.push(RawRow::Bad { line, id: row_id(&record, self.id_index), message });
+                self.spare.push(record);
+                continue;
+            }
+            // One UTF-8 check of the whole record.
+            match csv::StringRecord::from_byte_record(record) {
+                Ok(text) => batch.push(RawRow::Record { line, record: text }),
+                Err(e) => {
+                    let record = e.into_byte_record();
+                    let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or(0);
+                    let message = format!("field {:?} is not valid UTF-8", self.header[bad]);
+                    batch.push(RawRow::Bad { line, id: row_id(&record, self.id_index), message });
+                    self.spare.push(record);
+                }
+            }
+        }
+        Ok(!batch.is_empty())
+    }
 }
 
 /// The id of a broken row, when its id column holds a valid id.

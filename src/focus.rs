@@ -125,14 +125,20 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
 }
 
 /// `focus_lines.csv` of a day: the FOCUS rows of its lines on the merged bill.
-pub fn focus_lines_csv(snapshot: &Snapshot, lines: &[LedgerLine]) -> Vec<u8> {
+pub fn write_focus_lines<'r, T: Sync>(
+    snapshot: &Snapshot,
+    rows: &'r [T],
+    line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
+    w: &mut (dyn std::io::Write + Send),
+) -> std::io::Result<()> {
     let mut head = FOCUS_COLUMNS.join(",");
     head.push('\n');
-    crate::reports::in_parallel_chunks(head, lines, |chunk, out| {
-        for line in chunk {
-            write_focus_row(out, snapshot, line);
+    let render = |chunk: &'r [T], out: &mut String| {
+        for row in chunk {
+            write_focus_row(out, snapshot, line(row));
         }
-    })
+    };
+    crate::reports::write_in_parallel_chunks(&head, rows, render, w)
 }
 
 /// A month's `focus.csv` from rows read back from the days' files (header first).

@@ -5,7 +5,7 @@
 //! Usage records are priced and grouped into settlement lines as they are read
 //! (§5.3), so memory holds the day's lines, not its rows.
 
-use crate::csvread::{read_rows, Columns, Fields, Row, UnusableFile};
+use crate::csvread::{read_rows, Columns, Fields, RawRow, Row, RowReader, UnusableFile};
 use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Product, Uin};
 use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
 use crate::pricing::{choose_contract, price_usage};
@@ -16,7 +16,9 @@ use crate::state::{SeenIds, SeenUsage};
 use crate::time::{Cycle, Day, Month, Ts};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use rayon::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 
 pub const USAGE_FILE: &str = "usage.csv";
 pub const ORDERS_FILE: &str = "orders.csv";
@@ -61,7 +63,7 @@ pub struct UsageGroup {
     /// The sum of the records' quantities (FOCUS PricingQuantity).
     pub quantity: Exact8,
     /// (pricing_uin, contract_id) of the contract that priced it; None = list.
-    pub contract: Option<(Uin, String)>,
+    pub contract: Option<(Uin, Arc<str>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +147,7 @@ pub struct TransferRecord {
 /// Everything read from one day's folder.
 #[derive(Debug, Default)]
 pub struct DayInput {
-    pub usage: FxHashMap<GroupKey, UsageGroup>,
+    pub usage: UsageShards,
     pub orders: Vec<OrderRecord>,
     pub recharges: Vec<RechargeRecord>,
     pub transfers: Vec<TransferRecord>,
@@ -167,16 +169,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<Day
     // Usage ids are remembered for the month of their run and the month after (§4.2).
     seen.usage.retain(|_, s| s.month >= month.prev());
 
-    read_file(dir, USAGE_FILE, &USAGE_COLUMNS, "record_id", &mut input, |fields, line, input| {
-        match check_usage(fields, ctx, seen) {
-            Checked::Accepted((key, group_part)) => {
-                add_usage(&mut input.usage, key, group_part, line)?;
-                Ok(Checked::Accepted(()))
-            }
-            Checked::Duplicate => Ok(Checked::Duplicate),
-            Checked::Refused(r) => Ok(Checked::Refused(r)),
-        }
-    })?;
+    read_usage(dir, ctx, seen, &mut input)?;
     read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
         Ok(match check_order(fields, line, ctx, seen) {
             Checked::Accepted(order) => {
@@ -252,25 +245,144 @@ fn read_file(
     Ok(())
 }
 
-fn add_usage(
-    usage: &mut FxHashMap<GroupKey, UsageGroup>,
-    key: GroupKey,
-    part: UsageGroup,
-    line: u64,
-) -> Result<(), UnusableFile> {
-    let overflow = || UnusableFile {
-        file: USAGE_FILE.into(),
-        message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
+/// Usage rows are read and checked in batches of this many.
+const USAGE_BATCH: usize = 1 << 16;
+
+/// Settlement lines are kept in this many shards, by organization index: shards
+/// are grouped in parallel, and each shard's table is small enough for the cache.
+pub const USAGE_SHARDS: usize = 64;
+
+/// The day's settlement lines (§5.3), shard `o % USAGE_SHARDS` holding organization `o`'s.
+pub type UsageShards = Vec<FxHashMap<GroupKey, UsageGroup>>;
+
+/// A usage row after the checks that need nothing but the row and the reference
+/// data; what remains is the duplicate check, which needs the rows before it.
+enum UsageCheck {
+    Refused(Refusal),
+    Passed {
+        id: u128,
+        content: u128,
+        org: usize,
+        key: GroupKey,
+        /// None when the priced amount is outside the engine's exact range.
+        group: Option<UsageGroup>,
+    },
+}
+
+/// Read `usage.csv`: batches are read while the previous one is checked, rows are
+/// checked in parallel, duplicates are decided in file order, and lines are
+/// grouped by organization shard in parallel.
+fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut DayInput) -> Result<(), UnusableFile> {
+    let mut counts = FileCounts::default();
+    input.usage = (0..USAGE_SHARDS).map(|_| FxHashMap::default()).collect();
+    let Some(mut reader) = RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id"))? else {
+        input.counts.insert(USAGE_FILE, counts);
+        return Ok(());
     };
+    counts.present = true;
+    let indices = reader.indices().to_vec();
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    reader.next_batch(&mut current, USAGE_BATCH)?;
+    while !current.is_empty() {
+        let (more, settled) = rayon::join(
+            || reader.next_batch(&mut next, USAGE_BATCH),
+            || settle_usage_batch(&current, &indices, ctx, seen, input, &mut counts),
+        );
+        settled?;
+        more?;
+        std::mem::swap(&mut current, &mut next);
+    }
+    input.counts.insert(USAGE_FILE, counts);
+    Ok(())
+}
+
+fn settle_usage_batch(
+    batch: &[RawRow],
+    indices: &[Option<usize>],
+    ctx: &ReadContext,
+    seen: &mut SeenIds,
+    input: &mut DayInput,
+    counts: &mut FileCounts,
+) -> Result<(), UnusableFile> {
+    let checks: Vec<Option<UsageCheck>> = batch
+        .par_iter()
+        .map(|row| match row {
+            RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx)),
+            RawRow::Bad { .. } => None,
+        })
+        .collect();
+    let mut accepted: Vec<Vec<(GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
+    let month = ctx.day.month();
+    for (row, check) in batch.iter().zip(checks) {
+        counts.rows += 1;
+        let (line, record) = match row {
+            RawRow::Bad { line, id, message } => {
+                counts.rejected += 1;
+                let reject = Reject { file: USAGE_FILE, line: *line, id: id.clone(), reason: Reason::BadRow, message: message.clone() };
+                input.rejects.push(reject);
+                continue;
+            }
+            RawRow::Record { line, record } => (*line, record),
+        };
+        let record_id = Fields::new(record, indices).get(0);
+        let refusal = match check.expect("records are checked") {
+            UsageCheck::Refused(r) => Some(r),
+            UsageCheck::Passed { id, content, org, key, group } => match seen.usage.get(&id) {
+                Some(s) if s.content == content => {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                Some(_) => Some(Refusal::new(
+                    Reason::ConflictingDuplicate,
+                    format!("{record_id} was already accepted in {USAGE_FILE} with different content"),
+                )),
+                None => {
+                    seen.usage.insert(id, SeenUsage { month, content });
+                    match group {
+                        Some(group) => {
+                            accepted[org % USAGE_SHARDS].push((key, group, line));
+                            None
+                        }
+                        // Reachable only with absurd contract prices: refuse the row rather than round.
+                        None => Some(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range")),
+                    }
+                }
+            },
+        };
+        match refusal {
+            Some(r) => {
+                counts.rejected += 1;
+                input.rejects.push(Reject { file: USAGE_FILE, line, id: record_id.to_string(), reason: r.reason, message: r.message });
+            }
+            None => counts.accepted += 1,
+        }
+    }
+    // Each shard in line order; the first overflowing line (in file order) is reported.
+    let overflow = input
+        .usage
+        .par_iter_mut()
+        .zip(accepted)
+        .filter_map(|(shard, rows)| rows.into_iter().find_map(|(key, group, line)| add_usage(shard, key, group).err().map(|()| line)))
+        .min();
+    match overflow {
+        None => Ok(()),
+        Some(line) => Err(UnusableFile {
+            file: USAGE_FILE.into(),
+            message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
+        }),
+    }
+}
+
+fn add_usage(usage: &mut FxHashMap<GroupKey, UsageGroup>, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
     match usage.get_mut(&key) {
         None => {
             usage.insert(key, part);
         }
         Some(group) => {
-            group.list = group.list.checked_add(part.list).ok_or_else(overflow)?;
-            group.priced = group.priced.checked_add(part.priced).ok_or_else(overflow)?;
+            group.list = group.list.checked_add(part.list).ok_or(())?;
+            group.priced = group.priced.checked_add(part.priced).ok_or(())?;
             group.records += 1;
-            group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or_else(overflow)?);
+            group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
         }
     }
     Ok(())
@@ -436,7 +548,7 @@ const USAGE_COLUMNS: Columns = Columns {
     optional: &[],
 };
 
-fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked<(GroupKey, UsageGroup)> {
+fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
     let mut first = FirstReason(None);
     let start = timestamp(f.get(6), "usage_start", &mut first);
     let end = timestamp(f.get(7), "usage_end", &mut first);
@@ -466,7 +578,7 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
         }
     }
     if let Some(refusal) = first.take() {
-        return Checked::Refused(refusal);
+        return UsageCheck::Refused(refusal);
     }
     let (record_id, owner, product, cycle, start, end) = (
         record_id.expect("checked"),
@@ -500,25 +612,12 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
     }
     account_checks(ctx.snapshot, owner, "owner_uin", last_instant, "the period's last instant", &mut first);
     if let Some(refusal) = first.take() {
-        return Checked::Refused(refusal);
+        return UsageCheck::Refused(refusal);
     }
 
-    let digest = content_digest(f);
-    let id = id_digest(record_id);
-    match seen.usage.get(&id) {
-        Some(s) if s.content == digest => return Checked::Duplicate,
-        Some(_) => {
-            return Checked::Refused(Refusal::new(
-                Reason::ConflictingDuplicate,
-                format!("{record_id} was already accepted in {USAGE_FILE} with different content"),
-            ))
-        }
-        None => {
-            seen.usage.insert(id, SeenUsage { month: ctx.day.month(), content: digest });
-        }
-    }
-
-    let (org, member) = ctx.snapshot.find(owner).expect("account checked");
+    let (org_index, member_index) = ctx.snapshot.locate(owner).expect("account checked");
+    let org = &ctx.snapshot.orgs[org_index];
+    let member = &org.members[member_index];
     let contract = choose_contract(
         ctx.snapshot,
         ctx.contracts,
@@ -529,21 +628,21 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, seen: &mut SeenIds) -> Checked
         last_instant,
         period_start,
     );
-    let Some(priced) = price_usage(contract, quantity, list_amount) else {
-        // Reachable only with absurd contract prices: refuse the row rather than round.
-        return Checked::Refused(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range"));
-    };
-    Checked::Accepted((
-        GroupKey { owner_uin: owner, product, cycle, period_start },
-        UsageGroup {
-            period_end,
-            list: Rated::from_exact8(list_amount),
-            priced,
-            records: 1,
-            quantity,
-            contract: contract.map(|c| (c.owner_uin, c.contract_id.clone())),
-        },
-    ))
+    let group = price_usage(contract, quantity, list_amount).map(|priced| UsageGroup {
+        period_end,
+        list: Rated::from_exact8(list_amount),
+        priced,
+        records: 1,
+        quantity,
+        contract: contract.map(|c| (c.owner_uin, Arc::clone(&c.contract_id))),
+    });
+    UsageCheck::Passed {
+        id: id_digest(record_id),
+        content: content_digest(f),
+        org: org_index,
+        key: GroupKey { owner_uin: owner, product, cycle, period_start },
+        group,
+    }
 }
 
 const ORDER_COLUMNS: Columns = Columns {

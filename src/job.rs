@@ -4,9 +4,10 @@
 //! Invariant: nothing reaches the output directory until every check of the day
 //! has passed; a refused or failed run leaves the output directory as it was.
 
+use crate::monthly::LineSums;
 use crate::engine::{orphan_transfer, Event, EventKey, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
-use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
+use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE, USAGE_SHARDS};
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
@@ -14,7 +15,7 @@ use crate::{focus, reports};
 use crate::settlement::VoucherBalance;
 use crate::snapshot::Snapshot;
 use crate::state::{AccountState, SeenIds, State, STATE_FORMAT};
-use crate::store::Store;
+use crate::store::{Body, OutFile, Store};
 use crate::time::{Day, Month};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,21 +53,20 @@ pub struct Options {
 }
 
 /// Add `NAME.parquet` beside `NAME.csv` for each named CSV file, when asked to.
-fn with_parquet(mut files: Vec<(&'static str, Vec<u8>)>, names: &[(&'static str, &'static str)], opts: Options) -> Result<Vec<(&'static str, Vec<u8>)>, Failure> {
+fn with_parquet<'a>(mut files: Vec<OutFile<'a>>, names: &[(&'static str, &'static str)], opts: Options) -> Result<Vec<OutFile<'a>>, Failure> {
     if !opts.parquet {
         return Ok(files);
     }
     #[cfg(feature = "parquet")]
     {
         for (csv_name, parquet_name) in names {
-            let bytes = files.iter().find(|(n, _)| n == csv_name).map(|(_, b)| b.clone()).expect("the CSV file exists");
-            files.push((parquet_name, crate::parquet::csv_to_parquet(&bytes).map_err(Failure::Internal)?));
+            files.push((parquet_name, Body::Derived { from: csv_name, convert: crate::parquet::csv_to_parquet }));
         }
         Ok(files)
     }
     #[cfg(not(feature = "parquet"))]
     {
-        let _ = names;
+        let _ = (names, &mut files);
         Err(Failure::Refused("this build has no Parquet support: build with the default `parquet` feature".into()))
     }
 }
@@ -138,7 +138,7 @@ fn day_folders(dir: &Path) -> Result<BTreeSet<Day>, Vec<String>> {
 /// What one settled day produced, ready to be written.
 pub struct DayResult {
     pub state: State,
-    pub ledger: Vec<LedgerLine>,
+    pub ledger: Merged<LedgerLine>,
     pub voucher_usage: Vec<VoucherUse>,
     pub events: Vec<ServiceEvent>,
     pub transfers: Vec<TransferRow>,
@@ -147,28 +147,26 @@ pub struct DayResult {
 }
 
 impl DayResult {
-    pub fn files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
+    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day) -> Vec<OutFile<'a>> {
         let mut t = std::time::Instant::now();
         let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
         summary.push(b'\n');
         // The month-to-date overview: the month of D, every line settled so far.
         let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
         stage("  overview", &mut t);
-        let ledger = reports::ledger_csv(day, &self.ledger);
-        stage("  ledger.csv", &mut t);
-        let focus_lines = focus::focus_lines_csv(&inputs.snapshot, &self.ledger);
-        stage("  focus_lines.csv", &mut t);
-        let files = vec![
-            ("ledger.csv", ledger),
-            ("voucher_usage.csv", reports::voucher_usage_csv(&self.voucher_usage)),
-            ("events.csv", reports::events_csv(&self.events)),
-            ("transfers.csv", reports::transfers_csv(&self.transfers)),
-            ("balances.csv", reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
-            ("rejects.csv", reports::rejects_csv(&self.rejects)),
-            ("overview_mtd_by_member.csv", reports::overview_by_member_csv(&mtd.by_member)),
-            ("overview_mtd_by_product.csv", reports::overview_by_product_csv(&mtd.by_product)),
-            ("focus_lines.csv", focus_lines),
-            ("summary.json", summary),
+        let ledger = &self.ledger;
+        let snapshot = &inputs.snapshot;
+        let files: Vec<OutFile> = vec![
+            ("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w)))),
+            ("voucher_usage.csv", Body::Bytes(reports::voucher_usage_csv(&self.voucher_usage))),
+            ("events.csv", Body::Bytes(reports::events_csv(&self.events))),
+            ("transfers.csv", Body::Bytes(reports::transfers_csv(&self.transfers))),
+            ("balances.csv", Body::Bytes(reports::balances_csv(&inputs.snapshot, &self.state.accounts))),
+            ("rejects.csv", Body::Bytes(reports::rejects_csv(&self.rejects))),
+            ("overview_mtd_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&mtd.by_member))),
+            ("overview_mtd_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&mtd.by_product))),
+            ("focus_lines.csv", Body::Stream(Box::new(move |w| focus::write_focus_lines(snapshot, ledger.handles(), |h| ledger.get(*h), w)))),
+            ("summary.json", Body::Bytes(summary)),
         ];
         stage("  other files", &mut t);
         files
@@ -216,9 +214,25 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     // Partition the day's records by organization.
     let mut events: Vec<Vec<Event>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
     let org_of = |uin: Uin| snapshot.org_index_of(uin);
-    for (key, group) in usage {
-        let o = org_of(key.owner_uin).expect("accepted usage has a known owner");
-        events[o].push(Event::postpaid(key, group));
+    // Shard s holds the lines of organizations s, s + SHARDS, ...: build their
+    // events in parallel, then hand each organization its list.
+    let shard_events: Vec<Vec<Vec<Event>>> = usage
+        .into_par_iter()
+        .enumerate()
+        .map(|(s, shard)| {
+            let owned = (snapshot.orgs.len() + USAGE_SHARDS - 1 - s) / USAGE_SHARDS;
+            let mut local: Vec<Vec<Event>> = (0..owned).map(|_| Vec::new()).collect();
+            for (key, group) in shard {
+                let o = org_of(key.owner_uin).expect("accepted usage has a known owner");
+                local[o / USAGE_SHARDS].push(Event::postpaid(key, group));
+            }
+            local
+        })
+        .collect();
+    for (s, local) in shard_events.into_iter().enumerate() {
+        for (i, list) in local.into_iter().enumerate() {
+            events[i * USAGE_SHARDS + s] = list;
+        }
     }
     for order in orders {
         let o = org_of(order.owner_uin).expect("accepted order has a known owner");
@@ -279,10 +293,15 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
 
     stage("books", &mut t);
     // Organizations never interact: settle them in parallel.
-    let outputs: Vec<Result<OrgOutput, String>> = books
+    // Each organization's lines are also summed for the month aggregates there.
+    let outputs: Vec<Result<(OrgOutput, LineSums), String>> = books
         .par_iter_mut()
         .zip(events.into_par_iter())
-        .map(|(b, ev)| b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id)))
+        .map(|(b, ev)| {
+            let out = b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
+            let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|(_, line)| line));
+            Ok((out, sums))
+        })
         .collect();
 
     stage("settle orgs", &mut t);
@@ -313,8 +332,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let mut transfer_parts = vec![orphan_transfers];
     let mut rejects = read_rejects;
     let mut processing_rejects = 0u64;
+    let mut sums = Vec::with_capacity(outputs.len());
     for out in outputs {
-        let out = out.map_err(Failure::Internal)?;
+        let (out, org_sums) = out.map_err(Failure::Internal)?;
+        sums.push(org_sums);
         ledger_parts.push(out.ledger);
         voucher_parts.push(out.voucher_usage);
         event_parts.push(out.events);
@@ -322,7 +343,9 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         processing_rejects += out.rejects.len() as u64;
         rejects.extend(out.rejects);
     }
-    let ledger = merge_in_processing_order(ledger_parts);
+    crate::monthly::add_sums_to_months(&mut next.months, sums);
+    stage("  month aggregates", &mut t);
+    let ledger = Merged::new(ledger_parts);
     let voucher_usage = merge_in_processing_order(voucher_parts);
     let service = merge_in_processing_order(event_parts);
     let transfer_rows = merge_in_processing_order(transfer_parts);
@@ -334,8 +357,6 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
         c.rejected += processing_rejects;
     }
 
-    crate::monthly::add_lines(&mut next.months, snapshot, &ledger);
-    stage("  month aggregates", &mut t);
     // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
     let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
     next.months.retain(|m, _| *m >= keep_from);
@@ -419,9 +440,9 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let result = settle_day(inputs, day, &base, fresh)?;
     stage("settle", &mut t);
     let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
-    stage("render files", &mut t);
-    store.commit_day(day, &files, &result.state).map_err(Failure::Internal)?;
-    stage("commit", &mut t);
+    stage("render small files", &mut t);
+    store.commit_day(day, files, &result.state).map_err(Failure::Internal)?;
+    stage("write files and commit", &mut t);
     if !opts.quiet {
         eprintln!(
             "settled {day}: {} ledger lines, {} events, {} rejected rows",
@@ -555,16 +576,16 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     let merged = crate::monthly::merged_bill(&state.months, month);
     let overview = crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true);
     let focus = month_focus_rows(store, &settled, month)?;
-    let files = vec![
-        ("merged_bill.csv", reports::merged_bill_csv(month, &inputs.snapshot, &merged)),
-        ("overview_by_member.csv", reports::overview_by_member_csv(&overview.by_member)),
-        ("overview_by_product.csv", reports::overview_by_product_csv(&overview.by_product)),
-        ("overview_summary.csv", reports::overview_summary_csv(&overview.summary)),
-        ("focus.csv", focus::focus_csv(focus.iter())),
+    let files: Vec<OutFile> = vec![
+        ("merged_bill.csv", Body::Bytes(reports::merged_bill_csv(month, &inputs.snapshot, &merged))),
+        ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
+        ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
+        ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),
+        ("focus.csv", Body::Bytes(focus::focus_csv(focus.iter()))),
     ];
     check_focus_against_merged_bill(month, &focus, &merged)?;
     let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;
-    store.commit_month(month, &files).map_err(Failure::Internal)
+    store.commit_month(month, files).map_err(Failure::Internal)
 }
 
 /// The FOCUS rows billed in `month`, from the days' `focus_lines.csv`, in day order.
@@ -622,30 +643,65 @@ fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif:
     Ok(())
 }
 
-/// Merge per-organization rows, each part already in processing order, into one
-/// list in processing order. Rows are sorted as small handles and moved once: the
-/// rows themselves are large and there are millions of them. Rows of one event
-/// share a key and stay in their order (ties go to the part, then the position).
-fn merge_in_processing_order<T>(parts: Vec<Vec<(EventKey, T)>>) -> Vec<T> {
-    // (time, rank, leading uin of the key) decide almost every comparison without
-    // touching the rows; the full key breaks the remaining ties.
-    let leading = |k: &EventKey| match &k.key {
-        crate::engine::KeyPart::Postpaid(g) => g.owner_uin,
-        crate::engine::KeyPart::Uin(u) => *u,
-        crate::engine::KeyPart::Id(_) => 0,
-    };
-    let mut handles: Vec<(i64, u8, u64, u32, u32)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, rows)| rows.iter().enumerate().map(move |(i, (k, _))| (k.time.0, k.rank, leading(k), p as u32, i as u32)))
-        .collect();
-    handles.sort_unstable_by(|a, b| {
-        (a.0, a.1, a.2)
-            .cmp(&(b.0, b.1, b.2))
-            .then_with(|| parts[a.3 as usize][a.4 as usize].0.cmp(&parts[b.3 as usize][b.4 as usize].0))
-            .then((a.3, a.4).cmp(&(b.3, b.4)))
-    });
-    let mut slots: Vec<Vec<Option<T>>> =
-        parts.into_iter().map(|rows| rows.into_iter().map(|(_, row)| Some(row)).collect()).collect();
-    handles.into_iter().map(|h| slots[h.3 as usize][h.4 as usize].take().expect("each row is taken once")).collect()
+/// Rows of several parts (one per organization, each in processing order) in
+/// processing order, without moving them: the parts as settled, and the order as
+/// (part, position) handles. Rows of one event share a key and stay in their order
+/// (ties go to the part, then the position).
+pub struct Merged<T> {
+    parts: Vec<Vec<(EventKey, T)>>,
+    order: Vec<(u32, u32)>,
+}
+
+impl<T: Sync + Send> Merged<T> {
+    pub fn new(parts: Vec<Vec<(EventKey, T)>>) -> Merged<T> {
+        // (time, rank, leading uin of the key) decide almost every comparison
+        // without touching the rows; the full key breaks the remaining ties.
+        let leading = |k: &EventKey| match &k.key {
+            crate::engine::KeyPart::Postpaid(g) => g.owner_uin,
+            crate::engine::KeyPart::Uin(u) => *u,
+            crate::engine::KeyPart::Id(_) => 0,
+        };
+        let mut handles: Vec<(i64, u8, u64, u32, u32)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, rows)| rows.iter().enumerate().map(move |(i, (k, _))| (k.time.0, k.rank, leading(k), p as u32, i as u32)))
+            .collect();
+        handles.par_sort_unstable_by(|a, b| {
+            (a.0, a.1, a.2)
+                .cmp(&(b.0, b.1, b.2))
+                .then_with(|| parts[a.3 as usize][a.4 as usize].0.cmp(&parts[b.3 as usize][b.4 as usize].0))
+                .then((a.3, a.4).cmp(&(b.3, b.4)))
+        });
+        let order = handles.into_iter().map(|h| (h.3, h.4)).collect();
+        Merged { parts, order }
+    }
+}
+
+impl<T> Merged<T> {
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+    /// The handles of the rows, in processing order.
+    pub fn handles(&self) -> &[(u32, u32)] {
+        &self.order
+    }
+    pub fn get(&self, handle: (u32, u32)) -> &T {
+        &self.parts[handle.0 as usize][handle.1 as usize].1
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.order.iter().map(|h| self.get(*h))
+    }
+    /// The rows themselves, in processing order (for the small outputs).
+    pub fn into_vec(self) -> Vec<T> {
+        let mut slots: Vec<Vec<Option<T>>> =
+            self.parts.into_iter().map(|rows| rows.into_iter().map(|(_, row)| Some(row)).collect()).collect();
+        self.order.into_iter().map(|h| slots[h.0 as usize][h.1 as usize].take().expect("each row is taken once")).collect()
+    }
+}
+
+fn merge_in_processing_order<T: Sync + Send>(parts: Vec<Vec<(EventKey, T)>>) -> Vec<T> {
+    Merged::new(parts).into_vec()
 }

@@ -54,12 +54,19 @@ fn add_sums(sums: &mut BillSums, more: &BillSums) {
     sums.credit += more.credit;
 }
 
-/// Add a day's ledger lines to the month aggregates. Lines are first summed under
-/// cheap keys (millions of lines, far fewer keys), then folded into the state's maps.
-pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snapshot, lines: &[LedgerLine]) {
-    type Cheap<'a> = (Month, &'a str, Uin, Uin, &'static str, &'static str, &'static str);
-    let mut merged: rustc_hash::FxHashMap<Cheap, BillSums> = Default::default();
-    let mut self_paid: rustc_hash::FxHashMap<(Month, &str, Uin, &'static str), Money> = Default::default();
+type CheapBillKey<'a> = (Month, &'a str, Uin, Uin, &'static str, &'static str, &'static str);
+
+/// Lines summed under cheap keys (millions of lines, far fewer keys), to be folded
+/// into the state's month aggregates with `add_sums_to_months`.
+#[derive(Default)]
+pub struct LineSums<'a> {
+    merged: rustc_hash::FxHashMap<CheapBillKey<'a>, BillSums>,
+    self_paid: rustc_hash::FxHashMap<(Month, &'a str, Uin, &'static str), Money>,
+}
+
+/// Sum ledger lines for the month aggregates (one organization's on each core).
+pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) -> LineSums<'a> {
+    let mut sums = LineSums::default();
     for line in lines {
         let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
         if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
@@ -74,19 +81,85 @@ pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snaps
                 gift: line.gift_amount,
                 credit: line.credit_amount,
             };
-            add_sums(merged.entry(key).or_default(), &one);
+            add_sums(sums.merged.entry(key).or_default(), &one);
         }
         if is_self_paid(org, line) {
-            *self_paid.entry((line.bill_month, org.org_id.as_str(), line.owner_uin, line.product)).or_default() += line.payable_amount;
+            *sums.self_paid.entry((line.bill_month, org.org_id.as_str(), line.owner_uin, line.product)).or_default() += line.payable_amount;
         }
     }
-    for ((month, org_id, owner, member, pay_mode, product, kind), sums) in merged {
-        let key = (org_id.to_string(), owner, member, pay_mode.to_string(), product.to_string(), kind.to_string());
-        add_sums(months.entry(month).or_default().merged.entry(key).or_default(), &sums);
+    sums
+}
+
+/// Fold summed lines (one part per organization) into the month aggregates. The
+/// parts' keys become owned and sorted on all cores, and each month's maps are
+/// rebuilt by one merge of two sorted sequences. Sums are exact: the folding order
+/// does not change them.
+pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) {
+    use rayon::prelude::*;
+    let (mut merged, mut self_paid): (Vec<_>, Vec<_>) = parts
+        .into_par_iter()
+        .map(|part| {
+            let merged: Vec<(Month, crate::state::BillKey, BillSums)> = part
+                .merged
+                .into_iter()
+                .map(|((month, org_id, owner, member, pay_mode, product, kind), sums)| {
+                    (month, (org_id.to_string(), owner, member, pay_mode.to_string(), product.to_string(), kind.to_string()), sums)
+                })
+                .collect();
+            let self_paid: Vec<(Month, crate::state::SelfPaidKey, Money)> = part
+                .self_paid
+                .into_iter()
+                .map(|((month, org_id, member, product), total)| (month, (org_id.to_string(), member, product.to_string()), total))
+                .collect();
+            (merged, self_paid)
+        })
+        .unzip();
+    let mut merged: Vec<_> = merged.drain(..).flatten().collect();
+    let mut self_paid: Vec<_> = self_paid.drain(..).flatten().collect();
+    merged.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    self_paid.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for run in merged.chunk_by_mut(|a, b| a.0 == b.0) {
+        let aggregates = months.entry(run[0].0).or_default();
+        let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), std::mem::take(v)));
+        aggregates.merged = merge_sorted(std::mem::take(&mut aggregates.merged), new, |a, b| add_sums(a, &b));
     }
-    for ((month, org_id, member, product), total) in self_paid {
-        *months.entry(month).or_default().self_paid.entry((org_id.to_string(), member, product.to_string())).or_default() += total;
+    for run in self_paid.chunk_by_mut(|a, b| a.0 == b.0) {
+        let aggregates = months.entry(run[0].0).or_default();
+        let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), *v));
+        aggregates.self_paid = merge_sorted(std::mem::take(&mut aggregates.self_paid), new, |a, b| *a += b);
     }
+}
+
+/// `map` with sorted, distinct `new` entries added (values of equal keys combined).
+fn merge_sorted<K: Ord, V>(map: BTreeMap<K, V>, new: impl Iterator<Item = (K, V)>, combine: impl Fn(&mut V, V)) -> BTreeMap<K, V> {
+    let mut old = map.into_iter().peekable();
+    let mut new = new.peekable();
+    let mut out = Vec::new();
+    loop {
+        let take_new = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => {
+                    let (k, mut v) = old.next().expect("peeked");
+                    combine(&mut v, new.next().expect("peeked").1);
+                    out.push((k, v));
+                    continue;
+                }
+            },
+        };
+        out.push(if take_new { new.next() } else { old.next() }.expect("peeked"));
+    }
+    // Built from sorted entries in one pass.
+    out.into_iter().collect()
+}
+
+/// Add a day's ledger lines to the month aggregates.
+pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snapshot, lines: &[LedgerLine]) {
+    add_sums_to_months(months, vec![sum_lines(snapshot, lines.iter())]);
 }
 
 /// One row of `overview_by_member.csv` or `overview_by_product.csv`.

@@ -31,7 +31,7 @@ pub enum ContractKind {
 
 #[derive(Clone, Debug)]
 pub struct Contract {
-    pub contract_id: String,
+    pub contract_id: std::sync::Arc<str>,
     pub owner_uin: Uin,
     pub product: String,
     pub cycle: ContractCycle,
@@ -196,7 +196,7 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
     let mut ids: HashMap<String, u64> = HashMap::new();
     read_strict(path, "contracts.csv", &columns, problems, |line, f, p| {
         let parsed = (|| -> Result<Contract, String> {
-            let contract_id = id_field(f[0], "contract_id")?;
+            let contract_id: std::sync::Arc<str> = id_field(f[0], "contract_id")?.into();
             let owner_uin = uin_in_snapshot(f[1], "owner_uin", snapshot)?;
             let product = product_field(f[2])?;
             let cycle = match f[3] {
@@ -243,7 +243,7 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
         match parsed {
             Err(message) => p.at(line, message),
             Ok(c) => {
-                if let Some(first) = ids.insert(c.contract_id.clone(), line) {
+                if let Some(first) = ids.insert(c.contract_id.to_string(), line) {
                     p.at(line, format!("contract_id {} already appears on line {first}", c.contract_id));
                 } else {
                     all.push((line, c));

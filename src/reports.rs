@@ -36,33 +36,64 @@ pub const LEDGER_COLUMNS: [&str; 25] = [
 /// which can hold a comma, quote or newline (SPEC §1.3), so rows are written
 /// directly, without a CSV quoting pass: this file is the largest output.
 pub fn ledger_csv(day: Day, lines: &[LedgerLine]) -> Vec<u8> {
-    let mut out = LEDGER_COLUMNS.join(",");
-    out.push('\n');
-    in_parallel_chunks(out, lines, |chunk, text| ledger_rows(day, chunk, text))
-}
-
-/// Render rows chunk by chunk on all cores and join the chunks in order, after
-/// `head`: the bytes are the same as rendering them one by one.
-pub fn in_parallel_chunks<T: Sync>(head: String, rows: &[T], render: impl Fn(&[T], &mut String) + Sync) -> Vec<u8> {
-    use rayon::prelude::*;
-    const CHUNK: usize = 32 * 1024;
-    let parts: Vec<String> = rows
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut text = String::with_capacity(chunk.len() * 280);
-            render(chunk, &mut text);
-            text
-        })
-        .collect();
-    let mut out = Vec::with_capacity(head.len() + parts.iter().map(String::len).sum::<usize>());
-    out.extend_from_slice(head.as_bytes());
-    for part in parts {
-        out.extend_from_slice(part.as_bytes());
-    }
+    let mut out = Vec::new();
+    write_ledger(day, lines, |l| l, &mut out).expect("writing to memory cannot fail");
     out
 }
 
-fn ledger_rows(day: Day, lines: &[LedgerLine], out: &mut String) {
+/// `ledger.csv`, streamed to `w`: `rows` in order, each resolved to its line by `line`.
+pub fn write_ledger<'r, T: Sync>(
+    day: Day,
+    rows: &'r [T],
+    line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
+    w: &mut (dyn std::io::Write + Send),
+) -> std::io::Result<()> {
+    let mut head = LEDGER_COLUMNS.join(",");
+    head.push('\n');
+    write_in_parallel_chunks(&head, rows, |chunk, text| ledger_rows(day, chunk.iter().map(&line), text), w)
+}
+
+/// Render rows chunk by chunk on all cores and write the chunks in order after
+/// `head`, a block of chunks at a time (memory holds one block, not the file);
+/// the next block is rendered while the previous one is written. The bytes are
+/// the same as rendering the rows one by one.
+pub fn write_in_parallel_chunks<'r, T: Sync>(
+    head: &str,
+    rows: &'r [T],
+    render: impl Fn(&'r [T], &mut String) + Sync,
+    w: &mut (dyn std::io::Write + Send),
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 16 * 1024;
+    const BLOCK: usize = 8 * CHUNK;
+    let render_block = |block: &'r [T]| -> Vec<String> {
+        block
+            .par_chunks(CHUNK)
+            .map(|chunk| {
+                let mut text = String::with_capacity(chunk.len() * 300);
+                render(chunk, &mut text);
+                text
+            })
+            .collect()
+    };
+    w.write_all(head.as_bytes())?;
+    let mut blocks = rows.chunks(BLOCK);
+    let mut ready = blocks.next().map(render_block).unwrap_or_default();
+    loop {
+        let next = blocks.next();
+        let (written, rendered) = rayon::join(
+            || ready.iter().try_for_each(|part| w.write_all(part.as_bytes())),
+            || next.map(render_block),
+        );
+        written?;
+        match rendered {
+            Some(parts) => ready = parts,
+            None => return Ok(()),
+        }
+    }
+}
+
+fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &mut String) {
     let run_day = day.to_string();
     let mut numbers = itoa::Buffer::new();
     for l in lines {

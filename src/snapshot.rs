@@ -208,6 +208,11 @@ impl Snapshot {
         self.account_index.get(&uin).map(|&(o, m)| (&self.orgs[o], &self.orgs[o].members[m]))
     }
 
+    /// (organization index, member index) of an account.
+    pub fn locate(&self, uin: Uin) -> Option<(usize, usize)> {
+        self.account_index.get(&uin).copied()
+    }
+
     pub fn org_index_of(&self, uin: Uin) -> Option<usize> {
         self.account_index.get(&uin).map(|&(o, _)| o)
     }

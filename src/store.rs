@@ -16,6 +16,19 @@ pub struct Store {
     out: PathBuf,
 }
 
+/// The contents of one published file.
+pub enum Body<'a> {
+    Bytes(Vec<u8>),
+    /// Written by the function, streamed to disk (the large outputs).
+    Stream(Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + 'a>),
+    /// Converted from the bytes of another file of the same folder, written before it
+    /// (the Parquet copies).
+    Derived { from: &'static str, convert: fn(&[u8]) -> Result<Vec<u8>, String> },
+}
+
+/// A published file: its name and contents.
+pub type OutFile<'a> = (&'static str, Body<'a>);
+
 /// Crash testing: with `ORGSETTLE_CRASH_AT=N` the process aborts at its N-th write
 /// step (file created, file written, rename, removal), as a `kill -9` there would.
 /// Off unless the variable is set; costs one relaxed atomic add per step.
@@ -93,7 +106,7 @@ impl Store {
 
     /// Publish day `day`: its files into `days/D/` (written aside, then renamed),
     /// then its state. A crash at any point leaves the previous state usable.
-    pub fn commit_day(&self, day: Day, files: &[(&str, Vec<u8>)], state: &State) -> Result<(), String> {
+    pub fn commit_day(&self, day: Day, files: Vec<OutFile<'_>>, state: &State) -> Result<(), String> {
         let days = self.out.join("days");
         fs::create_dir_all(&days).map_err(|e| io_error("cannot create", &days, e))?;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
@@ -135,7 +148,7 @@ impl Store {
     }
 
     /// Publish a month's close: its files written aside, then renamed into `months/M/`.
-    pub fn commit_month(&self, month: Month, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
+    pub fn commit_month(&self, month: Month, files: Vec<OutFile<'_>>) -> Result<(), String> {
         let months = self.out.join("months");
         fs::create_dir_all(&months).map_err(|e| io_error("cannot create", &months, e))?;
         publish_dir(&months, &month.to_string(), files)
@@ -143,12 +156,21 @@ impl Store {
 }
 
 /// Write `files` into `parent/.NAME.staging`, then swap it in as `parent/NAME`.
-fn publish_dir(parent: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
+fn publish_dir(parent: &Path, name: &str, files: Vec<OutFile<'_>>) -> Result<(), String> {
     let staging = parent.join(format!(".{name}.staging"));
     remove_dir_if_present(&staging)?;
     fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
-    for (file, bytes) in files {
-        write_synced(&staging.join(file), bytes)?;
+    for (file, body) in files {
+        let path = staging.join(file);
+        match body {
+            Body::Bytes(bytes) => write_synced(&path, &bytes)?,
+            Body::Stream(write) => write_streamed(&path, write)?,
+            Body::Derived { from, convert } => {
+                let source = staging.join(from);
+                let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
+                write_synced(&path, &convert(&bytes).map_err(|e| format!("{file}: {e}"))?)?;
+            }
+        }
     }
     sync_dir(&staging)?;
     let target = parent.join(name);
@@ -193,6 +215,33 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     failpoint("write file");
     f.write_all(&bytes[half..]).map_err(|e| io_error("cannot write", path, e))?;
     f.sync_all().map_err(|e| io_error("cannot sync", path, e))
+}
+
+/// Stream a file through a buffer; the "write file" failpoint fires once the
+/// first buffer has reached the file (a crash there leaves it truncated).
+fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + '_>) -> Result<(), String> {
+    struct Halfway {
+        file: fs::File,
+        writes: u64,
+    }
+    impl Write for Halfway {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.writes == 1 {
+                failpoint("write file");
+            }
+            self.writes += 1;
+            self.file.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+    failpoint("create file");
+    let file = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, Halfway { file, writes: 0 });
+    write(&mut out).map_err(|e| io_error("cannot write", path, e))?;
+    let halfway = out.into_inner().map_err(|e| io_error("cannot write", path, e.into_error()))?;
+    halfway.file.sync_all().map_err(|e| io_error("cannot sync", path, e))
 }
 
 fn sync_dir(path: &Path) -> Result<(), String> {
