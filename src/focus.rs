@@ -7,6 +7,7 @@
 use crate::engine::{LedgerLine, LineKind};
 use crate::monthly::merged_bill_owner;
 use crate::snapshot::Snapshot;
+use crate::money::Money;
 use crate::time::{Month, Ts};
 
 pub const PROVIDER_NAME: &str = "Tencent Cloud";
@@ -72,12 +73,16 @@ fn push_field(out: &mut String, text: &str) {
     }
 }
 
+/// Is the line on its organization's merged bill (and so a FOCUS row)?
+pub fn on_merged_bill(snapshot: &Snapshot, line: &LedgerLine) -> bool {
+    snapshot.find(line.owner_uin).is_some_and(|(org, _)| merged_bill_owner(org, line).is_some())
+}
+
 /// Append the FOCUS row of a ledger line to `out` (with its newline); false, and
 /// nothing appended, when the line is not on the merged bill.
 pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine) -> bool {
     use std::fmt::Write as _;
-    let Some((org, _)) = snapshot.find(line.owner_uin) else { return false };
-    if merged_bill_owner(org, line).is_none() {
+    if !on_merged_bill(snapshot, line) {
         return false;
     }
     let order_id = line.order.as_ref().map(|o| o.0.as_str()).unwrap_or("");
@@ -124,29 +129,69 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
     true
 }
 
-/// `focus_lines.csv` of a day: the FOCUS rows of its lines on the merged bill.
+/// Where one bill month's rows went in a day's `focus_lines.csv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonthRange {
+    pub month: Month,
+    pub offset: u64,
+    pub len: u64,
+    pub rows: u64,
+    pub billed: Money,
+}
+
+/// `focus_lines.csv` of a day, streamed to `w`: the FOCUS rows of its lines on the
+/// merged bill, `rows` in processing order (each resolved to its line by `line`).
+/// The processing time decides the bill month, so each month's rows are one byte
+/// range; returns the ranges, months ascending.
 pub fn write_focus_lines<'r, T: Sync>(
     snapshot: &Snapshot,
     rows: &'r [T],
     line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
     w: &mut (dyn std::io::Write + Send),
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<MonthRange>> {
+    use rayon::prelude::*;
+    struct Counting<'w> {
+        inner: &'w mut (dyn std::io::Write + Send),
+        bytes: u64,
+    }
+    impl std::io::Write for Counting<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.bytes += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
     let mut head = FOCUS_COLUMNS.join(",");
     head.push('\n');
-    let render = |chunk: &'r [T], out: &mut String| {
+    let mut out = Counting { inner: w, bytes: 0 };
+    std::io::Write::write_all(&mut out, head.as_bytes())?;
+    let render = |chunk: &'r [T], text: &mut String| {
         for row in chunk {
-            write_focus_row(out, snapshot, line(row));
+            write_focus_row(text, snapshot, line(row));
         }
     };
-    crate::reports::write_in_parallel_chunks(&head, rows, render, w)
-}
-
-/// A month's `focus.csv` from rows read back from the days' files (header first).
-pub fn focus_csv<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-    w.write_record(FOCUS_COLUMNS).expect("write header");
-    for r in rows {
-        w.write_record(r).expect("write row");
+    let mut ranges: Vec<MonthRange> = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let month = line(&rows[start]).bill_month;
+        let end = start + rows[start..].iter().position(|r| line(r).bill_month != month).unwrap_or(rows.len() - start);
+        let run: &'r [T] = &rows[start..end];
+        start = end;
+        if ranges.last().is_some_and(|r| r.month >= month) {
+            return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
+        }
+        let offset = out.bytes;
+        crate::reports::write_in_parallel_chunks("", run, render, &mut out)?;
+        let (count, billed) = run
+            .par_iter()
+            .map(|row| line(row))
+            .filter(|l| on_merged_bill(snapshot, l))
+            .map(|l| (1u64, l.payable_amount))
+            .reduce(|| (0, Money::ZERO), |a, b| (a.0 + b.0, a.1 + b.1));
+        ranges.push(MonthRange { month, offset, len: out.bytes - offset, rows: count, billed });
     }
-    w.into_inner().expect("in-memory writer")
+    Ok(ranges)
 }

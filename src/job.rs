@@ -14,12 +14,14 @@ use crate::reject::Reject;
 use crate::{focus, reports};
 use crate::settlement::VoucherBalance;
 use crate::snapshot::Snapshot;
-use crate::state::{AccountState, SeenIds, State, STATE_FORMAT};
+use crate::focus::MonthRange;
+use crate::state::{AccountState, FocusPart, SeenIds, State, STATE_FORMAT};
 use crate::store::{Body, OutFile, Store};
 use crate::time::{Day, Month};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Why a job did not finish; each maps to an exit code (SPEC §13).
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +149,8 @@ pub struct DayResult {
 }
 
 impl DayResult {
-    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day) -> Vec<OutFile<'a>> {
+    /// The day's files; writing `focus_lines.csv` leaves its month ranges in `focus_ranges`.
+    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day, focus_ranges: &'a Mutex<Vec<MonthRange>>) -> Vec<OutFile<'a>> {
         let mut t = std::time::Instant::now();
         let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
         summary.push(b'\n');
@@ -165,7 +168,14 @@ impl DayResult {
             ("rejects.csv", Body::Bytes(reports::rejects_csv(&self.rejects))),
             ("overview_mtd_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&mtd.by_member))),
             ("overview_mtd_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&mtd.by_product))),
-            ("focus_lines.csv", Body::Stream(Box::new(move |w| focus::write_focus_lines(snapshot, ledger.handles(), |h| ledger.get(*h), w)))),
+            (
+                "focus_lines.csv",
+                Body::Stream(Box::new(move |w| {
+                    let ranges = focus::write_focus_lines(snapshot, ledger.handles(), |h| ledger.get(*h), w)?;
+                    *focus_ranges.lock().expect("not poisoned") = ranges;
+                    Ok(())
+                })),
+            ),
             ("summary.json", Body::Bytes(summary)),
         ];
         stage("  other files", &mut t);
@@ -186,6 +196,7 @@ fn fresh_state(inputs: &Inputs, day: Day) -> State {
         refund_bases: BTreeMap::new(),
         transfer_sources: BTreeMap::new(),
         months: BTreeMap::new(),
+        focus_parts: BTreeMap::new(),
     }
     .with_opening(inputs)
 }
@@ -360,6 +371,8 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
     let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
     next.months.retain(|m, _| *m >= keep_from);
+    // Kept as long as the month's aggregates, so a closed month can be closed again.
+    next.focus_parts.retain(|m, _| *m >= keep_from);
 
     let result = DayResult {
         ledger,
@@ -437,12 +450,21 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
-    let result = settle_day(inputs, day, &base, fresh)?;
+    let mut result = settle_day(inputs, day, &base, fresh)?;
     stage("settle", &mut t);
-    let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
+    let focus_ranges = Mutex::new(Vec::new());
+    let files = with_parquet(result.files(inputs, day, &focus_ranges), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);
-    store.commit_day(day, files, &result.state).map_err(Failure::Internal)?;
-    stage("write files and commit", &mut t);
+    store.publish_day(day, files).map_err(Failure::Internal)?;
+    stage("write files", &mut t);
+    for r in focus_ranges.into_inner().expect("not poisoned") {
+        if r.rows > 0 {
+            let part = FocusPart { day, offset: r.offset, len: r.len, rows: r.rows, billed: r.billed };
+            result.state.focus_parts.entry(r.month).or_default().push(part);
+        }
+    }
+    store.commit_state(day, &result.state).map_err(Failure::Internal)?;
+    stage("commit state", &mut t);
     if !opts.quiet {
         eprintln!(
             "settled {day}: {} ledger lines, {} events, {} rejected rows",
@@ -575,49 +597,37 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     }
     let merged = crate::monthly::merged_bill(&state.months, month);
     let overview = crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true);
-    let focus = month_focus_rows(store, &settled, month)?;
+    // The month's FOCUS rows are byte ranges of the days' focus_lines.csv.
+    let parts = state.focus_parts.get(&month).cloned().unwrap_or_default();
+    let mut head = focus::FOCUS_COLUMNS.join(",").into_bytes();
+    head.push(b'\n');
+    let ranges = parts.iter().map(|p| (store.day_dir(p.day).join("focus_lines.csv"), p.offset, p.len)).collect();
     let files: Vec<OutFile> = vec![
         ("merged_bill.csv", Body::Bytes(reports::merged_bill_csv(month, &inputs.snapshot, &merged))),
         ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
         ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
         ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),
-        ("focus.csv", Body::Bytes(focus::focus_csv(focus.iter()))),
+        ("focus.csv", Body::Concat { head, parts: ranges }),
     ];
-    check_focus_against_merged_bill(month, &focus, &merged)?;
+    check_focus_against_merged_bill(month, &parts, &merged)?;
     let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;
     store.commit_month(month, files).map_err(Failure::Internal)
 }
 
-/// The FOCUS rows billed in `month`, from the days' `focus_lines.csv`, in day order.
-fn month_focus_rows(store: &Store, settled: &BTreeSet<Day>, month: Month) -> Result<Vec<Vec<String>>, Failure> {
-    let start = focus::month_start_utc(month);
-    let mut rows = Vec::new();
-    for &day in settled.iter().filter(|d| **d >= month.first_day()) {
-        let path = store.day_dir(day).join("focus_lines.csv");
-        let mut reader = csv::Reader::from_path(&path).map_err(|e| Failure::Internal(format!("{}: {e}", path.display())))?;
-        for record in reader.records() {
-            let record = record.map_err(|e| Failure::Internal(format!("{}: {e}", path.display())))?;
-            if record.get(focus::BILLING_PERIOD_START) == Some(start.as_str()) {
-                rows.push(record.iter().map(str::to_string).collect());
-            }
-        }
-    }
-    Ok(rows)
-}
-
-/// Σ BilledCost = the merged bill's payable total: both come from the same lines.
+/// Σ BilledCost = the merged bill's payable total, and one FOCUS row per merged
+/// bill line: the rows' figures were taken as the days' files were written.
 fn check_focus_against_merged_bill(
     month: Month,
-    focus: &[Vec<String>],
+    parts: &[FocusPart],
     merged: &[(crate::state::BillKey, crate::state::BillSums)],
 ) -> Result<(), Failure> {
-    let billed: Money = focus.iter().map(|r| Money::parse(&r[0]).unwrap_or(Money::ZERO)).sum();
+    let billed: Money = parts.iter().map(|p| p.billed).sum();
+    let rows: u64 = parts.iter().map(|p| p.rows).sum();
     let payable: Money = merged.iter().map(|(_, s)| s.payable).sum();
     let lines: u64 = merged.iter().map(|(_, s)| s.lines).sum();
-    if billed != payable || lines != focus.len() as u64 {
+    if billed != payable || lines != rows {
         return Err(Failure::Internal(format!(
-            "month {month}: FOCUS BilledCost {billed} over {} rows ≠ merged bill payable {payable} over {lines} lines",
-            focus.len()
+            "month {month}: FOCUS BilledCost {billed} over {rows} rows ≠ merged bill payable {payable} over {lines} lines"
         )));
     }
     Ok(())

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the layout changes incompatibly.
-pub const STATE_FORMAT: u32 = 1;
+pub const STATE_FORMAT: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -51,6 +51,19 @@ pub struct SeenIds {
     pub transfers: BTreeMap<String, String>,
 }
 
+/// The FOCUS rows of one bill month in a day's `focus_lines.csv`: a day's rows are
+/// in processing order, whose time decides the bill month, so each month's rows
+/// are one byte range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FocusPart {
+    pub day: Day,
+    pub offset: u64,
+    pub len: u64,
+    pub rows: u64,
+    /// Σ BilledCost of the rows.
+    pub billed: Money,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferSource {
     pub org_id: String,
@@ -82,6 +95,9 @@ pub struct State {
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
     /// close reads aggregates, never raw days.
     pub months: BTreeMap<Month, MonthAggregates>,
+    /// Where the FOCUS rows of each month not yet closed are, so the close copies
+    /// bytes instead of reading rows.
+    pub focus_parts: BTreeMap<Month, Vec<FocusPart>>,
 }
 
 /// One merged-bill row's sums (SPEC §11.3).

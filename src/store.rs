@@ -24,6 +24,9 @@ pub enum Body<'a> {
     /// Converted from the bytes of another file of the same folder, written before it
     /// (the Parquet copies).
     Derived { from: &'static str, convert: fn(&[u8]) -> Result<Vec<u8>, String> },
+    /// `head`, then byte ranges (file, offset, length) of files outside the folder,
+    /// copied by the kernel.
+    Concat { head: Vec<u8>, parts: Vec<(PathBuf, u64, u64)> },
 }
 
 /// A published file: its name and contents.
@@ -104,9 +107,10 @@ impl Store {
         Ok(later)
     }
 
-    /// Publish day `day`: its files into `days/D/` (written aside, then renamed),
-    /// then its state. A crash at any point leaves the previous state usable.
-    pub fn commit_day(&self, day: Day, files: Vec<OutFile<'_>>, state: &State) -> Result<(), String> {
+    /// Publish day `day`'s files into `days/D/` (written aside, then renamed).
+    /// Day D stays uncommitted until `commit_state`; a crash at any point leaves
+    /// the previous state usable.
+    pub fn publish_day(&self, day: Day, files: Vec<OutFile<'_>>) -> Result<(), String> {
         let days = self.out.join("days");
         fs::create_dir_all(&days).map_err(|e| io_error("cannot create", &days, e))?;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
@@ -116,10 +120,13 @@ impl Store {
             failpoint("uncommit day");
             fs::remove_file(&state_path).map_err(|e| io_error("cannot remove", &state_path, e))?;
         }
-        publish_dir(&days, &day.to_string(), files)?;
+        publish_dir(&days, &day.to_string(), files)
+    }
 
-        // The usage ids first (aside, then renamed); the state file, renamed last,
-        // commits the day and records how many ids its companion holds.
+    /// Commit day `day` (after `publish_day`): the usage ids first (aside, then
+    /// renamed); the state file, renamed last, commits the day and records how many
+    /// ids its companion holds.
+    pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
         let ids_tmp = self.state_dir().join(format!(".{day}.usage-ids.tmp"));
         write_synced(&ids_tmp, &state.seen.encode_usage())?;
         failpoint("publish usage ids");
@@ -129,6 +136,7 @@ impl Store {
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;
         failpoint("commit state");
+        let state_path = self.state_file(day);
         fs::rename(&tmp, &state_path).map_err(|e| io_error("cannot publish", &state_path, e))?;
         sync_dir(&self.state_dir())?;
         Ok(())
@@ -165,6 +173,7 @@ fn publish_dir(parent: &Path, name: &str, files: Vec<OutFile<'_>>) -> Result<(),
         match body {
             Body::Bytes(bytes) => write_synced(&path, &bytes)?,
             Body::Stream(write) => write_streamed(&path, write)?,
+            Body::Concat { head, parts } => write_concatenated(&path, &head, &parts)?,
             Body::Derived { from, convert } => {
                 let source = staging.join(from);
                 let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
@@ -215,6 +224,27 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     failpoint("write file");
     f.write_all(&bytes[half..]).map_err(|e| io_error("cannot write", path, e))?;
     f.sync_all().map_err(|e| io_error("cannot sync", path, e))
+}
+
+/// `head`, then each byte range copied file to file (copy_file_range: no bytes
+/// pass through the process).
+fn write_concatenated(path: &Path, head: &[u8], parts: &[(PathBuf, u64, u64)]) -> Result<(), String> {
+    use std::io::{Read, Seek};
+    failpoint("create file");
+    let mut out = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
+    out.write_all(head).map_err(|e| io_error("cannot write", path, e))?;
+    for (i, (source, offset, len)) in parts.iter().enumerate() {
+        if i == 1 {
+            failpoint("write file");
+        }
+        let mut from = fs::File::open(source).map_err(|e| io_error("cannot open", source, e))?;
+        from.seek(std::io::SeekFrom::Start(*offset)).map_err(|e| io_error("cannot read", source, e))?;
+        let copied = std::io::copy(&mut from.take(*len), &mut out).map_err(|e| io_error("cannot copy", source, e))?;
+        if copied != *len {
+            return Err(format!("{}: {copied} bytes at {offset}, expected {len}: the file changed since it was written", source.display()));
+        }
+    }
+    out.sync_all().map_err(|e| io_error("cannot sync", path, e))
 }
 
 /// Stream a file through a buffer; the "write file" failpoint fires once the
