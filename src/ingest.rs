@@ -12,7 +12,7 @@ use crate::pricing::{choose_contract, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
-use crate::state::{SeenIds, SeenUsage};
+use crate::state::{SeenIds, SeenUsage, UsageIds, ID_SHARDS};
 use crate::time::{Cycle, Day, Month, Ts};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -167,7 +167,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<Day
     let mut input = DayInput::default();
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
-    seen.usage.retain(|_, s| s.month >= month.prev());
+    seen.usage.retain(|s| s.month >= month.prev());
 
     read_usage(dir, ctx, seen, &mut input)?;
     read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
@@ -255,6 +255,14 @@ pub const USAGE_SHARDS: usize = 64;
 /// The day's settlement lines (§5.3), shard `o % USAGE_SHARDS` holding organization `o`'s.
 pub type UsageShards = Vec<FxHashMap<GroupKey, UsageGroup>>;
 
+/// How a usage id compares with the ids remembered before it.
+#[derive(Clone, Copy)]
+enum Seen {
+    New,
+    Same,
+    Different,
+}
+
 /// A usage row after the checks that need nothing but the row and the reference
 /// data; what remains is the duplicate check, which needs the rows before it.
 enum UsageCheck {
@@ -280,6 +288,9 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut Day
         return Ok(());
     };
     counts.present = true;
+    // Room for the day's ids up front (rows are about 140 bytes): no rehashing.
+    let size = std::fs::metadata(dir.join(USAGE_FILE)).map(|m| m.len()).unwrap_or(0);
+    seen.usage.reserve((size / 140) as usize);
     let indices = reader.indices().to_vec();
     let (mut current, mut next) = (Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH)?;
@@ -311,9 +322,43 @@ fn settle_usage_batch(
             RawRow::Bad { .. } => None,
         })
         .collect();
-    let mut accepted: Vec<Vec<(GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
+    // Duplicates (§4.2), decided per id shard in parallel, in file order within a shard.
     let month = ctx.day.month();
-    for (row, check) in batch.iter().zip(checks) {
+    let mut by_shard: Vec<Vec<u32>> = (0..ID_SHARDS).map(|_| Vec::new()).collect();
+    for (i, check) in checks.iter().enumerate() {
+        if let Some(UsageCheck::Passed { id, .. }) = check {
+            by_shard[UsageIds::shard_of(*id)].push(i as u32);
+        }
+    }
+    let verdicts: Vec<Vec<(u32, Seen)>> = seen
+        .usage
+        .shards_mut()
+        .par_iter_mut()
+        .zip(by_shard)
+        .map(|(shard, rows)| {
+            rows.into_iter()
+                .map(|i| {
+                    let Some(UsageCheck::Passed { id, content, .. }) = &checks[i as usize] else { unreachable!("passed rows") };
+                    let verdict = match shard.entry(*id) {
+                        std::collections::hash_map::Entry::Occupied(e) if e.get().content == *content => Seen::Same,
+                        std::collections::hash_map::Entry::Occupied(_) => Seen::Different,
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(SeenUsage { month, content: *content });
+                            Seen::New
+                        }
+                    };
+                    (i, verdict)
+                })
+                .collect()
+        })
+        .collect();
+    let mut seen_as = vec![Seen::New; checks.len()];
+    for (i, verdict) in verdicts.into_iter().flatten() {
+        seen_as[i as usize] = verdict;
+    }
+
+    let mut accepted: Vec<Vec<(GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
+    for ((row, check), seen_as) in batch.iter().zip(checks).zip(seen_as) {
         counts.rows += 1;
         let (line, record) = match row {
             RawRow::Bad { line, id, message } => {
@@ -327,26 +372,23 @@ fn settle_usage_batch(
         let record_id = Fields::new(record, indices).get(0);
         let refusal = match check.expect("records are checked") {
             UsageCheck::Refused(r) => Some(r),
-            UsageCheck::Passed { id, content, org, key, group } => match seen.usage.get(&id) {
-                Some(s) if s.content == content => {
+            UsageCheck::Passed { org, key, group, .. } => match seen_as {
+                Seen::Same => {
                     counts.duplicates += 1;
                     continue;
                 }
-                Some(_) => Some(Refusal::new(
+                Seen::Different => Some(Refusal::new(
                     Reason::ConflictingDuplicate,
                     format!("{record_id} was already accepted in {USAGE_FILE} with different content"),
                 )),
-                None => {
-                    seen.usage.insert(id, SeenUsage { month, content });
-                    match group {
-                        Some(group) => {
-                            accepted[org % USAGE_SHARDS].push((key, group, line));
-                            None
-                        }
-                        // Reachable only with absurd contract prices: refuse the row rather than round.
-                        None => Some(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range")),
+                Seen::New => match group {
+                    Some(group) => {
+                        accepted[org % USAGE_SHARDS].push((key, group, line));
+                        None
                     }
-                }
+                    // Reachable only with absurd contract prices: refuse the row rather than round.
+                    None => Some(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range")),
+                },
             },
         };
         match refusal {

@@ -5,6 +5,12 @@ use orgsettle::cli::{Cli, Command, Format};
 use orgsettle::job::{self, Failure, Options};
 use std::process::ExitCode;
 
+/// mimalloc keeps freed pages for reuse: the day's batches and output blocks are
+/// allocated and freed thousands of times, and glibc's allocator handed most of them
+/// back to the kernel, which then had to zero fresh pages (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A broken invariant asserted deep in the engine panics before anything is

@@ -43,12 +43,60 @@ pub struct SeenUsage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenIds {
     #[serde(skip)]
-    pub usage: rustc_hash::FxHashMap<u128, SeenUsage>,
+    pub usage: UsageIds,
     /// How many usage ids the binary file beside the state holds (checked on load).
     pub usage_count: u64,
     pub orders: BTreeMap<String, String>,
     pub recharges: BTreeMap<String, String>,
     pub transfers: BTreeMap<String, String>,
+}
+
+/// How many shards usage ids are kept in.
+pub const ID_SHARDS: usize = 64;
+
+/// Remembered usage ids in `ID_SHARDS` tables by the top bits of the id digest:
+/// the shards are checked and written in parallel, and the concatenation of the
+/// sorted shards is sorted by digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageIds {
+    shards: Vec<rustc_hash::FxHashMap<u128, SeenUsage>>,
+}
+
+impl Default for UsageIds {
+    fn default() -> UsageIds {
+        UsageIds { shards: (0..ID_SHARDS).map(|_| Default::default()).collect() }
+    }
+}
+
+impl UsageIds {
+    pub fn shard_of(id: u128) -> usize {
+        (id >> (128 - ID_SHARDS.trailing_zeros())) as usize
+    }
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn get(&self, id: u128) -> Option<&SeenUsage> {
+        self.shards[Self::shard_of(id)].get(&id)
+    }
+    pub fn insert(&mut self, id: u128, seen: SeenUsage) {
+        self.shards[Self::shard_of(id)].insert(id, seen);
+    }
+    pub fn retain(&mut self, keep: impl Fn(&SeenUsage) -> bool + Sync) {
+        use rayon::prelude::*;
+        self.shards.par_iter_mut().for_each(|s| s.retain(|_, v| keep(v)));
+    }
+    /// Make room for about `additional` more ids.
+    pub fn reserve(&mut self, additional: usize) {
+        for s in &mut self.shards {
+            s.reserve(additional / ID_SHARDS + 1);
+        }
+    }
+    pub fn shards_mut(&mut self) -> &mut [rustc_hash::FxHashMap<u128, SeenUsage>] {
+        &mut self.shards
+    }
 }
 
 /// The FOCUS rows of one bill month in a day's `focus_lines.csv`: a day's rows are
@@ -179,30 +227,52 @@ impl SeenIds {
     /// The binary form of the usage ids: sorted by id digest, 36 bytes each
     /// (id digest, content digest, year, month), little-endian.
     pub fn encode_usage(&self) -> Vec<u8> {
-        let mut entries: Vec<(&u128, &SeenUsage)> = self.usage.iter().collect();
-        entries.sort_unstable_by_key(|e| *e.0);
-        let mut out = Vec::with_capacity(entries.len() * 36);
-        for (id, seen) in entries {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&seen.content.to_le_bytes());
-            out.extend_from_slice(&(seen.month.year as u16).to_le_bytes());
-            out.extend_from_slice(&(seen.month.month as u16).to_le_bytes());
-        }
-        out
+        use rayon::prelude::*;
+        let parts: Vec<Vec<u8>> = self
+            .usage
+            .shards
+            .par_iter()
+            .map(|shard| {
+                let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().collect();
+                entries.sort_unstable_by_key(|e| *e.0);
+                let mut out = Vec::with_capacity(entries.len() * 36);
+                for (id, seen) in entries {
+                    out.extend_from_slice(&id.to_le_bytes());
+                    out.extend_from_slice(&seen.content.to_le_bytes());
+                    out.extend_from_slice(&(seen.month.year as u16).to_le_bytes());
+                    out.extend_from_slice(&(seen.month.month as u16).to_le_bytes());
+                }
+                out
+            })
+            .collect();
+        parts.concat()
     }
 
     pub fn decode_usage(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use rayon::prelude::*;
         if bytes.len() % 36 != 0 || (bytes.len() / 36) as u64 != self.usage_count {
             return Err(format!("usage id file holds {} bytes, expected {} entries", bytes.len(), self.usage_count));
         }
-        self.usage = bytes
-            .chunks_exact(36)
-            .map(|c| {
-                let id = u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
-                let content = u128::from_le_bytes(c[16..32].try_into().expect("16 bytes"));
-                let year = u16::from_le_bytes([c[32], c[33]]) as i32;
-                let month = u16::from_le_bytes([c[34], c[35]]) as u32;
-                (id, SeenUsage { month: Month { year, month }, content })
+        let entries: Vec<&[u8]> = bytes.chunks_exact(36).collect();
+        let id_of = |c: &[u8]| u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
+        if entries.windows(2).any(|w| id_of(w[0]) >= id_of(w[1])) {
+            return Err("usage id file is not sorted by id".into());
+        }
+        // Sorted by id, so each shard's entries are one run.
+        let bounds: Vec<usize> =
+            (0..=ID_SHARDS).map(|s| entries.partition_point(|c| UsageIds::shard_of(id_of(c)) < s)).collect();
+        self.usage.shards = (0..ID_SHARDS)
+            .into_par_iter()
+            .map(|s| {
+                entries[bounds[s]..bounds[s + 1]]
+                    .iter()
+                    .map(|c| {
+                        let content = u128::from_le_bytes(c[16..32].try_into().expect("16 bytes"));
+                        let year = u16::from_le_bytes([c[32], c[33]]) as i32;
+                        let month = u16::from_le_bytes([c[34], c[35]]) as u32;
+                        (id_of(c), SeenUsage { month: Month { year, month }, content })
+                    })
+                    .collect()
             })
             .collect();
         Ok(())
