@@ -11,7 +11,15 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` (position 15 of `mi_option_e` in mimalloc.h, v2 and v3).
+/// The default, 10 ms, returns freed pages to the kernel between two batches, which
+/// then zeroes fresh ones (a quarter of the CPU time in a profile); -1 keeps them
+/// for the life of the run, which is one job.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // SAFETY: sets a global option of the allocator; called before any thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     // A broken invariant asserted deep in the engine panics before anything is
     // written; it is an internal error (exit 1), never a crash code.
