@@ -1,5 +1,6 @@
 """The scale benchmark's harness: run by benches/scale.sh (which builds orgsettle and
-installs DuckDB). Prints a Markdown table; wall times are medians of RUNS runs
+installs DuckDB). `scale.py close [ROWS]` runs only the close benchmark (a month of
+ROWS-row days, default 1M; CLOSE_ROWS sets it for the full run). Prints a Markdown table; wall times are medians of RUNS runs
 (default 5), peak RSS is the largest of those runs (from wait4)."""
 import os, platform, shutil, statistics, subprocess, sys, time
 
@@ -40,7 +41,35 @@ def generate(rows):
     return path
 
 
+def close_benchmark(rows):
+    """A month of days of `rows` usage rows (Oct 1 - Nov 1), settled; then the
+    close of October timed on its own (median of RUNS)."""
+    path = os.path.join(WORK, f"month-{rows}")
+    if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")):
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--days", "32",
+                        "--usage-per-day", str(rows), "--seed", "1", "--start", "2026-10-01", "--quiet"], check=True)
+    out = os.path.join(WORK, "month-out")
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([BIN, "run", "--input", path, "--out", out, "--to", "2026-10-31", "--quiet"], check=True)
+    subprocess.run([BIN, "daily", "--input", path, "--out", out, "--date", "2026-11-01", "--quiet"], check=True)
+    times, rss = [], []
+    for _ in range(RUNS):
+        w, r = measure([BIN, "close", "--input", path, "--out", out, "--month", "2026-10", "--quiet"])
+        times.append(w); rss.append(r)
+    focus = os.path.getsize(os.path.join(out, "months", "2026-10", "focus.csv"))
+    with open(os.path.join(out, "months", "2026-10", "merged_bill.csv")) as f:
+        bill_rows = sum(1 for _ in f) - 1
+    print(f"\nclose of 2026-10 (31 days of {rows:,} usage rows + the 1st): {statistics.median(times):.2f} s "
+          f"(median of {RUNS}), peak RSS {max(rss):.0f} MiB; merged bill {bill_rows:,} rows; "
+          f"focus.csv {focus / 2**30:.2f} GiB copied from the days' files")
+
+
 def main():
+    if sys.argv[1:2] == ["close"]:
+        os.makedirs(WORK, exist_ok=True)
+        close_benchmark(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
+        return
     sizes = [int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000]
     os.makedirs(WORK, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; runs per figure: {RUNS}\n")
@@ -73,6 +102,7 @@ def main():
     if len(sizes) >= 2:
         a, b = sizes[0], sizes[-1]
         print(f"\ntime growth {a:,} → {b:,} rows: {results[b] / results[a]:.1f}× for {b / a:.0f}× the rows")
+    close_benchmark(int(os.environ.get("CLOSE_ROWS", "1000000")))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 //! lines it is responsible for (refund lines carry −share); gift falls exactly by
 //! the gift parts; no voucher is used past its amount. A failure aborts the run.
 
-use crate::engine::LineStatus;
+use crate::engine::{LedgerLine, LineStatus};
 use crate::ids::Uin;
 use crate::ingest::{FileCounts, RechargeRecord, TransferKind};
 use crate::job::{all_counts, DayResult};
@@ -14,6 +14,7 @@ use crate::money::Money;
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::time::Day;
+use rayon::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -31,11 +32,17 @@ pub fn check_and_summarize(
     counts: &BTreeMap<&'static str, FileCounts>,
     snapshot: &Snapshot,
 ) -> Result<serde_json::Value, String> {
-    let mut moved: BTreeMap<Uin, Movement> = BTreeMap::new();
-    let mut totals = [Money::ZERO; 7];
-    let (mut settled, mut failed) = (0u64, 0u64);
-    for l in result.ledger.iter() {
-        for (t, v) in totals.iter_mut().zip([
+    // The ledger's sums, one organization's lines per task (exact sums: the order
+    // of adding does not change them).
+    #[derive(Default)]
+    struct Fold {
+        totals: [Money; 7],
+        settled: u64,
+        failed: u64,
+        moved: rustc_hash::FxHashMap<Uin, Movement>,
+    }
+    let add = |mut f: Fold, l: &LedgerLine| {
+        for (t, v) in f.totals.iter_mut().zip([
             l.list_amount,
             l.discount_amount,
             l.payable_amount,
@@ -47,13 +54,28 @@ pub fn check_and_summarize(
             *t += v;
         }
         match l.status {
-            LineStatus::Settled => settled += 1,
-            LineStatus::PaymentFailed => failed += 1,
+            LineStatus::Settled => f.settled += 1,
+            LineStatus::PaymentFailed => f.failed += 1,
         }
-        let m = moved.entry(l.responsible_uin).or_default();
+        let m = f.moved.entry(l.responsible_uin).or_default();
         m.cash -= l.cash_amount + l.credit_amount;
         m.gift -= l.gift_amount;
-    }
+        f
+    };
+    let merge = |mut a: Fold, b: Fold| {
+        for (t, v) in a.totals.iter_mut().zip(b.totals) {
+            *t += v;
+        }
+        a.settled += b.settled;
+        a.failed += b.failed;
+        for (uin, m) in b.moved {
+            let into = a.moved.entry(uin).or_default();
+            into.cash += m.cash;
+            into.gift += m.gift;
+        }
+        a
+    };
+    let Fold { totals, settled, failed, mut moved } = result.ledger.par_rows().fold(Fold::default, add).reduce(Fold::default, merge);
     let mut recharged = Money::ZERO;
     for r in recharges {
         moved.entry(r.uin).or_default().cash += r.amount;

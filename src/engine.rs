@@ -111,7 +111,7 @@ pub struct LedgerLine {
     pub charge_time: Ts,
     pub bill_month: Month,
     pub kind: LineKind,
-    pub org_id: String,
+    pub org_id: std::sync::Arc<str>,
     pub owner_uin: Uin,
     pub responsible_uin: Uin,
     pub product: Product,
@@ -222,6 +222,8 @@ pub struct OrgOutput {
 /// The books of one organization while its day is settled.
 pub struct OrgBooks<'a> {
     pub org: &'a Org,
+    /// The org id shared by the org's ledger lines.
+    org_id: std::sync::Arc<str>,
     pub accounts: BTreeMap<Uin, AccountState>,
     pub vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
     pub bases: Bases,
@@ -247,6 +249,7 @@ impl<'a> OrgBooks<'a> {
         let before = day.start().pred();
         let mut books = OrgBooks {
             org,
+            org_id: org.org_id.as_str().into(),
             accounts,
             vouchers,
             bases,
@@ -317,12 +320,14 @@ impl<'a> OrgBooks<'a> {
     /// Re-evaluate the service state of every account an event may have changed:
     /// the accounts whose balance moved and those they currently pay for (§10).
     fn reevaluate(&mut self, moved: &[Uin], key: &EventKey, at: Ts, trigger: Trigger, out: &mut OrgOutput) {
-        let mut candidates: BTreeSet<Uin> = moved.iter().copied().collect();
+        let mut candidates: Vec<Uin> = moved.to_vec();
         for uin in moved {
             if let Some(members) = self.paid_by.get(uin) {
                 candidates.extend(members.iter().copied());
             }
         }
+        candidates.sort_unstable();
+        candidates.dedup();
         for uin in candidates {
             let responsible = self.responsible(uin);
             let arrears = self.accounts[&responsible].in_arrears();
@@ -380,7 +385,7 @@ impl<'a> OrgBooks<'a> {
             charge_time: group.period_end,
             bill_month: last_instant.month(),
             kind: LineKind::Postpaid,
-            org_id: self.org.org_id.clone(),
+            org_id: std::sync::Arc::clone(&self.org_id),
             owner_uin: gk.owner_uin,
             responsible_uin: responsible,
             product: gk.product,
@@ -435,7 +440,7 @@ impl<'a> OrgBooks<'a> {
             charge_time: o.created_at,
             bill_month: o.created_at.month(),
             kind: LineKind::Prepaid,
-            org_id: self.org.org_id.clone(),
+            org_id: std::sync::Arc::clone(&self.org_id),
             owner_uin: o.owner_uin,
             responsible_uin: responsible,
             product: o.product,
@@ -491,7 +496,7 @@ impl<'a> OrgBooks<'a> {
                 charge_time: o.created_at,
                 bill_month: o.created_at.month(),
                 kind: LineKind::Refund,
-                org_id: self.org.org_id.clone(),
+                org_id: std::sync::Arc::clone(&self.org_id),
                 owner_uin: o.owner_uin,
                 responsible_uin: payer,
                 product: o.product,

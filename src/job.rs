@@ -588,7 +588,9 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     let Some(&last) = settled.last().filter(|d| **d >= needed) else {
         return Err(Failure::Refused(format!("month {month} can be closed once {needed} is settled")));
     };
-    let state = store.load(last).map_err(Failure::Internal)?;
+    let mut t = std::time::Instant::now();
+    let state = store.load_without_usage_ids(last).map_err(Failure::Internal)?;
+    stage("close: load state", &mut t);
     if month < state.first_day.month() {
         return Err(Failure::Refused(format!(
             "month {month} precedes the first processed day {}: it counts as closed and has no lines",
@@ -611,7 +613,10 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     ];
     check_focus_against_merged_bill(month, &parts, &merged)?;
     let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;
-    store.commit_month(month, files).map_err(Failure::Internal)
+    stage("close: reports", &mut t);
+    store.commit_month(month, files).map_err(Failure::Internal)?;
+    stage("close: write files", &mut t);
+    Ok(())
 }
 
 /// Σ BilledCost = the merged bill's payable total, and one FOCUS row per merged
@@ -638,7 +643,7 @@ fn check_focus_against_merged_bill(
 fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif::ProgressBar) -> Result<(), Failure> {
     let settled = store.settled_days().map_err(Failure::Internal)?;
     let Some(&last) = settled.last() else { return Ok(()) };
-    let first_month = store.load(last).map_err(Failure::Internal)?.first_day.month();
+    let first_month = store.load_without_usage_ids(last).map_err(Failure::Internal)?.first_day.month();
     let closed = store.closed_months().map_err(Failure::Internal)?;
     let mut month = first_month;
     while month.next().first_day() <= last {
@@ -703,6 +708,13 @@ impl<T> Merged<T> {
     }
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.order.iter().map(|h| self.get(*h))
+    }
+    /// Every row, in no particular order, on all cores.
+    pub fn par_rows(&self) -> impl ParallelIterator<Item = &T>
+    where
+        T: Sync,
+    {
+        self.parts.par_iter().flat_map_iter(|part| part.iter().map(|(_, row)| row))
     }
     /// The rows themselves, in processing order (for the small outputs).
     pub fn into_vec(self) -> Vec<T> {

@@ -80,13 +80,20 @@ impl Store {
     }
 
     pub fn load(&self, day: Day) -> Result<State, String> {
-        let path = self.state_file(day);
-        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
-        let mut state: State =
-            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        let mut state = self.load_without_usage_ids(day)?;
         let ids_path = self.usage_ids_file(day);
         let ids = fs::read(&ids_path).map_err(|e| io_error("cannot read", &ids_path, e))?;
         state.seen.decode_usage(&ids).map_err(|e| format!("{}: {e}", ids_path.display()))?;
+        Ok(state)
+    }
+
+    /// The state without its remembered usage ids (tens of millions for a month of
+    /// large days): what a close or a check of the last day needs.
+    pub fn load_without_usage_ids(&self, day: Day) -> Result<State, String> {
+        let path = self.state_file(day);
+        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
         if state.format != STATE_FORMAT || state.day != day {
             return Err(format!("state {} has format {} for day {}, expected format {STATE_FORMAT} for {day}", path.display(), state.format, state.day));
         }
