@@ -60,6 +60,8 @@ def close_benchmark(rows):
     focus = os.path.getsize(os.path.join(out, "months", "2026-10", "focus.csv"))
     with open(os.path.join(out, "months", "2026-10", "merged_bill.csv")) as f:
         bill_rows = sum(1 for _ in f) - 1
+    # The month's outputs and per-day states take tens of GB: not kept.
+    shutil.rmtree(out, ignore_errors=True)
     print(f"\nclose of 2026-10 (31 days of {rows:,} usage rows + the 1st): {statistics.median(times):.2f} s "
           f"(median of {RUNS}), peak RSS {max(rss):.0f} MiB; merged bill {bill_rows:,} rows; "
           f"focus.csv {focus / 2**30:.2f} GiB copied from the days' files")

@@ -616,6 +616,7 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     stage("close: reports", &mut t);
     store.commit_month(month, files).map_err(Failure::Internal)?;
     stage("close: write files", &mut t);
+    store.prune_states_before(month.next().first_day()).map_err(Failure::Internal)?;
     Ok(())
 }
 

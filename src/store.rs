@@ -149,6 +149,22 @@ impl Store {
         Ok(())
     }
 
+    /// Remove the state files of the days before `day`: once a month is closed none
+    /// of its days can be run again, so no later run starts from their states
+    /// (the state after the 1st of the next month is the first one still needed).
+    pub fn prune_states_before(&self, day: Day) -> Result<(), String> {
+        for d in self.settled_days()?.into_iter().filter(|d| *d < day) {
+            for path in [self.usage_ids_file(d), self.state_file(d)] {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("cannot remove", &path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn out_dir(&self) -> &Path {
         &self.out
     }

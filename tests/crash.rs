@@ -44,7 +44,13 @@ fn assert_same_tree(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec
 /// Every committed day and closed month equals the uninterrupted run's.
 fn assert_consistent(out: &Path, reference: &BTreeMap<String, Vec<u8>>, step: u64) {
     let now = published(out);
+    // A close removes the states of the days before the 1st of the next month, so
+    // before it has run those states may still be there.
+    let first_kept = reference.keys().filter(|k| k.starts_with("state/")).min().cloned().unwrap_or_default();
     for (rel, bytes) in &now {
+        if rel.starts_with("state/") && !reference.contains_key(rel) && *rel < first_kept {
+            continue;
+        }
         if rel.starts_with("state/") || rel.starts_with("days/") || rel.starts_with("months/") {
             assert!(Some(bytes) == reference.get(rel), "after a crash at step {step}, {rel} differs from a clean run");
         }

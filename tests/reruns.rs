@@ -42,6 +42,12 @@ fn a_closed_month_is_never_run_again() {
     let out = tempfile::tempdir().unwrap();
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
     let before = tree(out.path());
+    // The close removed the states no run can start from again: those before Nov 1.
+    let states: Vec<&String> = before.keys().filter(|k| k.starts_with("state/")).collect();
+    assert_eq!(
+        states,
+        ["state/2026-11-01.json", "state/2026-11-01.usage-ids", "state/2026-11-02.json", "state/2026-11-02.usage-ids"]
+    );
     for d in ["2026-10-31", "2026-11-01"] {
         let err = job::daily(&demo(), out.path(), day(d), quiet()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
