@@ -167,7 +167,8 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<Day
     let mut input = DayInput::default();
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
-    seen.usage.retain(|s| s.month >= month.prev());
+    seen.usage.retain(|s| s.day.month() >= month.prev());
+    seen.usage_files.retain(|d, _| d.month() >= month.prev());
 
     read_usage(dir, ctx, seen, &mut input)?;
     read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
@@ -323,7 +324,6 @@ fn settle_usage_batch(
         })
         .collect();
     // Duplicates (§4.2), decided per id shard in parallel, in file order within a shard.
-    let month = ctx.day.month();
     let mut by_shard: Vec<Vec<u32>> = (0..ID_SHARDS).map(|_| Vec::new()).collect();
     for (i, check) in checks.iter().enumerate() {
         if let Some(UsageCheck::Passed { id, .. }) = check {
@@ -343,7 +343,7 @@ fn settle_usage_batch(
                         std::collections::hash_map::Entry::Occupied(e) if e.get().content == *content => Seen::Same,
                         std::collections::hash_map::Entry::Occupied(_) => Seen::Different,
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(SeenUsage { month, content: *content });
+                            e.insert(SeenUsage { day: ctx.day, content: *content });
                             Seen::New
                         }
                     };

@@ -266,7 +266,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let mut next = base.clone();
     next.day = day;
     next.seen = seen;
-    next.seen.usage_count = next.seen.usage.len() as u64;
+    match next.seen.usage_count_of(day) {
+        0 => next.seen.usage_files.remove(&day),
+        n => next.seen.usage_files.insert(day, n),
+    };
     let mut books: Vec<OrgBooks> = Vec::with_capacity(snapshot.orgs.len());
     for org in &snapshot.orgs {
         let mut accounts = BTreeMap::new();

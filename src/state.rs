@@ -7,6 +7,7 @@
 use crate::ids::Uin;
 use crate::money::Money;
 use crate::time::{Day, Month};
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,25 +28,28 @@ impl AccountState {
     }
 }
 
-/// A remembered usage record: the month of the run that accepted it (ids are kept
-/// for that month and the next) and the digest of its content.
+/// A remembered usage record: the day of the run that accepted it (ids are kept
+/// for that day's month and the next) and the digest of its content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeenUsage {
-    pub month: Month,
+    pub day: Day,
     pub content: u128,
 }
 
 /// Ids of accepted rows with a digest of their content (§4.2 duplicates).
 ///
 /// Usage record ids, millions a day, are kept by the xxh3-128 digest of the id
-/// text (two ids collide with probability ~n²/2^129) and stored beside the state
-/// in a compact binary file (`state/D.usage-ids`), not in its JSON.
+/// text (two ids collide with probability ~n²/2^129) and stored beside the states
+/// in compact binary files, not in the JSON: `state/D.usage-ids` holds the ids first
+/// accepted on day D, and a state lists the days whose files make up what it
+/// remembers. A day writes only its own ids, however many earlier days remember.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenIds {
     #[serde(skip)]
     pub usage: UsageIds,
-    /// How many usage ids the binary file beside the state holds (checked on load).
-    pub usage_count: u64,
+    /// The days whose `state/D.usage-ids` files hold the remembered usage ids, with
+    /// how many each holds (checked on load).
+    pub usage_files: BTreeMap<Day, u64>,
     pub orders: BTreeMap<String, String>,
     pub recharges: BTreeMap<String, String>,
     pub transfers: BTreeMap<String, String>,
@@ -226,21 +230,23 @@ serde_as_string!(Month, Month::parse, "month");
 impl SeenIds {
     /// The binary form of the usage ids: sorted by id digest, 36 bytes each
     /// (id digest, content digest, year, month), little-endian.
-    pub fn encode_usage(&self) -> Vec<u8> {
+    /// The binary form of the usage ids first accepted on `day`: sorted by id
+    /// digest, 36 bytes each (id digest, content digest, day as days since
+    /// 0001-01-01), little-endian.
+    pub fn encode_usage_of(&self, day: Day) -> Vec<u8> {
         use rayon::prelude::*;
         let parts: Vec<Vec<u8>> = self
             .usage
             .shards
             .par_iter()
             .map(|shard| {
-                let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().collect();
+                let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().filter(|(_, s)| s.day == day).collect();
                 entries.sort_unstable_by_key(|e| *e.0);
                 let mut out = Vec::with_capacity(entries.len() * 36);
                 for (id, seen) in entries {
                     out.extend_from_slice(&id.to_le_bytes());
                     out.extend_from_slice(&seen.content.to_le_bytes());
-                    out.extend_from_slice(&(seen.month.year as u16).to_le_bytes());
-                    out.extend_from_slice(&(seen.month.month as u16).to_le_bytes());
+                    out.extend_from_slice(&seen.day.0.num_days_from_ce().to_le_bytes());
                 }
                 out
             })
@@ -248,10 +254,17 @@ impl SeenIds {
         parts.concat()
     }
 
-    pub fn decode_usage(&mut self, bytes: &[u8]) -> Result<(), String> {
+    /// How many remembered ids were first accepted on `day`.
+    pub fn usage_count_of(&self, day: Day) -> u64 {
+        self.usage.shards.iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum()
+    }
+
+    /// Add the ids of `day`'s file (as `encode_usage_of` wrote it).
+    pub fn decode_usage_of(&mut self, day: Day, bytes: &[u8]) -> Result<(), String> {
         use rayon::prelude::*;
-        if bytes.len() % 36 != 0 || (bytes.len() / 36) as u64 != self.usage_count {
-            return Err(format!("usage id file holds {} bytes, expected {} entries", bytes.len(), self.usage_count));
+        let expected = self.usage_files.get(&day).copied().unwrap_or(0);
+        if bytes.len() % 36 != 0 || (bytes.len() / 36) as u64 != expected {
+            return Err(format!("usage id file holds {} bytes, expected {expected} entries", bytes.len()));
         }
         let entries: Vec<&[u8]> = bytes.chunks_exact(36).collect();
         let id_of = |c: &[u8]| u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
@@ -261,20 +274,47 @@ impl SeenIds {
         // Sorted by id, so each shard's entries are one run.
         let bounds: Vec<usize> =
             (0..=ID_SHARDS).map(|s| entries.partition_point(|c| UsageIds::shard_of(id_of(c)) < s)).collect();
-        self.usage.shards = (0..ID_SHARDS)
-            .into_par_iter()
-            .map(|s| {
-                entries[bounds[s]..bounds[s + 1]]
-                    .iter()
-                    .map(|c| {
-                        let content = u128::from_le_bytes(c[16..32].try_into().expect("16 bytes"));
-                        let year = u16::from_le_bytes([c[32], c[33]]) as i32;
-                        let month = u16::from_le_bytes([c[34], c[35]]) as u32;
-                        (id_of(c), SeenUsage { month: Month { year, month }, content })
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(())
+        self.usage.shards.par_iter_mut().enumerate().try_for_each(|(s, shard)| {
+            shard.reserve(bounds[s + 1] - bounds[s]);
+            for c in &entries[bounds[s]..bounds[s + 1]] {
+                let content = u128::from_le_bytes(c[16..32].try_into().expect("16 bytes"));
+                let days = i32::from_le_bytes(c[32..36].try_into().expect("4 bytes"));
+                let stored = chrono::NaiveDate::from_num_days_from_ce_opt(days).map(Day);
+                if stored != Some(day) {
+                    return Err(format!("usage id file of {day} holds an id of another day ({days})"));
+                }
+                if shard.insert(id_of(c), SeenUsage { day, content }).is_some() {
+                    return Err(format!("usage id file of {day} repeats an id of an earlier day"));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_ids_round_trip_through_per_day_files() {
+        let (d1, d2) = (Day::parse("2026-10-31").unwrap(), Day::parse("2026-11-01").unwrap());
+        let mut seen = SeenIds::default();
+        for i in 0..1000u128 {
+            let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            seen.usage.insert(id, SeenUsage { day: if i % 3 == 0 { d1 } else { d2 }, content: i });
+        }
+        seen.usage_files = [(d1, seen.usage_count_of(d1)), (d2, seen.usage_count_of(d2))].into();
+        assert_eq!(seen.usage_files[&d1], 334);
+        let mut loaded = SeenIds { usage_files: seen.usage_files.clone(), ..Default::default() };
+        for d in [d1, d2] {
+            loaded.decode_usage_of(d, &seen.encode_usage_of(d)).unwrap();
+        }
+        assert_eq!(loaded, seen);
+        // A file that does not hold the listed number of ids, or holds another day's, is refused.
+        let mut short = SeenIds { usage_files: [(d1, 335)].into(), ..Default::default() };
+        assert!(short.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap_err().contains("expected 335 entries"));
+        let mut wrong_day = SeenIds { usage_files: [(d2, 334)].into(), ..Default::default() };
+        assert!(wrong_day.decode_usage_of(d2, &seen.encode_usage_of(d1)).unwrap_err().contains("another day"));
     }
 }

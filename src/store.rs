@@ -81,9 +81,12 @@ impl Store {
 
     pub fn load(&self, day: Day) -> Result<State, String> {
         let mut state = self.load_without_usage_ids(day)?;
-        let ids_path = self.usage_ids_file(day);
-        let ids = fs::read(&ids_path).map_err(|e| io_error("cannot read", &ids_path, e))?;
-        state.seen.decode_usage(&ids).map_err(|e| format!("{}: {e}", ids_path.display()))?;
+        let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
+        for d in days {
+            let ids_path = self.usage_ids_file(d);
+            let ids = fs::read(&ids_path).map_err(|e| io_error("cannot read", &ids_path, e))?;
+            state.seen.decode_usage_of(d, &ids).map_err(|e| format!("{}: {e}", ids_path.display()))?;
+        }
         Ok(state)
     }
 
@@ -134,11 +137,15 @@ impl Store {
     /// renamed); the state file, renamed last, commits the day and records how many
     /// ids its companion holds.
     pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
-        let ids_tmp = self.state_dir().join(format!(".{day}.usage-ids.tmp"));
-        write_synced(&ids_tmp, &state.seen.encode_usage())?;
-        failpoint("publish usage ids");
-        fs::rename(&ids_tmp, self.usage_ids_file(day)).map_err(|e| io_error("cannot publish", &ids_tmp, e))?;
-        assert_eq!(state.seen.usage_count, state.seen.usage.len() as u64, "usage id count recorded");
+        if state.seen.usage_files.contains_key(&day) {
+            let ids_tmp = self.state_dir().join(format!(".{day}.usage-ids.tmp"));
+            write_synced(&ids_tmp, &state.seen.encode_usage_of(day))?;
+            failpoint("publish usage ids");
+            fs::rename(&ids_tmp, self.usage_ids_file(day)).map_err(|e| io_error("cannot publish", &ids_tmp, e))?;
+        } else {
+            // An earlier run of D may have left ids D no longer has.
+            remove_if_present(&self.usage_ids_file(day))?;
+        }
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;
@@ -149,16 +156,19 @@ impl Store {
         Ok(())
     }
 
-    /// Remove the state files of the days before `day`: once a month is closed none
-    /// of its days can be run again, so no later run starts from their states
-    /// (the state after the 1st of the next month is the first one still needed).
+    /// Remove the states of the days before `day` (the 1st of a month after a
+    /// close): once a month is closed none of its days can be run again, so no later
+    /// run starts from their states. Their usage-id files stay while a later state
+    /// still lists them (ids are remembered for their month and the next).
     pub fn prune_states_before(&self, day: Day) -> Result<(), String> {
         for d in self.settled_days()?.into_iter().filter(|d| *d < day) {
-            for path in [self.usage_ids_file(d), self.state_file(d)] {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error("cannot remove", &path, e)),
+            remove_if_present(&self.state_file(d))?;
+        }
+        let keep_ids_from = day.month().prev();
+        for name in entry_names(&self.state_dir())? {
+            if let Some(d) = name.strip_suffix(".usage-ids").and_then(Day::parse) {
+                if d.month() < keep_ids_from {
+                    remove_if_present(&self.usage_ids_file(d))?;
                 }
             }
         }
@@ -228,6 +238,14 @@ fn entry_names(dir: &Path) -> Result<Vec<String>, String> {
     entries
         .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(|e| io_error("cannot list", dir, e)))
         .collect()
+}
+
+fn remove_if_present(path: &Path) -> Result<(), String> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("cannot remove", path, e)),
+    }
 }
 
 fn remove_dir_if_present(path: &Path) -> Result<(), String> {

@@ -43,11 +43,23 @@ fn a_closed_month_is_never_run_again() {
     job::run(&demo(), out.path(), None, None, quiet()).unwrap();
     let before = tree(out.path());
     // The close removed the states no run can start from again: those before Nov 1.
+    // The usage ids first seen in October stay: November's states still remember
+    // them (Nov 1 accepted no new usage record, so it has no id file).
     let states: Vec<&String> = before.keys().filter(|k| k.starts_with("state/")).collect();
     assert_eq!(
         states,
-        ["state/2026-11-01.json", "state/2026-11-01.usage-ids", "state/2026-11-02.json", "state/2026-11-02.usage-ids"]
+        [
+            "state/2026-10-30.usage-ids",
+            "state/2026-10-31.usage-ids",
+            "state/2026-11-01.json",
+            "state/2026-11-02.json",
+            "state/2026-11-02.usage-ids"
+        ]
     );
+    let last = orgsettle::store::Store::new(out.path()).load(day("2026-11-02")).unwrap();
+    let listed: Vec<String> = last.seen.usage_files.keys().map(|d| d.to_string()).collect();
+    assert_eq!(listed, ["2026-10-30", "2026-10-31", "2026-11-02"]);
+    assert_eq!(last.seen.usage.len() as u64, last.seen.usage_files.values().sum::<u64>());
     for d in ["2026-10-31", "2026-11-01"] {
         let err = job::daily(&demo(), out.path(), day(d), quiet()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
