@@ -201,18 +201,25 @@ fn publish_dir(parent: &Path, name: &str, files: Vec<OutFile<'_>>) -> Result<(),
     let staging = parent.join(format!(".{name}.staging"));
     remove_dir_if_present(&staging)?;
     fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
+    // Each file is synced on its own thread while the next one is written; all are
+    // synced before the folder is renamed in.
+    let mut syncing = Vec::new();
     for (file, body) in files {
         let path = staging.join(file);
-        match body {
-            Body::Bytes(bytes) => write_synced(&path, &bytes)?,
+        let written = match body {
+            Body::Bytes(bytes) => write_unsynced(&path, &bytes)?,
             Body::Stream(write) => write_streamed(&path, write)?,
             Body::Concat { head, parts } => write_concatenated(&path, &head, &parts)?,
             Body::Derived { from, convert } => {
                 let source = staging.join(from);
                 let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
-                write_synced(&path, &convert(&bytes).map_err(|e| format!("{file}: {e}"))?)?;
+                write_unsynced(&path, &convert(&bytes).map_err(|e| format!("{file}: {e}"))?)?
             }
-        }
+        };
+        syncing.push((path, std::thread::spawn(move || written.sync_all())));
+    }
+    for (path, sync) in syncing {
+        sync.join().expect("a sync thread does not panic").map_err(|e| io_error("cannot sync", &path, e))?;
     }
     sync_dir(&staging)?;
     let target = parent.join(name);
@@ -257,6 +264,11 @@ fn remove_dir_if_present(path: &Path) -> Result<(), String> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_unsynced(path, bytes)?.sync_all().map_err(|e| io_error("cannot sync", path, e))
+}
+
+/// Write a file; the caller syncs it.
+fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<fs::File, String> {
     failpoint("create file");
     let mut f = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
     // Half a file, then the rest: a crash in between leaves a truncated staging file.
@@ -264,12 +276,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     f.write_all(&bytes[..half]).map_err(|e| io_error("cannot write", path, e))?;
     failpoint("write file");
     f.write_all(&bytes[half..]).map_err(|e| io_error("cannot write", path, e))?;
-    f.sync_all().map_err(|e| io_error("cannot sync", path, e))
+    Ok(f)
 }
 
 /// `head`, then each byte range copied file to file (copy_file_range: no bytes
 /// pass through the process).
-fn write_concatenated(path: &Path, head: &[u8], parts: &[(PathBuf, u64, u64)]) -> Result<(), String> {
+fn write_concatenated(path: &Path, head: &[u8], parts: &[(PathBuf, u64, u64)]) -> Result<fs::File, String> {
     use std::io::{Read, Seek};
     failpoint("create file");
     let mut out = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
@@ -285,12 +297,13 @@ fn write_concatenated(path: &Path, head: &[u8], parts: &[(PathBuf, u64, u64)]) -
             return Err(format!("{}: {copied} bytes at {offset}, expected {len}: the file changed since it was written", source.display()));
         }
     }
-    out.sync_all().map_err(|e| io_error("cannot sync", path, e))
+    Ok(out)
 }
 
-/// Stream a file through a buffer; the "write file" failpoint fires once the
-/// first buffer has reached the file (a crash there leaves it truncated).
-fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + '_>) -> Result<(), String> {
+/// Stream a file through a buffer (the caller syncs it); the "write file"
+/// failpoint fires once the first buffer has reached the file (a crash there
+/// leaves it truncated).
+fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + '_>) -> Result<fs::File, String> {
     struct Halfway {
         file: fs::File,
         writes: u64,
@@ -312,7 +325,7 @@ fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) ->
     let mut out = std::io::BufWriter::with_capacity(1 << 20, Halfway { file, writes: 0 });
     write(&mut out).map_err(|e| io_error("cannot write", path, e))?;
     let halfway = out.into_inner().map_err(|e| io_error("cannot write", path, e.into_error()))?;
-    halfway.file.sync_all().map_err(|e| io_error("cannot sync", path, e))
+    Ok(halfway.file)
 }
 
 fn sync_dir(path: &Path) -> Result<(), String> {
