@@ -32,10 +32,8 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         let log = &mut self.log;
         let base = log.bytes_seen;
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' || *b == b'\r' {
-                log.pending.push_back((base + i as u64, *b == b'\n'));
-            }
+        for i in memchr::memchr2_iter(b'\n', b'\r', &buf[..n]) {
+            log.pending.push_back((base + i as u64, buf[i] == b'\n'));
         }
         log.bytes_seen += n as u64;
         Ok(n)
