@@ -70,7 +70,7 @@ fn refunds(c: &mut Criterion) {
 
 fn ledger(c: &mut Criterion) {
     let line = LedgerLine {
-        line_id: "P|100000000003|cvm|hourly|2026-11-01T10:00:00+08:00".into(),
+        line_id: orgsettle::engine::LineId::Postpaid { late: None },
         charge_time: Ts::parse("2026-11-01T11:00:00+08:00").unwrap(),
         bill_month: Day::parse("2026-11-01").unwrap().month(),
         kind: LineKind::Postpaid,

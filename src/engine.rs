@@ -104,10 +104,19 @@ impl LineStatus {
     }
 }
 
+/// A ledger line's id. A postpaid line's id is spelled from the line's own fields
+/// (`P|owner|product|cycle|period_start`, plus `|late-D` for a late line), so it is
+/// not stored as text: millions of lines a day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineId {
+    Postpaid { late: Option<Day> },
+    Text(String),
+}
+
 /// One row of `ledger.csv` (SPEC §11.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerLine {
-    pub line_id: String,
+    pub line_id: LineId,
     pub charge_time: Ts,
     pub bill_month: Month,
     pub kind: LineKind,
@@ -133,17 +142,53 @@ pub struct LedgerLine {
 }
 
 impl LedgerLine {
+    /// Append the line's id.
+    pub fn write_line_id(&self, out: &mut String) {
+        match (&self.line_id, self.period) {
+            (LineId::Postpaid { late }, Some((cycle, start, _, _))) => {
+                out.push_str("P|");
+                out.push_str(itoa::Buffer::new().format(self.owner_uin));
+                out.push('|');
+                out.push_str(self.product);
+                out.push('|');
+                out.push_str(cycle.as_str());
+                out.push('|');
+                start.write_to(out);
+                if let Some(day) = late {
+                    out.push_str("|late-");
+                    out.push_str(&day.to_string());
+                }
+            }
+            (LineId::Text(text), _) => out.push_str(text),
+            (LineId::Postpaid { .. }, None) => unreachable!("a postpaid line has its period"),
+        }
+    }
+
+    pub fn line_id_text(&self) -> String {
+        let mut text = String::with_capacity(64);
+        self.write_line_id(&mut text);
+        text
+    }
+
+    /// A postpaid line settled after its period's day (FOCUS `Correction`).
+    pub fn is_late(&self) -> bool {
+        match &self.line_id {
+            LineId::Postpaid { late } => late.is_some(),
+            LineId::Text(text) => text.contains("|late-"),
+        }
+    }
+
     /// The §11.1 row invariants; a violation is an internal error.
     pub fn check(&self) -> Result<(), String> {
         let parts = self.voucher_amount + self.cash_amount + self.gift_amount + self.credit_amount;
         if self.status == LineStatus::Settled && parts != self.payable_amount {
-            return Err(format!("line {}: payable {} ≠ voucher + cash + gift + credit {}", self.line_id, self.payable_amount, parts));
+            return Err(format!("line {}: payable {} ≠ voucher + cash + gift + credit {}", self.line_id_text(), self.payable_amount, parts));
         }
         if self.status == LineStatus::PaymentFailed && !parts.is_zero() {
-            return Err(format!("line {}: a failed payment moved money", self.line_id));
+            return Err(format!("line {}: a failed payment moved money", self.line_id_text()));
         }
         if self.discount_amount != self.list_amount - self.payable_amount {
-            return Err(format!("line {}: discount ≠ list − payable", self.line_id));
+            return Err(format!("line {}: discount ≠ list − payable", self.line_id_text()));
         }
         Ok(())
     }
@@ -348,7 +393,7 @@ impl<'a> OrgBooks<'a> {
         plan_payment(amount, &self.accounts[&responsible], vouchers, product, timing)
     }
 
-    fn commit_payment(&mut self, responsible: Uin, payment: &Payment, line_id: &str, key: &EventKey, out: &mut OrgOutput) {
+    fn commit_payment(&mut self, responsible: Uin, payment: &Payment, line_id: impl Fn() -> String, key: &EventKey, out: &mut OrgOutput) {
         let account = self.accounts.get_mut(&responsible).expect("responsible account has books");
         let mut none = Vec::new();
         let vouchers = self.vouchers.get_mut(&responsible).unwrap_or(&mut none);
@@ -357,7 +402,7 @@ impl<'a> OrgBooks<'a> {
             out.voucher_usage.push((
                 key.clone(),
                 VoucherUse {
-                    line_id: line_id.to_string(),
+                    line_id: line_id(),
                     voucher_id: vouchers[index].voucher.voucher_id.clone(),
                     voucher_owner_uin: responsible,
                     amount,
@@ -373,15 +418,19 @@ impl<'a> OrgBooks<'a> {
         let responsible = owner.payer_at(last_instant).unwrap_or(owner.uin);
         let list = group.list.round_to_money_half_away_from_zero();
         let payable = group.priced.round_to_money_half_away_from_zero();
-        let mut line_id = format!("P|{}|{}|{}|{}", gk.owner_uin, gk.product, gk.cycle, gk.period_start);
-        if group.period_end <= day.start() {
-            line_id.push_str(&format!("|late-{day}"));
-        }
+        let late = (group.period_end <= day.start()).then_some(day);
+        let line_id = || {
+            let mut text = format!("P|{}|{}|{}|{}", gk.owner_uin, gk.product, gk.cycle, gk.period_start);
+            if let Some(day) = late {
+                text.push_str(&format!("|late-{day}"));
+            }
+            text
+        };
         let timing = LineTiming::Postpaid { period_start: gk.period_start, period_end: group.period_end };
         let payment = self.pay(responsible, payable, gk.product, timing);
-        self.commit_payment(responsible, &payment, &line_id, key, out);
+        self.commit_payment(responsible, &payment, line_id, key, out);
         let line = LedgerLine {
-            line_id,
+            line_id: LineId::Postpaid { late },
             charge_time: group.period_end,
             bill_month: last_instant.month(),
             kind: LineKind::Postpaid,
@@ -429,14 +478,14 @@ impl<'a> OrgBooks<'a> {
         let payment = self.pay(responsible, payable, o.product, LineTiming::Prepaid { created_at: o.created_at });
         let settles = prepaid_can_settle(&payment, &self.accounts[&responsible]);
         let payment = if settles {
-            self.commit_payment(responsible, &payment, &line_id, key, out);
+            self.commit_payment(responsible, &payment, || line_id.clone(), key, out);
             *self.bases.entry(o.resource_id.clone()).or_default().entry(responsible).or_default() += payable;
             payment
         } else {
             Payment::default()
         };
         let line = LedgerLine {
-            line_id,
+            line_id: LineId::Text(line_id),
             charge_time: o.created_at,
             bill_month: o.created_at.month(),
             kind: LineKind::Prepaid,
@@ -492,7 +541,7 @@ impl<'a> OrgBooks<'a> {
             self.account(payer).cash += share;
             payers.push(payer);
             let line = LedgerLine {
-                line_id: format!("R|{}|{}", o.order_id, payer),
+                line_id: LineId::Text(format!("R|{}|{}", o.order_id, payer)),
                 charge_time: o.created_at,
                 bill_month: o.created_at.month(),
                 kind: LineKind::Refund,

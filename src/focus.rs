@@ -103,7 +103,7 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
     write_utc(line.bill_month.end(), out);
     out.push(',');
     write_utc(line.bill_month.start(), out);
-    let _ = write!(out, ",{category},{},", if line.line_id.contains("|late-") { "Correction" } else { "" });
+    let _ = write!(out, ",{category},{},", if line.is_late() { "Correction" } else { "" });
     push_field(out, &description);
     out.push(',');
     write_utc(end, out);

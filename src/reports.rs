@@ -97,8 +97,9 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
     let run_day = day.to_string();
     let mut numbers = itoa::Buffer::new();
     for l in lines {
-        debug_assert!(!l.line_id.contains([',', '"', '\n']), "ledger fields never need quoting");
-        out.push_str(&l.line_id);
+        let id_start = out.len();
+        l.write_line_id(out);
+        debug_assert!(!out[id_start..].contains([',', '"', '\n']), "ledger fields never need quoting");
         out.push(',');
         out.push_str(&run_day);
         out.push(',');
