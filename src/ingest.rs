@@ -3,7 +3,9 @@
 //! a typed record, a refused one a `Reject` with its file, line, id and reason.
 //!
 //! Usage records are priced and grouped into settlement lines as they are read
-//! (§5.3), so memory holds the day's lines, not its rows.
+//! (§5.3), so memory holds the day's lines, not its rows. They are read in batches:
+//! a batch is checked on all cores while the next one is read, duplicates are
+//! decided per id shard in file order, and lines are grouped per organization shard.
 
 use crate::csvread::{read_rows, Columns, Fields, RawRow, Row, RowReader, UnusableFile};
 use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Product, Uin};

@@ -1,5 +1,6 @@
 //! Output files (SPEC §11): the only place output columns exist. Each writer
-//! takes rows already in their final order and returns the file's bytes.
+//! takes rows already in their final order and returns the file's bytes, or, for
+//! the large files, streams them to a writer a block at a time.
 //!
 //! Invariant: output is a pure function of the rows; `\n` line endings, amounts
 //! with two decimals, columns exactly as SPEC lists them.
