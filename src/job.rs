@@ -211,11 +211,19 @@ impl State {
 }
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one).
-pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) -> Result<DayResult, Failure> {
+pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool) -> Result<DayResult, Failure> {
+    // What only the new state needs is moved, not copied: the remembered ids (tens
+    // of millions late in a month), the month aggregates, refund bases and transfer
+    // sources. `base` keeps what the books check compares against.
+    let mut seen = std::mem::take(&mut base.seen);
+    let moved_months = std::mem::take(&mut base.months);
+    let moved_parts = std::mem::take(&mut base.focus_parts);
+    let moved_bases = std::mem::take(&mut base.refund_bases);
+    let moved_sources = std::mem::take(&mut base.transfer_sources);
+    let base = &base;
     let snapshot = &inputs.snapshot;
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
-    let mut seen = base.seen.clone();
     let mut t = std::time::Instant::now();
     let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen)
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
@@ -266,10 +274,19 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
     let mut next = base.clone();
     next.day = day;
     next.seen = seen;
+    next.months = moved_months;
+    next.focus_parts = moved_parts;
+    next.refund_bases = moved_bases;
+    next.transfer_sources = moved_sources;
     match next.seen.usage_count_of(day) {
         0 => next.seen.usage_files.remove(&day),
         n => next.seen.usage_files.insert(day, n),
     };
+    // Accepted `in` transfers by organization, looked up once per organization.
+    let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
+    for (id, source) in &next.transfer_sources {
+        sources_by_org.entry(source.org_id.as_str()).or_default().insert(id.clone(), source.clone());
+    }
     let mut books: Vec<OrgBooks> = Vec::with_capacity(snapshot.orgs.len());
     for org in &snapshot.orgs {
         let mut accounts = BTreeMap::new();
@@ -296,12 +313,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, base: &State, fresh_start: bool) ->
             }
         }
         let bases = next.refund_bases.remove(&org.org_id).unwrap_or_default();
-        let sources = next
-            .transfer_sources
-            .iter()
-            .filter(|(_, s)| s.org_id == org.org_id)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let sources = sources_by_org.remove(org.org_id.as_str()).unwrap_or_default();
         books.push(OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources));
     }
 
@@ -453,7 +465,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
-    let mut result = settle_day(inputs, day, &base, fresh)?;
+    let mut result = settle_day(inputs, day, base, fresh)?;
     stage("settle", &mut t);
     let focus_ranges = Mutex::new(Vec::new());
     let files = with_parquet(result.files(inputs, day, &focus_ranges), &[("ledger.csv", "ledger.parquet")], opts)?;
