@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the layout changes incompatibly.
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -154,6 +154,7 @@ pub struct State {
 
 /// One merged-bill row's sums (SPEC §11.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "BillSumsRow", from = "BillSumsRow")]
 pub struct BillSums {
     pub lines: u64,
     pub list: Money,
@@ -163,6 +164,22 @@ pub struct BillSums {
     pub cash: Money,
     pub gift: Money,
     pub credit: Money,
+}
+
+/// How the state stores `BillSums`: a row [lines, list, discount, payable, voucher,
+/// cash, gift, credit] without field names (a state holds hundreds of thousands).
+type BillSumsRow = (u64, Money, Money, Money, Money, Money, Money, Money);
+
+impl From<BillSums> for BillSumsRow {
+    fn from(s: BillSums) -> BillSumsRow {
+        (s.lines, s.list, s.discount, s.payable, s.voucher, s.cash, s.gift, s.credit)
+    }
+}
+
+impl From<BillSumsRow> for BillSums {
+    fn from((lines, list, discount, payable, voucher, cash, gift, credit): BillSumsRow) -> BillSums {
+        BillSums { lines, list, discount, payable, voucher, cash, gift, credit }
+    }
 }
 
 /// (org_id, bill_owner_uin, member_uin, pay_mode, product, kind): the merged-bill key.

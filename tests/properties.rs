@@ -2,7 +2,6 @@
 //! `PROPTEST_CASES=N cargo test --release properties` runs more cases (default 24).
 
 use crate::common::*;
-use orgsettle::job;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -104,7 +103,7 @@ fn scenario_files(seed: u64) -> BTreeMap<String, String> {
     files.insert("balances.csv".into(), balances);
     files.insert("vouchers.csv".into(), vouchers);
 
-    let mut next_id = 0;
+    let mut next_id: u64 = 0;
     for (d, day) in DAYS.iter().enumerate() {
         let mut usage = String::from(USAGE_HEADER);
         let mut orders = String::from(ORDERS_HEADER);
@@ -156,7 +155,7 @@ fn scenario_files(seed: u64) -> BTreeMap<String, String> {
             if r.chance(60) {
                 writeln!(transfers, "t{next_id},in,{member},{at},{},", r.money(2000)).unwrap();
             } else {
-                writeln!(transfers, "t{next_id},out,{member},{at},{},t{}", r.money(1000), next_id - 1 - r.below(3)).unwrap();
+                writeln!(transfers, "t{next_id},out,{member},{at},{},t{}", r.money(1000), next_id.saturating_sub(1 + r.below(3))).unwrap();
             }
         }
         for (name, text) in [("usage.csv", usage), ("orders.csv", orders), ("recharges.csv", recharges), ("transfers.csv", transfers)] {
