@@ -287,35 +287,48 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     for (id, source) in &next.transfer_sources {
         sources_by_org.entry(source.org_id.as_str()).or_default().insert(id.clone(), source.clone());
     }
-    let mut books: Vec<OrgBooks> = Vec::with_capacity(snapshot.orgs.len());
-    for org in &snapshot.orgs {
-        let mut accounts = BTreeMap::new();
-        let mut fresh = BTreeSet::new();
-        for m in &org.members {
-            let stored = next.accounts.get(&m.uin).copied();
-            if stored.is_none() || fresh_start {
-                fresh.insert(m.uin);
+    // What each organization takes out of the state, in organization order.
+    let taken: Vec<_> = snapshot
+        .orgs
+        .iter()
+        .map(|org| {
+            let bases = next.refund_bases.remove(&org.org_id).unwrap_or_default();
+            (bases, sources_by_org.remove(org.org_id.as_str()).unwrap_or_default())
+        })
+        .collect();
+    // Books per organization, built on all cores.
+    let (accounts_before, vouchers_used) = (&next.accounts, &next.vouchers_used);
+    let mut books: Vec<OrgBooks> = snapshot
+        .orgs
+        .par_iter()
+        .zip(taken.into_par_iter())
+        .map(|(org, (bases, sources))| {
+            let mut accounts = BTreeMap::new();
+            let mut fresh = BTreeSet::new();
+            for m in &org.members {
+                let stored = accounts_before.get(&m.uin).copied();
+                if stored.is_none() || fresh_start {
+                    fresh.insert(m.uin);
+                }
+                let zero = AccountState { cash: Money::ZERO, gift: Money::ZERO, credit_limit: Money::ZERO, suspended: false };
+                accounts.insert(m.uin, stored.unwrap_or(zero));
             }
-            let zero = AccountState { cash: Money::ZERO, gift: Money::ZERO, credit_limit: Money::ZERO, suspended: false };
-            accounts.insert(m.uin, stored.unwrap_or(zero));
-        }
-        let mut vouchers = BTreeMap::new();
-        for m in &org.members {
-            if let Some(list) = inputs.reference.vouchers.get(&m.uin) {
-                let balances: Vec<VoucherBalance> = list
-                    .iter()
-                    .map(|v| {
-                        let used = next.vouchers_used.get(&v.voucher_id).copied().unwrap_or(Money::ZERO);
-                        VoucherBalance { voucher: v, remaining: (v.amount - used).max(Money::ZERO) }
-                    })
-                    .collect();
-                vouchers.insert(m.uin, balances);
+            let mut vouchers = BTreeMap::new();
+            for m in &org.members {
+                if let Some(list) = inputs.reference.vouchers.get(&m.uin) {
+                    let balances: Vec<VoucherBalance> = list
+                        .iter()
+                        .map(|v| {
+                            let used = vouchers_used.get(&v.voucher_id).copied().unwrap_or(Money::ZERO);
+                            VoucherBalance { voucher: v, remaining: (v.amount - used).max(Money::ZERO) }
+                        })
+                        .collect();
+                    vouchers.insert(m.uin, balances);
+                }
             }
-        }
-        let bases = next.refund_bases.remove(&org.org_id).unwrap_or_default();
-        let sources = sources_by_org.remove(org.org_id.as_str()).unwrap_or_default();
-        books.push(OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources));
-    }
+            OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources)
+        })
+        .collect();
 
     stage("books", &mut t);
     // Organizations never interact: settle them in parallel.
