@@ -129,29 +129,42 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
     true
 }
 
-/// Where one bill month's rows went in a day's `focus_lines.csv`.
+/// Where a day's FOCUS rows go: one file per bill month, `begin` called before the
+/// rows of each month (months ascending).
+pub trait MonthSink: std::io::Write + Send {
+    fn begin(&mut self, month: Month) -> std::io::Result<()>;
+}
+
+/// What a day appended to one bill month's FOCUS rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MonthRange {
+pub struct MonthRows {
     pub month: Month,
-    pub offset: u64,
+    /// Bytes written (the rows only: the sink writes a new file's header).
     pub len: u64,
     pub rows: u64,
     pub billed: Money,
 }
 
-/// `focus_lines.csv` of a day, streamed to `w`: the FOCUS rows of its lines on the
-/// merged bill, `rows` in processing order (each resolved to its line by `line`).
-/// The processing time decides the bill month, so each month's rows are one byte
-/// range; returns the ranges, months ascending.
-pub fn write_focus_lines<'r, T: Sync>(
+/// The FOCUS header line.
+pub fn header() -> String {
+    let mut head = FOCUS_COLUMNS.join(",");
+    head.push('\n');
+    head
+}
+
+/// The FOCUS rows of a day's lines on the merged bill, `rows` in processing order
+/// (each resolved to its line by `line`), streamed to `sink` month by month. The
+/// processing time decides the bill month, so each month's rows are contiguous;
+/// returns what each month received, months ascending.
+pub fn write_focus_rows<'r, T: Sync>(
     snapshot: &Snapshot,
     rows: &'r [T],
     line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
-    w: &mut (dyn std::io::Write + Send),
-) -> std::io::Result<Vec<MonthRange>> {
+    sink: &mut dyn MonthSink,
+) -> std::io::Result<Vec<MonthRows>> {
     use rayon::prelude::*;
     struct Counting<'w> {
-        inner: &'w mut (dyn std::io::Write + Send),
+        inner: &'w mut dyn MonthSink,
         bytes: u64,
     }
     impl std::io::Write for Counting<'_> {
@@ -164,34 +177,34 @@ pub fn write_focus_lines<'r, T: Sync>(
             self.inner.flush()
         }
     }
-    let mut head = FOCUS_COLUMNS.join(",");
-    head.push('\n');
-    let mut out = Counting { inner: w, bytes: 0 };
-    std::io::Write::write_all(&mut out, head.as_bytes())?;
     let render = |chunk: &'r [T], text: &mut String| {
         for row in chunk {
             write_focus_row(text, snapshot, line(row));
         }
     };
-    let mut ranges: Vec<MonthRange> = Vec::new();
+    let mut months: Vec<MonthRows> = Vec::new();
     let mut start = 0;
     while start < rows.len() {
         let month = line(&rows[start]).bill_month;
         let end = start + rows[start..].iter().position(|r| line(r).bill_month != month).unwrap_or(rows.len() - start);
         let run: &'r [T] = &rows[start..end];
         start = end;
-        if ranges.last().is_some_and(|r| r.month >= month) {
+        if months.last().is_some_and(|r| r.month >= month) {
             return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
         }
-        let offset = out.bytes;
-        crate::reports::write_in_parallel_chunks("", run, render, &mut out)?;
         let (count, billed) = run
             .par_iter()
             .map(|row| line(row))
             .filter(|l| on_merged_bill(snapshot, l))
             .map(|l| (1u64, l.payable_amount))
             .reduce(|| (0, Money::ZERO), |a, b| (a.0 + b.0, a.1 + b.1));
-        ranges.push(MonthRange { month, offset, len: out.bytes - offset, rows: count, billed });
+        if count == 0 {
+            continue;
+        }
+        sink.begin(month)?;
+        let mut out = Counting { inner: &mut *sink, bytes: 0 };
+        crate::reports::write_in_parallel_chunks("", run, render, &mut out)?;
+        months.push(MonthRows { month, len: out.bytes, rows: count, billed });
     }
-    Ok(ranges)
+    Ok(months)
 }

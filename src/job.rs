@@ -14,14 +14,12 @@ use crate::reject::Reject;
 use crate::{focus, reports};
 use crate::settlement::VoucherBalance;
 use crate::snapshot::Snapshot;
-use crate::focus::MonthRange;
-use crate::state::{AccountState, FocusPart, SeenIds, State, STATE_FORMAT};
+use crate::state::{AccountState, SeenIds, State, STATE_FORMAT};
 use crate::store::{Body, OutFile, Store};
 use crate::time::{Day, Month};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Why a job did not finish; each maps to an exit code (SPEC §13).
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +147,8 @@ pub struct DayResult {
 }
 
 impl DayResult {
-    /// The day's files; writing `focus_lines.csv` leaves its month ranges in `focus_ranges`.
-    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day, focus_ranges: &'a Mutex<Vec<MonthRange>>) -> Vec<OutFile<'a>> {
+    /// The day's files (its FOCUS rows go to the month files: `Store::append_focus`).
+    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day) -> Vec<OutFile<'a>> {
         let mut t = std::time::Instant::now();
         let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
         summary.push(b'\n');
@@ -158,7 +156,6 @@ impl DayResult {
         let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
         stage("  overview", &mut t);
         let ledger = &self.ledger;
-        let snapshot = &inputs.snapshot;
         let files: Vec<OutFile> = vec![
             ("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w)))),
             ("voucher_usage.csv", Body::Bytes(reports::voucher_usage_csv(&self.voucher_usage))),
@@ -168,14 +165,6 @@ impl DayResult {
             ("rejects.csv", Body::Bytes(reports::rejects_csv(&self.rejects))),
             ("overview_mtd_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&mtd.by_member))),
             ("overview_mtd_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&mtd.by_product))),
-            (
-                "focus_lines.csv",
-                Body::Stream(Box::new(move |w| {
-                    let ranges = focus::write_focus_lines(snapshot, ledger.handles(), |h| ledger.get(*h), w)?;
-                    *focus_ranges.lock().expect("not poisoned") = ranges;
-                    Ok(())
-                })),
-            ),
             ("summary.json", Body::Bytes(summary)),
         ];
         stage("  other files", &mut t);
@@ -196,7 +185,7 @@ fn fresh_state(inputs: &Inputs, day: Day) -> State {
         refund_bases: BTreeMap::new(),
         transfer_sources: BTreeMap::new(),
         months: BTreeMap::new(),
-        focus_parts: BTreeMap::new(),
+        focus: BTreeMap::new(),
     }
     .with_opening(inputs)
 }
@@ -217,7 +206,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     // sources. `base` keeps what the books check compares against.
     let mut seen = std::mem::take(&mut base.seen);
     let moved_months = std::mem::take(&mut base.months);
-    let moved_parts = std::mem::take(&mut base.focus_parts);
+    let moved_focus = std::mem::take(&mut base.focus);
     let moved_bases = std::mem::take(&mut base.refund_bases);
     let moved_sources = std::mem::take(&mut base.transfer_sources);
     let base = &base;
@@ -275,7 +264,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     next.day = day;
     next.seen = seen;
     next.months = moved_months;
-    next.focus_parts = moved_parts;
+    next.focus = moved_focus;
     next.refund_bases = moved_bases;
     next.transfer_sources = moved_sources;
     match next.seen.usage_count_of(day) {
@@ -400,7 +389,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
     next.months.retain(|m, _| *m >= keep_from);
     // Kept as long as the month's aggregates, so a closed month can be closed again.
-    next.focus_parts.retain(|m, _| *m >= keep_from);
+    next.focus.retain(|m, _| *m >= keep_from);
 
     let result = DayResult {
         ledger,
@@ -463,6 +452,7 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
     let inputs = Inputs::load(input)?;
     stage("load inputs", &mut t);
     let store = Store::new(out);
+    store.tidy_after_closes().map_err(Failure::Internal)?;
     settle_and_commit(&inputs, &store, day, opts).map(|_| ())
 }
 
@@ -480,17 +470,15 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     stage("prepare", &mut t);
     let mut result = settle_day(inputs, day, base, fresh)?;
     stage("settle", &mut t);
-    let focus_ranges = Mutex::new(Vec::new());
-    let files = with_parquet(result.files(inputs, day, &focus_ranges), &[("ledger.csv", "ledger.parquet")], opts)?;
+    let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);
     store.publish_day(day, files).map_err(Failure::Internal)?;
     stage("write files", &mut t);
-    for r in focus_ranges.into_inner().expect("not poisoned") {
-        if r.rows > 0 {
-            let part = FocusPart { day, offset: r.offset, len: r.len, rows: r.rows, billed: r.billed };
-            result.state.focus_parts.entry(r.month).or_default().push(part);
-        }
-    }
+    let ledger = &result.ledger;
+    result.state.focus = store
+        .append_focus(&result.state.focus, |sink| focus::write_focus_rows(&inputs.snapshot, ledger.handles(), |h| ledger.get(*h), sink))
+        .map_err(Failure::Internal)?;
+    stage("write FOCUS rows", &mut t);
     store.commit_state(day, &result.state).map_err(Failure::Internal)?;
     stage("commit state", &mut t);
     if !opts.quiet {
@@ -508,6 +496,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
 pub fn run(input: &Path, out: &Path, from: Option<Day>, to: Option<Day>, opts: Options) -> Result<(), Failure> {
     let inputs = Inputs::load(input)?;
     let store = Store::new(out);
+    store.tidy_after_closes().map_err(Failure::Internal)?;
     let (Some(first_folder), Some(last_folder)) = (inputs.days.first().copied(), inputs.days.last().copied()) else {
         if from.is_none() || to.is_none() {
             return Err(Failure::Unusable(vec!["days/: no day folders, and no --from/--to range given".into()]));
@@ -627,24 +616,25 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     }
     let merged = crate::monthly::merged_bill(&state.months, month);
     let overview = crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true);
-    // The month's FOCUS rows are byte ranges of the days' focus_lines.csv.
-    let parts = state.focus_parts.get(&month).cloned().unwrap_or_default();
-    let mut head = focus::FOCUS_COLUMNS.join(",").into_bytes();
-    head.push(b'\n');
-    let ranges = parts.iter().map(|p| (store.day_dir(p.day).join("focus_lines.csv"), p.offset, p.len)).collect();
+    // The month's FOCUS rows were appended to its month file day by day.
+    let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
+    check_focus_against_merged_bill(month, &focus_rows, &merged)?;
+    let focus_body = match focus_rows.len {
+        0 => Body::Bytes(focus::header().into_bytes()),
+        len => Body::Link(store.focus_for_close(month, len).map_err(Failure::Internal)?),
+    };
     let files: Vec<OutFile> = vec![
         ("merged_bill.csv", Body::Bytes(reports::merged_bill_csv(month, &inputs.snapshot, &merged))),
         ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
         ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
         ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),
-        ("focus.csv", Body::Concat { head, parts: ranges }),
+        ("focus.csv", focus_body),
     ];
-    check_focus_against_merged_bill(month, &parts, &merged)?;
     let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;
     stage("close: reports", &mut t);
     store.commit_month(month, files).map_err(Failure::Internal)?;
     stage("close: write files", &mut t);
-    store.prune_states_before(month.next().first_day()).map_err(Failure::Internal)?;
+    store.tidy_after_closes().map_err(Failure::Internal)?;
     Ok(())
 }
 
@@ -652,11 +642,10 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
 /// bill line: the rows' figures were taken as the days' files were written.
 fn check_focus_against_merged_bill(
     month: Month,
-    parts: &[FocusPart],
+    focus: &crate::state::FocusMonth,
     merged: &[(crate::state::BillKey, crate::state::BillSums)],
 ) -> Result<(), Failure> {
-    let billed: Money = parts.iter().map(|p| p.billed).sum();
-    let rows: u64 = parts.iter().map(|p| p.rows).sum();
+    let (billed, rows) = (focus.billed, focus.rows);
     let payable: Money = merged.iter().map(|(_, s)| s.payable).sum();
     let lines: u64 = merged.iter().map(|(_, s)| s.lines).sum();
     if billed != payable || lines != rows {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the layout changes incompatibly.
-pub const STATE_FORMAT: u32 = 3;
+pub const STATE_FORMAT: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -103,13 +103,11 @@ impl UsageIds {
     }
 }
 
-/// The FOCUS rows of one bill month in a day's `focus_lines.csv`: a day's rows are
-/// in processing order, whose time decides the bill month, so each month's rows
-/// are one byte range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FocusPart {
-    pub day: Day,
-    pub offset: u64,
+/// The FOCUS rows of one bill month so far: they are appended day by day to
+/// `state/focus-M.csv` (header first), and `len` is the committed length of that
+/// file: bytes past it come from a run that did not commit and are cut off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FocusMonth {
     pub len: u64,
     pub rows: u64,
     /// Σ BilledCost of the rows.
@@ -147,9 +145,9 @@ pub struct State {
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
     /// close reads aggregates, never raw days.
     pub months: BTreeMap<Month, MonthAggregates>,
-    /// Where the FOCUS rows of each month not yet closed are, so the close copies
-    /// bytes instead of reading rows.
-    pub focus_parts: BTreeMap<Month, Vec<FocusPart>>,
+    /// The FOCUS rows of each month kept (see `FocusMonth`), so the close neither
+    /// reads nor copies rows.
+    pub focus: BTreeMap<Month, FocusMonth>,
 }
 
 /// One merged-bill row's sums (SPEC §11.3).

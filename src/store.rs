@@ -3,11 +3,14 @@
 //!
 //! Invariant: `state/D.json` is written last, by rename; it is the mark that day D
 //! is committed. A `days/D/` folder without its state file is an interrupted run
-//! and is replaced by the next run of D. Nothing is ever written in place.
+//! and is replaced by the next run of D. Nothing is ever written in place but
+//! the FOCUS month files `state/focus-M.csv`, which are only appended to: the
+//! committed state records their length, and every run first cuts them back to it.
 
-use crate::state::{State, STATE_FORMAT};
+use crate::focus::{self, MonthRows, MonthSink};
+use crate::state::{FocusMonth, State, STATE_FORMAT};
 use crate::time::{Day, Month};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,9 +27,9 @@ pub enum Body<'a> {
     /// Converted from the bytes of another file of the same folder, written before it
     /// (the Parquet copies).
     Derived { from: &'static str, convert: fn(&[u8]) -> Result<Vec<u8>, String> },
-    /// `head`, then byte ranges (file, offset, length) of files outside the folder,
-    /// copied by the kernel.
-    Concat { head: Vec<u8>, parts: Vec<(PathBuf, u64, u64)> },
+    /// A file outside the folder, published as it is (hard-linked: no byte is
+    /// copied). It must never change afterwards.
+    Link(PathBuf),
 }
 
 /// A published file: its name and contents.
@@ -175,6 +178,96 @@ impl Store {
         Ok(())
     }
 
+    fn focus_file(&self, month: Month) -> PathBuf {
+        self.state_dir().join(format!("focus-{month}.csv"))
+    }
+
+    /// Append a day's FOCUS rows to the month files (`write` streams them into the
+    /// sink). First every month file is cut back to the length `committed` records
+    /// (bytes past it come from a run that did not commit); files of closed months
+    /// and of months `committed` does not know are removed. Returns the lengths to
+    /// commit with the day; the files are synced.
+    pub fn append_focus(
+        &self,
+        committed: &BTreeMap<Month, FocusMonth>,
+        write: impl FnOnce(&mut dyn MonthSink) -> std::io::Result<Vec<MonthRows>>,
+    ) -> Result<BTreeMap<Month, FocusMonth>, String> {
+        let closed = self.closed_months()?;
+        for name in entry_names(&self.state_dir())? {
+            let Some(month) = name.strip_prefix("focus-").and_then(|n| n.strip_suffix(".csv")).and_then(Month::parse) else {
+                continue;
+            };
+            let path = self.focus_file(month);
+            match committed.get(&month).filter(|_| !closed.contains(&month)) {
+                Some(f) => cut_back(&path, f.len)?,
+                // A closed month's file is published (hard-linked) already.
+                None => {
+                    failpoint("remove focus file");
+                    remove_if_present(&path)?;
+                }
+            }
+        }
+        let mut sink = FocusSink { store: self, committed, closed: &closed, open: None, done: Vec::new() };
+        let appended = write(&mut sink).map_err(|e| format!("cannot write the FOCUS rows: {e}"))?;
+        let files = sink.finish()?;
+        let mut syncing = Vec::new();
+        for (path, file) in files {
+            syncing.push((path, std::thread::spawn(move || file.sync_all())));
+        }
+        for (path, sync) in syncing {
+            sync.join().expect("a sync thread does not panic").map_err(|e| io_error("cannot sync", &path, e))?;
+        }
+        sync_dir(&self.state_dir())?;
+        let mut next = committed.clone();
+        for a in appended {
+            let f = next.entry(a.month).or_default();
+            if f.len == 0 {
+                f.len = focus::header().len() as u64;
+            }
+            f.len += a.len;
+            f.rows += a.rows;
+            f.billed += a.billed;
+        }
+        Ok(next)
+    }
+
+    /// The FOCUS month file to publish as `months/M/focus.csv` at a close, exactly
+    /// `len` bytes long: `state/focus-M.csv` (cut back to `len`), or when a close
+    /// already moved it, the published file itself.
+    pub fn focus_for_close(&self, month: Month, len: u64) -> Result<PathBuf, String> {
+        let path = self.focus_file(month);
+        if path.exists() {
+            cut_back(&path, len)?;
+            return Ok(path);
+        }
+        let published = self.month_dir(month).join("focus.csv");
+        let found = fs::metadata(&published).map_err(|e| io_error("cannot find the FOCUS rows of", &published, e))?.len();
+        if found != len {
+            return Err(format!("{} holds {found} bytes, the state records {len}", published.display()));
+        }
+        Ok(published)
+    }
+
+    /// What a published close leaves to remove, removed (again, after a crash):
+    /// the states of the days before the 1st of the month after the last closed one,
+    /// and the FOCUS month files of closed months. Cheap when there is nothing.
+    pub fn tidy_after_closes(&self) -> Result<(), String> {
+        let closed = self.closed_months()?;
+        let Some(&last) = closed.last() else { return Ok(()) };
+        for month in closed {
+            if self.focus_file(month).exists() {
+                self.remove_focus_file(month)?;
+            }
+        }
+        self.prune_states_before(last.next().first_day())
+    }
+
+    /// After a close is published: its month file lives on as `months/M/focus.csv`.
+    pub fn remove_focus_file(&self, month: Month) -> Result<(), String> {
+        failpoint("remove focus file");
+        remove_if_present(&self.focus_file(month))
+    }
+
     pub fn out_dir(&self) -> &Path {
         &self.out
     }
@@ -209,7 +302,7 @@ fn publish_dir(parent: &Path, name: &str, files: Vec<OutFile<'_>>) -> Result<(),
         let written = match body {
             Body::Bytes(bytes) => write_unsynced(&path, &bytes)?,
             Body::Stream(write) => write_streamed(&path, write)?,
-            Body::Concat { head, parts } => write_concatenated(&path, &head, &parts)?,
+            Body::Link(source) => write_linked(&path, &source)?,
             Body::Derived { from, convert } => {
                 let source = staging.join(from);
                 let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
@@ -279,47 +372,20 @@ fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<fs::File, String> {
     Ok(f)
 }
 
-/// `head`, then each byte range copied file to file (copy_file_range: no bytes
-/// pass through the process).
-fn write_concatenated(path: &Path, head: &[u8], parts: &[(PathBuf, u64, u64)]) -> Result<fs::File, String> {
-    use std::io::{Read, Seek};
+/// Publish `source` as `path` by a hard link (a copy if the file system refuses
+/// one); the caller syncs it.
+fn write_linked(path: &Path, source: &Path) -> Result<fs::File, String> {
     failpoint("create file");
-    let mut out = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
-    out.write_all(head).map_err(|e| io_error("cannot write", path, e))?;
-    for (i, (source, offset, len)) in parts.iter().enumerate() {
-        if i == 1 {
-            failpoint("write file");
-        }
-        let mut from = fs::File::open(source).map_err(|e| io_error("cannot open", source, e))?;
-        from.seek(std::io::SeekFrom::Start(*offset)).map_err(|e| io_error("cannot read", source, e))?;
-        let copied = std::io::copy(&mut from.take(*len), &mut out).map_err(|e| io_error("cannot copy", source, e))?;
-        if copied != *len {
-            return Err(format!("{}: {copied} bytes at {offset}, expected {len}: the file changed since it was written", source.display()));
-        }
+    if fs::hard_link(source, path).is_err() {
+        fs::copy(source, path).map_err(|e| io_error("cannot copy", source, e))?;
     }
-    Ok(out)
+    fs::File::open(path).map_err(|e| io_error("cannot open", path, e))
 }
 
 /// Stream a file through a buffer (the caller syncs it); the "write file"
 /// failpoint fires once the first buffer has reached the file (a crash there
 /// leaves it truncated).
 fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + '_>) -> Result<fs::File, String> {
-    struct Halfway {
-        file: fs::File,
-        writes: u64,
-    }
-    impl Write for Halfway {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if self.writes == 1 {
-                failpoint("write file");
-            }
-            self.writes += 1;
-            self.file.write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.file.flush()
-        }
-    }
     failpoint("create file");
     let file = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, Halfway { file, writes: 0 });
@@ -330,4 +396,101 @@ fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) ->
 
 fn sync_dir(path: &Path) -> Result<(), String> {
     fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io_error("cannot sync", path, e))
+}
+
+/// Cut a FOCUS month file back to its committed length.
+fn cut_back(path: &Path, len: u64) -> Result<(), String> {
+    let found = fs::metadata(path).map_err(|e| io_error("cannot read", path, e))?.len();
+    if found < len {
+        return Err(format!("{} holds {found} bytes, the state records {len}: it was changed outside orgsettle", path.display()));
+    }
+    if found > len {
+        failpoint("cut back focus file");
+        let f = fs::OpenOptions::new().write(true).open(path).map_err(|e| io_error("cannot open", path, e))?;
+        f.set_len(len).map_err(|e| io_error("cannot truncate", path, e))?;
+        f.sync_all().map_err(|e| io_error("cannot sync", path, e))?;
+    }
+    Ok(())
+}
+
+/// The month files a day appends to, one open at a time (months come in order).
+struct FocusSink<'a> {
+    store: &'a Store,
+    committed: &'a BTreeMap<Month, FocusMonth>,
+    closed: &'a BTreeSet<Month>,
+    open: Option<(PathBuf, std::io::BufWriter<Halfway>)>,
+    done: Vec<(PathBuf, fs::File)>,
+}
+
+impl FocusSink<'_> {
+    fn close_open(&mut self) -> std::io::Result<()> {
+        if let Some((path, w)) = self.open.take() {
+            let halfway = w.into_inner().map_err(|e| e.into_error())?;
+            // Rows past the committed length, not yet synced: a crash here is cut back.
+            failpoint("write file");
+            self.done.push((path, halfway.file));
+        }
+        Ok(())
+    }
+    fn finish(mut self) -> Result<Vec<(PathBuf, fs::File)>, String> {
+        self.close_open().map_err(|e| format!("cannot write the FOCUS rows: {e}"))?;
+        Ok(self.done)
+    }
+}
+
+impl Write for FocusSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.open {
+            Some((_, w)) => w.write(buf),
+            None => Err(std::io::Error::other("FOCUS rows written before their month")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.open {
+            Some((_, w)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MonthSink for FocusSink<'_> {
+    fn begin(&mut self, month: Month) -> std::io::Result<()> {
+        self.close_open()?;
+        if self.closed.contains(&month) {
+            return Err(std::io::Error::other(format!("month {month} is closed")));
+        }
+        let path = self.store.focus_file(month);
+        failpoint("create file");
+        let file = match self.committed.get(&month).filter(|f| f.len > 0) {
+            // Cut back to `len` already: append after it.
+            Some(_) => fs::OpenOptions::new().append(true).open(&path)?,
+            None => {
+                let mut f = fs::File::create(&path)?;
+                f.write_all(focus::header().as_bytes())?;
+                f
+            }
+        };
+        self.open = Some((path, std::io::BufWriter::with_capacity(1 << 20, Halfway { file, writes: 0 })));
+        Ok(())
+    }
+}
+
+/// A file whose second write passes the "write file" failpoint (a crash there
+/// leaves it half written).
+struct Halfway {
+    file: fs::File,
+    writes: u64,
+}
+
+impl Write for Halfway {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.writes == 1 {
+            failpoint("write file");
+        }
+        self.writes += 1;
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }

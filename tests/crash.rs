@@ -51,6 +51,15 @@ fn assert_consistent(out: &Path, reference: &BTreeMap<String, Vec<u8>>, step: u6
         if rel.starts_with("state/") && !reference.contains_key(rel) && *rel < first_kept {
             continue;
         }
+        if rel.starts_with("state/focus-") {
+            // A FOCUS month file is appended to in place: a crash can leave rows past
+            // its committed length (cut back by the next run), and the close of its
+            // month removes it. What it holds is always a prefix of the clean run's.
+            if let Some(clean) = reference.get(rel) {
+                assert!(clean.starts_with(bytes), "after a crash at step {step}, {rel} is not a prefix of a clean run's");
+            }
+            continue;
+        }
         if rel.starts_with("state/") || rel.starts_with("days/") || rel.starts_with("months/") {
             assert!(Some(bytes) == reference.get(rel), "after a crash at step {step}, {rel} differs from a clean run");
         }

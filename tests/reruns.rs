@@ -28,7 +28,12 @@ fn rerunning_an_earlier_day_discards_the_later_days() {
     let after = tree(out.path());
     assert!(!out.path().join("days/2026-10-31").exists());
     assert!(!out.path().join("state/2026-10-31.json").exists());
-    let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-10-31")).collect();
+    // The October FOCUS rows are appended day by day: the rerun cut them back to
+    // those of Oct 30.
+    let focus = "state/focus-2026-10.csv";
+    assert!(before[focus].len() > after[focus].len() && before[focus].starts_with(&after[focus]));
+    let kept: BTreeMap<_, _> = before.into_iter().filter(|(k, _)| !k.contains("2026-10-31") && k != focus).collect();
+    let after: BTreeMap<_, _> = after.into_iter().filter(|(k, _)| k != focus).collect();
     assert_eq!(after, kept, "days up to the rerun day are unchanged");
     // Continuing settles the discarded day again, identically.
     job::run(&demo(), out.path(), None, to, quiet()).unwrap();
@@ -53,7 +58,8 @@ fn a_closed_month_is_never_run_again() {
             "state/2026-10-31.usage-ids",
             "state/2026-11-01.json",
             "state/2026-11-02.json",
-            "state/2026-11-02.usage-ids"
+            "state/2026-11-02.usage-ids",
+            "state/focus-2026-11.csv"
         ]
     );
     let last = orgsettle::store::Store::new(out.path()).load(day("2026-11-02")).unwrap();
@@ -68,6 +74,32 @@ fn a_closed_month_is_never_run_again() {
     // Closing again gives byte-identical files.
     job::close(&demo(), out.path(), orgsettle::time::Month::parse("2026-10").unwrap(), quiet()).unwrap();
     assert_eq!(tree(out.path()), before);
+}
+
+#[test]
+fn focus_rows_past_the_committed_length_are_cut_back_and_a_shortened_file_is_refused() {
+    let clean = tempfile::tempdir().unwrap();
+    job::run(&demo(), clean.path(), None, None, quiet()).unwrap();
+    let to = Some(day("2026-10-31"));
+    let focus = "state/focus-2026-10.csv";
+    // Rows left by a run that did not commit are cut off by the next run.
+    let out = tempfile::tempdir().unwrap();
+    job::run(&demo(), out.path(), None, to, quiet()).unwrap();
+    let mut bytes = std::fs::read(out.path().join(focus)).unwrap();
+    let committed = bytes.len();
+    bytes.extend_from_slice(b"1.00,uncommitted row\n");
+    std::fs::write(out.path().join(focus), &bytes).unwrap();
+    job::run(&demo(), out.path(), None, None, quiet()).unwrap();
+    assert_eq!(tree(out.path()), tree(clean.path()));
+    // A month file shorter than its state records was changed outside orgsettle.
+    let out = tempfile::tempdir().unwrap();
+    job::run(&demo(), out.path(), None, to, quiet()).unwrap();
+    let bytes = std::fs::read(out.path().join(focus)).unwrap();
+    std::fs::write(out.path().join(focus), &bytes[..committed - 1]).unwrap();
+    let err = job::run(&demo(), out.path(), None, None, quiet()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Failure::Internal(_)), "{message}");
+    assert!(message.contains("focus-2026-10.csv holds") && message.contains(&format!("the state records {committed}")), "{message}");
 }
 
 #[test]
