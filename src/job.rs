@@ -185,6 +185,7 @@ fn fresh_state(inputs: &Inputs, day: Day) -> State {
         refund_bases: BTreeMap::new(),
         transfer_sources: BTreeMap::new(),
         months: BTreeMap::new(),
+        month_files: BTreeMap::new(),
         focus: BTreeMap::new(),
     }
     .with_opening(inputs)
@@ -371,7 +372,9 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
         processing_rejects += out.rejects.len() as u64;
         rejects.extend(out.rejects);
     }
-    crate::monthly::add_sums_to_months(&mut next.months, sums);
+    for month in crate::monthly::add_sums_to_months(&mut next.months, sums) {
+        next.month_files.insert(month, day);
+    }
     stage("  month aggregates", &mut t);
     let ledger = Merged::new(ledger_parts);
     let voucher_usage = merge_in_processing_order(voucher_parts);
@@ -385,9 +388,9 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
         c.rejected += processing_rejects;
     }
 
-    // A close of month M needs M−5…M; the oldest close still to come is the previous month's.
-    let keep_from = (0..6).fold(day.month().prev(), |m, _| m.prev());
+    let keep_from = crate::state::months_kept_from(day);
     next.months.retain(|m, _| *m >= keep_from);
+    next.month_files.retain(|m, _| *m >= keep_from);
     // Kept as long as the month's aggregates, so a closed month can be closed again.
     next.focus.retain(|m, _| *m >= keep_from);
 
@@ -606,7 +609,7 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
         return Err(Failure::Refused(format!("month {month} can be closed once {needed} is settled")));
     };
     let mut t = std::time::Instant::now();
-    let state = store.load_without_usage_ids(last).map_err(Failure::Internal)?;
+    let state = store.load_for_close(last, month).map_err(Failure::Internal)?;
     stage("close: load state", &mut t);
     if month < state.first_day.month() {
         return Err(Failure::Refused(format!(
@@ -661,7 +664,7 @@ fn check_focus_against_merged_bill(
 fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif::ProgressBar) -> Result<(), Failure> {
     let settled = store.settled_days().map_err(Failure::Internal)?;
     let Some(&last) = settled.last() else { return Ok(()) };
-    let first_month = store.load_without_usage_ids(last).map_err(Failure::Internal)?.first_day.month();
+    let first_month = store.load_json(last).map_err(Failure::Internal)?.first_day.month();
     let closed = store.closed_months().map_err(Failure::Internal)?;
     let mut month = first_month;
     while month.next().first_day() <= last {

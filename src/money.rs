@@ -180,15 +180,29 @@ impl fmt::Debug for Money {
     }
 }
 
+/// Text ("12.30") in human-readable formats (the state JSON); the amount in fen as
+/// an integer in binary ones (the month aggregates).
 impl serde::Serialize for Money {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            debug_assert_eq!(self.0.scale(), 2, "Money must keep scale 2");
+            s.serialize_i128(self.0.mantissa())
+        }
     }
 }
 impl<'de> serde::Deserialize<'de> for Money {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-        let text = String::deserialize(d)?;
-        Money::parse(&text).map_err(|e| serde::de::Error::custom(format!("bad money {text:?}: {e}")))
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            Money::parse(&text).map_err(|e| serde::de::Error::custom(format!("bad money {text:?}: {e}")))
+        } else {
+            let fen = i128::deserialize(d)?;
+            Decimal::try_from_i128_with_scale(fen, 2)
+                .map(Money)
+                .map_err(|e| serde::de::Error::custom(format!("bad money of {fen} fen: {e}")))
+        }
     }
 }
 

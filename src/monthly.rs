@@ -93,8 +93,8 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
 /// Fold summed lines (one part per organization) into the month aggregates. The
 /// parts' keys become owned and sorted on all cores, and each month's maps are
 /// rebuilt by one merge of two sorted sequences. Sums are exact: the folding order
-/// does not change them.
-pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) {
+/// does not change them. Returns the months that received sums.
+pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) -> std::collections::BTreeSet<Month> {
     use rayon::prelude::*;
     let (mut merged, mut self_paid): (Vec<_>, Vec<_>) = parts
         .into_par_iter()
@@ -118,6 +118,7 @@ pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: 
     let mut self_paid: Vec<_> = self_paid.drain(..).flatten().collect();
     merged.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     self_paid.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let changed = merged.iter().map(|m| m.0).chain(self_paid.iter().map(|s| s.0)).collect();
     for run in merged.chunk_by_mut(|a, b| a.0 == b.0) {
         let aggregates = months.entry(run[0].0).or_default();
         let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), std::mem::take(v)));
@@ -128,6 +129,7 @@ pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: 
         let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), *v));
         aggregates.self_paid = merge_sorted(std::mem::take(&mut aggregates.self_paid), new, |a, b| *a += b);
     }
+    changed
 }
 
 /// `map` with sorted, distinct `new` entries added (values of equal keys combined).

@@ -143,8 +143,13 @@ pub struct State {
     pub refund_bases: BTreeMap<String, Bases>,
     pub transfer_sources: BTreeMap<String, TransferSource>,
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
-    /// close reads aggregates, never raw days.
+    /// close reads aggregates, never raw days. Kept in binary files beside the
+    /// state (`state/D.month-M.bin`, listed in `month_files`), not in the JSON.
+    #[serde(skip)]
     pub months: BTreeMap<Month, MonthAggregates>,
+    /// For each month in `months`, the day whose `state/D.month-M.bin` holds its
+    /// aggregates: a day writes only the months its lines changed.
+    pub month_files: BTreeMap<Month, Day>,
     /// The FOCUS rows of each month kept (see `FocusMonth`), so the close neither
     /// reads nor copies rows.
     pub focus: BTreeMap<Month, FocusMonth>,
@@ -209,6 +214,22 @@ mod as_pairs {
         let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
         Ok(pairs.into_iter().collect())
     }
+}
+
+/// The oldest month whose aggregates the state after `day` keeps: a close of M
+/// needs M−5…M, and the oldest close still to come is that of the month before.
+pub fn months_kept_from(day: Day) -> Month {
+    (0..6).fold(day.month().prev(), |m, _| m.prev())
+}
+
+/// A month's aggregates as stored in `state/D.month-M.bin` (postcard: varints,
+/// amounts in fen).
+pub fn encode_month(aggregates: &MonthAggregates) -> Vec<u8> {
+    postcard::to_allocvec(aggregates).expect("month aggregates encode")
+}
+
+pub fn decode_month(bytes: &[u8]) -> Result<MonthAggregates, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("unreadable month aggregates: {e}"))
 }
 
 impl State {
@@ -310,6 +331,34 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn month_aggregates_round_trip_through_their_binary_file_to_the_fen() {
+        let m = |text: &str| Money::parse(text).unwrap();
+        let mut a = MonthAggregates::default();
+        let sums = BillSums {
+            lines: 3,
+            list: m("123456789012345.67"),
+            discount: m("-0.01"),
+            payable: m("-99999999999999.99"),
+            voucher: m("0.00"),
+            cash: m("7.10"),
+            gift: m("0.05"),
+            credit: m("1.00"),
+        };
+        a.merged.insert(("org-1".into(), 100000000001, 100000000002, "payer".into(), "cvm".into(), "postpaid".into()), sums.clone());
+        a.merged.insert(("org,\"2".into(), 1, 2, "self".into(), "cos".into(), "refund".into()), BillSums::default());
+        a.self_paid.insert(("org-1".into(), 100000000002, "cvm".into()), m("-12.34"));
+        let bytes = encode_month(&a);
+        let back = decode_month(&bytes).unwrap();
+        assert_eq!(back, a);
+        let key = ("org-1".to_string(), 100000000001, 100000000002, "payer".to_string(), "cvm".to_string(), "postpaid".to_string());
+        assert_eq!(back.merged[&key].payable.to_string(), "-99999999999999.99");
+        assert_eq!(back.merged[&key].list.to_string(), "123456789012345.67");
+        // The JSON still spells amounts as text.
+        assert_eq!(serde_json::to_string(&m("-0.01")).unwrap(), "\"-0.01\"");
+        assert!(decode_month(&bytes[..bytes.len() - 1]).is_err(), "a cut file is refused");
+    }
 
     #[test]
     fn usage_ids_round_trip_through_per_day_files() {

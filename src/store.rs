@@ -82,20 +82,60 @@ impl Store {
             .collect())
     }
 
+    fn month_file(&self, day: Day, month: Month) -> PathBuf {
+        self.state_dir().join(format!("{day}.month-{month}.bin"))
+    }
+
+    /// The whole state after `day`: the JSON, every month's aggregates and the
+    /// remembered usage ids (read while the aggregates are decoded).
     pub fn load(&self, day: Day) -> Result<State, String> {
-        let mut state = self.load_without_usage_ids(day)?;
+        let mut state = self.load_json(day)?;
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
-        for d in days {
-            let ids_path = self.usage_ids_file(d);
-            let ids = fs::read(&ids_path).map_err(|e| io_error("cannot read", &ids_path, e))?;
-            state.seen.decode_usage_of(d, &ids).map_err(|e| format!("{}: {e}", ids_path.display()))?;
+        let (months, ids) = rayon::join(
+            || self.read_months(&state, |_| true),
+            || -> Result<Vec<(Day, Vec<u8>)>, String> {
+                days.iter()
+                    .map(|&d| {
+                        let path = self.usage_ids_file(d);
+                        fs::read(&path).map(|ids| (d, ids)).map_err(|e| io_error("cannot read", &path, e))
+                    })
+                    .collect()
+            },
+        );
+        state.months = months?;
+        for (d, ids) in ids? {
+            state.seen.decode_usage_of(d, &ids).map_err(|e| format!("{}: {e}", self.usage_ids_file(d).display()))?;
         }
         Ok(state)
     }
 
-    /// The state without its remembered usage ids (tens of millions for a month of
-    /// large days): what a close or a check of the last day needs.
-    pub fn load_without_usage_ids(&self, day: Day) -> Result<State, String> {
+    /// What a close of `month` needs of the state after `day`: the JSON and the
+    /// aggregates of `month` and the five months before it (no usage ids).
+    pub fn load_for_close(&self, day: Day, month: Month) -> Result<State, String> {
+        let mut state = self.load_json(day)?;
+        let first = (0..5).fold(month, |m, _| m.prev());
+        state.months = self.read_months(&state, |m| (first..=month).contains(&m))?;
+        Ok(state)
+    }
+
+    /// The aggregates of the state's months that `wanted` picks, decoded on all cores.
+    fn read_months(&self, state: &State, wanted: impl Fn(Month) -> bool) -> Result<BTreeMap<Month, crate::state::MonthAggregates>, String> {
+        use rayon::prelude::*;
+        let files: Vec<(Month, Day)> = state.month_files.iter().filter(|(m, _)| wanted(**m)).map(|(m, d)| (*m, *d)).collect();
+        files
+            .into_par_iter()
+            .map(|(month, d)| {
+                let path = self.month_file(d, month);
+                let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+                let aggregates = crate::state::decode_month(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((month, aggregates))
+            })
+            .collect()
+    }
+
+    /// The state's JSON only: no month aggregates, no usage ids (what deciding which
+    /// months to close needs).
+    pub fn load_json(&self, day: Day) -> Result<State, String> {
         let path = self.state_file(day);
         let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
         let state: State =
@@ -115,6 +155,7 @@ impl Store {
             failpoint("remove later state");
             fs::remove_file(&state).map_err(|e| io_error("cannot remove", &state, e))?;
             let _ = fs::remove_file(self.usage_ids_file(*d));
+            self.remove_month_files(|day, _| day == *d)?;
             remove_dir_if_present(&self.day_dir(*d))?;
         }
         Ok(later)
@@ -149,6 +190,22 @@ impl Store {
             // An earlier run of D may have left ids D no longer has.
             remove_if_present(&self.usage_ids_file(day))?;
         }
+        // The months the day changed, each aside then renamed; files an earlier run
+        // of D left for months this one did not change are removed.
+        {
+            use rayon::prelude::*;
+            let changed: Vec<(Month, &crate::state::MonthAggregates)> =
+                state.month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &state.months[m])).collect();
+            let encoded: Vec<(Month, Vec<u8>)> = changed.into_par_iter().map(|(m, a)| (m, crate::state::encode_month(a))).collect();
+            for (month, bytes) in encoded {
+                let tmp = self.state_dir().join(format!(".{day}.month-{month}.bin.tmp"));
+                write_synced(&tmp, &bytes)?;
+                failpoint("publish month aggregates");
+                let path = self.month_file(day, month);
+                fs::rename(&tmp, &path).map_err(|e| io_error("cannot publish", &path, e))?;
+            }
+            self.remove_month_files(|d, m| d == day && state.month_files.get(&m) != Some(&day))?;
+        }
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;
@@ -173,6 +230,34 @@ impl Store {
                 if d.month() < keep_ids_from {
                     remove_if_present(&self.usage_ids_file(d))?;
                 }
+            }
+        }
+        // Month aggregates written before `day`: a later state can list only the
+        // newest file of each month, and no month before those the state after
+        // `day` keeps.
+        let files = self.month_files()?;
+        let newest: BTreeMap<Month, Day> = files.iter().filter(|(d, _)| *d < day).map(|(d, m)| (*m, *d)).collect();
+        let keep_from = crate::state::months_kept_from(day);
+        self.remove_month_files(|d, m| d < day && (m < keep_from || newest.get(&m) != Some(&d)))
+    }
+
+    /// The month aggregate files there are, as (day written, month), ascending.
+    fn month_files(&self) -> Result<Vec<(Day, Month)>, String> {
+        let mut files: Vec<(Day, Month)> = entry_names(&self.state_dir())?
+            .iter()
+            .filter_map(|name| {
+                let (day, rest) = name.split_once(".month-")?;
+                Some((Day::parse(day)?, Month::parse(rest.strip_suffix(".bin")?)?))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn remove_month_files(&self, remove: impl Fn(Day, Month) -> bool) -> Result<(), String> {
+        for (d, m) in self.month_files()? {
+            if remove(d, m) {
+                remove_if_present(&self.month_file(d, m))?;
             }
         }
         Ok(())

@@ -49,15 +49,18 @@ fn a_closed_month_is_never_run_again() {
     let before = tree(out.path());
     // The close removed the states no run can start from again: those before Nov 1.
     // The usage ids first seen in October stay: November's states still remember
-    // them (Nov 1 accepted no new usage record, so it has no id file).
+    // them (Nov 1 accepted no new usage record, so it has no id file). October's
+    // aggregates are in the file Oct 31 wrote (Nov 1 settled no line).
     let states: Vec<&String> = before.keys().filter(|k| k.starts_with("state/")).collect();
     assert_eq!(
         states,
         [
             "state/2026-10-30.usage-ids",
+            "state/2026-10-31.month-2026-10.bin",
             "state/2026-10-31.usage-ids",
             "state/2026-11-01.json",
             "state/2026-11-02.json",
+            "state/2026-11-02.month-2026-11.bin",
             "state/2026-11-02.usage-ids",
             "state/focus-2026-11.csv"
         ]
@@ -66,6 +69,10 @@ fn a_closed_month_is_never_run_again() {
     let listed: Vec<String> = last.seen.usage_files.keys().map(|d| d.to_string()).collect();
     assert_eq!(listed, ["2026-10-30", "2026-10-31", "2026-11-02"]);
     assert_eq!(last.seen.usage.len() as u64, last.seen.usage_files.values().sum::<u64>());
+    let month_files: Vec<(String, String)> = last.month_files.iter().map(|(m, d)| (m.to_string(), d.to_string())).collect();
+    assert_eq!(month_files, [("2026-10".into(), "2026-10-31".into()), ("2026-11".into(), "2026-11-02".into())]);
+    assert_eq!(last.months.keys().map(|m| m.to_string()).collect::<Vec<_>>(), ["2026-10", "2026-11"]);
+    assert!(!last.months[&orgsettle::time::Month::parse("2026-11").unwrap()].merged.is_empty());
     for d in ["2026-10-31", "2026-11-01"] {
         let err = job::daily(&demo(), out.path(), day(d), quiet()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
