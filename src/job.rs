@@ -593,7 +593,9 @@ pub fn all_counts(counts: &BTreeMap<&'static str, FileCounts>) -> BTreeMap<&'sta
 
 /// `orgsettle close`: close month M after the first day of M+1 is settled (SPEC §11.3).
 pub fn close(input: &Path, out: &Path, month: Month, opts: Options) -> Result<(), Failure> {
+    let mut t = std::time::Instant::now();
     let inputs = Inputs::load(input)?;
+    stage("close: load inputs", &mut t);
     let store = Store::new(out);
     close_month(&inputs, &store, month, opts)?;
     if !opts.quiet {
@@ -618,16 +620,20 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
         )));
     }
     let merged = crate::monthly::merged_bill(&state.months, month);
-    let overview = crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true);
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
+    let (merged_csv, overview) = rayon::join(
+        || reports::merged_bill_csv(month, &inputs.snapshot, &merged),
+        || crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true),
+    );
+    stage("close: merged bill and overview", &mut t);
     let focus_body = match focus_rows.len {
         0 => Body::Bytes(focus::header().into_bytes()),
         len => Body::Link(store.focus_for_close(month, len).map_err(Failure::Internal)?),
     };
     let files: Vec<OutFile> = vec![
-        ("merged_bill.csv", Body::Bytes(reports::merged_bill_csv(month, &inputs.snapshot, &merged))),
+        ("merged_bill.csv", Body::Bytes(merged_csv)),
         ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
         ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
         ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),
@@ -646,7 +652,7 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
 fn check_focus_against_merged_bill(
     month: Month,
     focus: &crate::state::FocusMonth,
-    merged: &[(crate::state::BillKey, crate::state::BillSums)],
+    merged: &[(&crate::state::BillKey, &crate::state::BillSums)],
 ) -> Result<(), Failure> {
     let (billed, rows) = (focus.billed, focus.rows);
     let payable: Money = merged.iter().map(|(_, s)| s.payable).sum();

@@ -337,8 +337,8 @@ pub fn overview(
 }
 
 /// The merged bill of `month`: rows in key order.
-pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) -> Vec<(crate::state::BillKey, BillSums)> {
-    aggregates.get(&month).map(|a| a.merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) -> Vec<(&crate::state::BillKey, &BillSums)> {
+    aggregates.get(&month).map(|a| a.merged.iter().collect()).unwrap_or_default()
 }
 
 #[cfg(test)]

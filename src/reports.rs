@@ -236,7 +236,10 @@ pub fn rejects_csv(rejects: &[Reject]) -> Vec<u8> {
     finish(w)
 }
 
-pub fn merged_bill_csv(month: crate::time::Month, snapshot: &Snapshot, rows: &[(crate::state::BillKey, crate::state::BillSums)]) -> Vec<u8> {
+/// The merged bill, its rows rendered in chunks on all cores (same bytes as one
+/// writer: every chunk ends with a whole row).
+pub fn merged_bill_csv(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> Vec<u8> {
+    use rayon::prelude::*;
     let mut w = writer();
     w.write_record([
         "bill_month", "org_id", "bill_owner_uin", "member_uin", "member_name", "dept_id", "pay_mode", "product", "kind",
@@ -244,16 +247,27 @@ pub fn merged_bill_csv(month: crate::time::Month, snapshot: &Snapshot, rows: &[(
         "credit_amount",
     ])
     .expect("write header");
+    let mut out = finish(w);
+    let chunks: Vec<Vec<u8>> = rows.par_chunks(16 * 1024).map(|chunk| merged_bill_rows(month, snapshot, chunk)).collect();
+    out.reserve(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+fn merged_bill_rows(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> Vec<u8> {
+    let mut w = writer();
     let month = month.to_string();
-    for ((org_id, owner, member, pay_mode, product, kind), s) in rows {
-        let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.clone(), m.dept_id.clone())).unwrap_or_default();
+    for ((org_id, owner, member, pay_mode, product, kind), s) in rows.iter().map(|(k, s)| (*k, *s)) {
+        let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.as_str(), m.dept_id.as_str())).unwrap_or_default();
         w.write_record([
             month.as_str(),
             org_id,
             &owner.to_string(),
             &member.to_string(),
-            &name,
-            &dept,
+            name,
+            dept,
             pay_mode,
             product,
             kind,
