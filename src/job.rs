@@ -462,7 +462,12 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
 /// With `ORGSETTLE_TIMINGS` set, print how long each stage took (for profiling).
 pub(crate) fn stage(name: &str, since: &mut std::time::Instant) {
     if std::env::var_os("ORGSETTLE_TIMINGS").is_some() {
-        eprintln!("timing: {name}: {:.3} s", since.elapsed().as_secs_f64());
+        // The resident set after the stage (Linux), to see what holds memory.
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l["VmRSS:".len()..].trim().to_string()))
+            .unwrap_or_default();
+        eprintln!("timing: {name}: {:.3} s (RSS {rss})", since.elapsed().as_secs_f64());
     }
     *since = std::time::Instant::now();
 }
@@ -611,7 +616,7 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
         return Err(Failure::Refused(format!("month {month} can be closed once {needed} is settled")));
     };
     let mut t = std::time::Instant::now();
-    let state = store.load_for_close(last, month).map_err(Failure::Internal)?;
+    let (state, months) = store.load_for_close(last, month).map_err(Failure::Internal)?;
     stage("close: load state", &mut t);
     if month < state.first_day.month() {
         return Err(Failure::Refused(format!(
@@ -619,13 +624,13 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
             state.first_day
         )));
     }
-    let merged = crate::monthly::merged_bill(&state.months, month);
+    let merged = crate::monthly::merged_bill(&months, month);
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
     let (merged_csv, overview) = rayon::join(
         || reports::merged_bill_csv(month, &inputs.snapshot, &merged),
-        || crate::monthly::overview(&inputs.snapshot, &state.months, &inputs.reference.history, month, 6, true),
+        || crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true),
     );
     stage("close: merged bill and overview", &mut t);
     let focus_body = match focus_rows.len {
@@ -670,7 +675,7 @@ fn check_focus_against_merged_bill(
 fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif::ProgressBar) -> Result<(), Failure> {
     let settled = store.settled_days().map_err(Failure::Internal)?;
     let Some(&last) = settled.last() else { return Ok(()) };
-    let first_month = store.load_json(last).map_err(Failure::Internal)?.first_day.month();
+    let first_month = store.load_head(last).map_err(Failure::Internal)?.first_day.month();
     let closed = store.closed_months().map_err(Failure::Internal)?;
     let mut month = first_month;
     while month.next().first_day() <= last {

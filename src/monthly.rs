@@ -10,7 +10,7 @@ use crate::ids::Uin;
 use crate::money::Money;
 use crate::reference::HistoryRow;
 use crate::snapshot::{Org, Snapshot};
-use crate::state::{BillSums, MonthAggregates};
+use crate::state::{BillSums, MonthAggregates, Text};
 use crate::time::{Month, Ts};
 use std::collections::BTreeMap;
 
@@ -103,13 +103,13 @@ pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: 
                 .merged
                 .into_iter()
                 .map(|((month, org_id, owner, member, pay_mode, product, kind), sums)| {
-                    (month, (org_id.to_string(), owner, member, pay_mode.to_string(), product.to_string(), kind.to_string()), sums)
+                    (month, (Text::from(org_id), owner, member, Text::from(pay_mode), Text::from(product), Text::from(kind)), sums)
                 })
                 .collect();
             let self_paid: Vec<(Month, crate::state::SelfPaidKey, Money)> = part
                 .self_paid
                 .into_iter()
-                .map(|((month, org_id, member, product), total)| (month, (org_id.to_string(), member, product.to_string()), total))
+                .map(|((month, org_id, member, product), total)| (month, (Text::from(org_id), member, Text::from(product)), total))
                 .collect();
             (merged, self_paid)
         })
@@ -132,11 +132,12 @@ pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: 
     changed
 }
 
-/// `map` with sorted, distinct `new` entries added (values of equal keys combined).
-fn merge_sorted<K: Ord, V>(map: BTreeMap<K, V>, new: impl Iterator<Item = (K, V)>, combine: impl Fn(&mut V, V)) -> BTreeMap<K, V> {
-    let mut old = map.into_iter().peekable();
+/// Sorted, distinct `old` with sorted, distinct `new` entries added (values of
+/// equal keys combined).
+fn merge_sorted<K: Ord, V>(old: Vec<(K, V)>, new: impl Iterator<Item = (K, V)>, combine: impl Fn(&mut V, V)) -> Vec<(K, V)> {
+    let mut out = Vec::with_capacity(old.len() + new.size_hint().0);
+    let mut old = old.into_iter().peekable();
     let mut new = new.peekable();
-    let mut out = Vec::new();
     loop {
         let take_new = match (old.peek(), new.peek()) {
             (None, None) => break,
@@ -155,8 +156,7 @@ fn merge_sorted<K: Ord, V>(map: BTreeMap<K, V>, new: impl Iterator<Item = (K, V)
         };
         out.push(if take_new { new.next() } else { old.next() }.expect("peeked"));
     }
-    // Built from sorted entries in one pass.
-    out.into_iter().collect()
+    out
 }
 
 /// Add a day's ledger lines to the month aggregates.
@@ -240,8 +240,8 @@ fn month_data(
     let mut data: BTreeMap<(Uin, String), Money> = BTreeMap::new();
     if let Some(agg) = aggregates.get(&month) {
         // Keys sort by org first: read only this org's range.
-        let from = (org.org_id.clone(), 0, String::new());
-        for ((org_id, member, product), total) in agg.self_paid.range(from..) {
+        let from = agg.self_paid.partition_point(|((org_id, _, _), _)| org_id.as_str() < org.org_id.as_str());
+        for ((org_id, member, product), total) in &agg.self_paid[from..] {
             if org_id != &org.org_id {
                 break;
             }
@@ -249,7 +249,7 @@ fn month_data(
                 .member(*member)
                 .is_some_and(|m| m.uin != org.management_uin && m.joined_at > month.start());
             if !joined_late {
-                *data.entry((*member, product.clone())).or_default() += *total;
+                *data.entry((*member, product.to_string())).or_default() += *total;
             }
         }
     }
@@ -338,7 +338,7 @@ pub fn overview(
 
 /// The merged bill of `month`: rows in key order.
 pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) -> Vec<(&crate::state::BillKey, &BillSums)> {
-    aggregates.get(&month).map(|a| a.merged.iter().collect()).unwrap_or_default()
+    aggregates.get(&month).map(|a| a.merged.iter().map(|(k, v)| (k, v)).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]

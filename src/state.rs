@@ -185,35 +185,33 @@ impl From<BillSumsRow> for BillSums {
     }
 }
 
+/// Short key text (ids, codes): kept inline, without a heap allocation, up to 24
+/// bytes; ordered as `str`.
+pub type Text = compact_str::CompactString;
 /// (org_id, bill_owner_uin, member_uin, pay_mode, product, kind): the merged-bill key.
-pub type BillKey = (String, Uin, Uin, String, String, String);
+pub type BillKey = (Text, Uin, Uin, Text, Text, Text);
 /// (org_id, member_uin, product): the self-paid key.
-pub type SelfPaidKey = (String, Uin, String);
+pub type SelfPaidKey = (Text, Uin, Text);
 
+/// A month's aggregates as sorted lists (keys ascending and distinct): a day
+/// merges its sorted sums into them in one pass, and a close reads them in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthAggregates {
-    #[serde(with = "as_pairs")]
-    pub merged: BTreeMap<BillKey, BillSums>,
+    pub merged: Vec<(BillKey, BillSums)>,
     /// Self-paid totals that pass the line rules of §11.3 (the joined-in-month rule
     /// is applied when the overview is drawn).
-    #[serde(with = "as_pairs")]
-    pub self_paid: BTreeMap<SelfPaidKey, Money>,
+    pub self_paid: Vec<(SelfPaidKey, Money)>,
 }
 
-/// JSON object keys must be strings: store maps with tuple keys as [key, value] pairs.
-mod as_pairs {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
-    pub fn deserialize<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<K, V>, D::Error> {
-        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
-        Ok(pairs.into_iter().collect())
-    }
+/// What a close needs of a state's JSON: the rest (balances, remembered ids,
+/// transfer sources, tens of MB late in a month) is skipped, not built.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StateHead {
+    pub format: u32,
+    pub day: Day,
+    pub first_day: Day,
+    pub month_files: BTreeMap<Month, Day>,
+    pub focus: BTreeMap<Month, FocusMonth>,
 }
 
 /// The oldest month whose aggregates the state after `day` keeps: a close of M
@@ -229,7 +227,15 @@ pub fn encode_month(aggregates: &MonthAggregates) -> Vec<u8> {
 }
 
 pub fn decode_month(bytes: &[u8]) -> Result<MonthAggregates, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("unreadable month aggregates: {e}"))
+    let (aggregates, rest): (MonthAggregates, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| format!("unreadable month aggregates: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("unreadable month aggregates: {} bytes after the end", rest.len()));
+    }
+    if !aggregates.merged.windows(2).all(|w| w[0].0 < w[1].0) || !aggregates.self_paid.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Err("month aggregates out of key order".into());
+    }
+    Ok(aggregates)
 }
 
 impl State {
@@ -346,15 +352,18 @@ mod tests {
             gift: m("0.05"),
             credit: m("1.00"),
         };
-        a.merged.insert(("org-1".into(), 100000000001, 100000000002, "payer".into(), "cvm".into(), "postpaid".into()), sums.clone());
-        a.merged.insert(("org,\"2".into(), 1, 2, "self".into(), "cos".into(), "refund".into()), BillSums::default());
-        a.self_paid.insert(("org-1".into(), 100000000002, "cvm".into()), m("-12.34"));
+        // "org,\"2" sorts before "org-1" (',' < '-').
+        a.merged.push((("org,\"2".into(), 1, 2, "self".into(), "cos".into(), "refund".into()), BillSums::default()));
+        a.merged.push((("org-1".into(), 100000000001, 100000000002, "payer".into(), "cvm".into(), "postpaid".into()), sums.clone()));
+        a.self_paid.push((("org-1".into(), 100000000002, "cvm".into()), m("-12.34")));
         let bytes = encode_month(&a);
         let back = decode_month(&bytes).unwrap();
         assert_eq!(back, a);
-        let key = ("org-1".to_string(), 100000000001, 100000000002, "payer".to_string(), "cvm".to_string(), "postpaid".to_string());
-        assert_eq!(back.merged[&key].payable.to_string(), "-99999999999999.99");
-        assert_eq!(back.merged[&key].list.to_string(), "123456789012345.67");
+        assert_eq!(back.merged[1].1.payable.to_string(), "-99999999999999.99");
+        assert_eq!(back.merged[1].1.list.to_string(), "123456789012345.67");
+        let mut swapped = a.clone();
+        swapped.merged.swap(0, 1);
+        assert!(decode_month(&encode_month(&swapped)).unwrap_err().contains("out of key order"));
         // The JSON still spells amounts as text.
         assert_eq!(serde_json::to_string(&m("-0.01")).unwrap(), "\"-0.01\"");
         assert!(decode_month(&bytes[..bytes.len() - 1]).is_err(), "a cut file is refused");

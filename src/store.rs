@@ -8,7 +8,7 @@
 //! committed state records their length, and every run first cuts them back to it.
 
 use crate::focus::{self, MonthRows, MonthSink};
-use crate::state::{FocusMonth, State, STATE_FORMAT};
+use crate::state::{FocusMonth, MonthAggregates, State, StateHead, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -92,7 +92,7 @@ impl Store {
         let mut state = self.load_json(day)?;
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
         let (months, ids) = rayon::join(
-            || self.read_months(&state, |_| true),
+            || self.read_months(&state.month_files, |_| true),
             || -> Result<Vec<(Day, Vec<u8>)>, String> {
                 days.iter()
                     .map(|&d| {
@@ -111,17 +111,27 @@ impl Store {
 
     /// What a close of `month` needs of the state after `day`: the JSON and the
     /// aggregates of `month` and the five months before it (no usage ids).
-    pub fn load_for_close(&self, day: Day, month: Month) -> Result<State, String> {
-        let mut state = self.load_json(day)?;
+    pub fn load_for_close(&self, day: Day, month: Month) -> Result<(StateHead, BTreeMap<Month, MonthAggregates>), String> {
+        let head = self.load_head(day)?;
         let first = (0..5).fold(month, |m, _| m.prev());
-        state.months = self.read_months(&state, |m| (first..=month).contains(&m))?;
-        Ok(state)
+        let months = self.read_months(&head.month_files, |m| (first..=month).contains(&m))?;
+        Ok((head, months))
     }
 
-    /// The aggregates of the state's months that `wanted` picks, decoded on all cores.
-    fn read_months(&self, state: &State, wanted: impl Fn(Month) -> bool) -> Result<BTreeMap<Month, crate::state::MonthAggregates>, String> {
+    /// The state's head only (see `StateHead`).
+    pub fn load_head(&self, day: Day) -> Result<StateHead, String> {
+        let path = self.state_file(day);
+        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
+        let head: StateHead =
+            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        check_format(&path, head.format, head.day, day)?;
+        Ok(head)
+    }
+
+    /// The aggregates of the months that `wanted` picks, decoded on all cores.
+    fn read_months(&self, month_files: &BTreeMap<Month, Day>, wanted: impl Fn(Month) -> bool) -> Result<BTreeMap<Month, MonthAggregates>, String> {
         use rayon::prelude::*;
-        let files: Vec<(Month, Day)> = state.month_files.iter().filter(|(m, _)| wanted(**m)).map(|(m, d)| (*m, *d)).collect();
+        let files: Vec<(Month, Day)> = month_files.iter().filter(|(m, _)| wanted(**m)).map(|(m, d)| (*m, *d)).collect();
         files
             .into_par_iter()
             .map(|(month, d)| {
@@ -140,9 +150,7 @@ impl Store {
         let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
         let state: State =
             serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
-        if state.format != STATE_FORMAT || state.day != day {
-            return Err(format!("state {} has format {} for day {}, expected format {STATE_FORMAT} for {day}", path.display(), state.format, state.day));
-        }
+        check_format(&path, state.format, state.day, day)?;
         Ok(state)
     }
 
@@ -481,6 +489,13 @@ fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) ->
 
 fn sync_dir(path: &Path) -> Result<(), String> {
     fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io_error("cannot sync", path, e))
+}
+
+fn check_format(path: &Path, format: u32, found: Day, day: Day) -> Result<(), String> {
+    if format != STATE_FORMAT || found != day {
+        return Err(format!("state {} has format {format} for day {found}, expected format {STATE_FORMAT} for {day}", path.display()));
+    }
+    Ok(())
 }
 
 /// Cut a FOCUS month file back to its committed length.
