@@ -628,17 +628,15 @@ fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> R
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
-    let (merged_csv, overview) = rayon::join(
-        || reports::merged_bill_csv(month, &inputs.snapshot, &merged),
-        || crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true),
-    );
-    stage("close: merged bill and overview", &mut t);
+    let overview = crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true);
+    stage("close: overview", &mut t);
+    let (snapshot, merged) = (&inputs.snapshot, &merged);
     let focus_body = match focus_rows.len {
         0 => Body::Bytes(focus::header().into_bytes()),
         len => Body::Link(store.focus_for_close(month, len).map_err(Failure::Internal)?),
     };
     let files: Vec<OutFile> = vec![
-        ("merged_bill.csv", Body::Bytes(merged_csv)),
+        ("merged_bill.csv", Body::Stream(Box::new(move |w| reports::write_merged_bill(month, snapshot, merged, w)))),
         ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
         ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
         ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),

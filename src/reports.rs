@@ -236,27 +236,26 @@ pub fn rejects_csv(rejects: &[Reject]) -> Vec<u8> {
     finish(w)
 }
 
-/// The merged bill, its rows rendered in chunks on all cores (same bytes as one
-/// writer: every chunk ends with a whole row).
-pub fn merged_bill_csv(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> Vec<u8> {
-    use rayon::prelude::*;
-    let mut w = writer();
-    w.write_record([
+/// The merged bill, streamed to `w`, its rows rendered in chunks on all cores (same
+/// bytes as one writer: every chunk ends with a whole row).
+pub fn write_merged_bill(
+    month: crate::time::Month,
+    snapshot: &Snapshot,
+    rows: &[(&crate::state::BillKey, &crate::state::BillSums)],
+    w: &mut (dyn std::io::Write + Send),
+) -> std::io::Result<()> {
+    let mut head = writer();
+    head.write_record([
         "bill_month", "org_id", "bill_owner_uin", "member_uin", "member_name", "dept_id", "pay_mode", "product", "kind",
         "lines", "list_amount", "discount_amount", "payable_amount", "voucher_amount", "cash_amount", "gift_amount",
         "credit_amount",
     ])
     .expect("write header");
-    let mut out = finish(w);
-    let chunks: Vec<Vec<u8>> = rows.par_chunks(16 * 1024).map(|chunk| merged_bill_rows(month, snapshot, chunk)).collect();
-    out.reserve(chunks.iter().map(Vec::len).sum());
-    for chunk in chunks {
-        out.extend_from_slice(&chunk);
-    }
-    out
+    let head = String::from_utf8(finish(head)).expect("CSV of UTF-8 text is UTF-8");
+    write_in_parallel_chunks(&head, rows, |chunk, text| text.push_str(&merged_bill_rows(month, snapshot, chunk)), w)
 }
 
-fn merged_bill_rows(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> Vec<u8> {
+fn merged_bill_rows(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> String {
     let mut w = writer();
     let month = month.to_string();
     for ((org_id, owner, member, pay_mode, product, kind), s) in rows.iter().map(|(k, s)| (*k, *s)) {
@@ -282,7 +281,7 @@ fn merged_bill_rows(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&cr
         ])
         .expect("write row");
     }
-    finish(w)
+    String::from_utf8(finish(w)).expect("CSV of UTF-8 text is UTF-8")
 }
 
 pub fn overview_by_member_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {

@@ -197,10 +197,33 @@ pub type SelfPaidKey = (Text, Uin, Text);
 /// merges its sorted sums into them in one pass, and a close reads them in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthAggregates {
+    #[serde(deserialize_with = "exact_vec")]
     pub merged: Vec<(BillKey, BillSums)>,
     /// Self-paid totals that pass the line rules of §11.3 (the joined-in-month rule
     /// is applied when the overview is drawn).
+    #[serde(deserialize_with = "exact_vec")]
     pub self_paid: Vec<(SelfPaidKey, Money)>,
+}
+
+/// A list whose length the file states, allocated once (serde's own Vec grows
+/// by doubling past 1 MiB: a quarter of a close's memory). A corrupt length cannot
+/// reserve more than 2^22 entries up front.
+fn exact_vec<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    struct Exact<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Exact<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 22));
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Exact(std::marker::PhantomData))
 }
 
 /// What a close needs of a state's JSON: the rest (balances, remembered ids,
