@@ -64,7 +64,7 @@ def close_benchmark(rows):
     shutil.rmtree(out, ignore_errors=True)
     print(f"\nclose of 2026-10 (31 days of {rows:,} usage rows + the 1st): {statistics.median(times):.2f} s "
           f"(median of {RUNS}), peak RSS {max(rss):.0f} MiB; merged bill {bill_rows:,} rows; "
-          f"focus.csv {focus / 2**30:.2f} GiB copied from the days' files")
+          f"focus.csv {focus / 2**30:.2f} GiB (the month file, hard-linked, not copied)")
 
 
 def main():
