@@ -299,12 +299,17 @@ impl SeenIds {
     /// digest, 36 bytes each (id digest, content digest, day as days since
     /// 0001-01-01), little-endian.
     pub fn encode_usage_of(&self, day: Day) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_usage_of(day, &mut out).expect("writing to memory does not fail");
+        out
+    }
+
+    /// `encode_usage_of` streamed to `w`, eight shards at a time (encoded on all
+    /// cores): memory holds an eighth of the file, not all of it twice.
+    pub fn write_usage_of(&self, day: Day, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         use rayon::prelude::*;
-        let parts: Vec<Vec<u8>> = self
-            .usage
-            .shards
-            .par_iter()
-            .map(|shard| {
+        for group in self.usage.shards.chunks(8) {
+            let parts: Vec<Vec<u8>> = group.par_iter().map(|shard| {
                 let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().filter(|(_, s)| s.day == day).collect();
                 entries.sort_unstable_by_key(|e| *e.0);
                 let mut out = Vec::with_capacity(entries.len() * 36);
@@ -316,7 +321,11 @@ impl SeenIds {
                 out
             })
             .collect();
-        parts.concat()
+            for part in parts {
+                w.write_all(&part)?;
+            }
+        }
+        Ok(())
     }
 
     /// How many remembered ids were first accepted on `day`.

@@ -191,7 +191,11 @@ impl Store {
     pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
         if state.seen.usage_files.contains_key(&day) {
             let ids_tmp = self.state_dir().join(format!(".{day}.usage-ids.tmp"));
-            write_synced(&ids_tmp, &state.seen.encode_usage_of(day))?;
+            failpoint("create file");
+            let mut file = fs::File::create(&ids_tmp).map_err(|e| io_error("cannot create", &ids_tmp, e))?;
+            let mut halfway = Halfway { file: file.try_clone().map_err(|e| io_error("cannot open", &ids_tmp, e))?, writes: 0 };
+            state.seen.write_usage_of(day, &mut halfway).map_err(|e| io_error("cannot write", &ids_tmp, e))?;
+            file.flush().and_then(|()| file.sync_all()).map_err(|e| io_error("cannot sync", &ids_tmp, e))?;
             failpoint("publish usage ids");
             fs::rename(&ids_tmp, self.usage_ids_file(day)).map_err(|e| io_error("cannot publish", &ids_tmp, e))?;
         } else {
