@@ -118,14 +118,9 @@ impl Store {
         Ok((head, months))
     }
 
-    /// The state's head only (see `StateHead`).
+    /// The state's head only (see `StateHead`): what deciding which months to close needs.
     pub fn load_head(&self, day: Day) -> Result<StateHead, String> {
-        let path = self.state_file(day);
-        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
-        let head: StateHead =
-            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
-        check_format(&path, head.format, head.day, day)?;
-        Ok(head)
+        self.read_state_json(day, |h: &StateHead| (h.format, h.day))
     }
 
     /// The aggregates of the months that `wanted` picks, decoded on all cores.
@@ -143,15 +138,19 @@ impl Store {
             .collect()
     }
 
-    /// The state's JSON only: no month aggregates, no usage ids (what deciding which
-    /// months to close needs).
-    pub fn load_json(&self, day: Day) -> Result<State, String> {
+    /// The state's JSON only: no month aggregates, no usage ids.
+    fn load_json(&self, day: Day) -> Result<State, String> {
+        self.read_state_json(day, |s: &State| (s.format, s.day))
+    }
+
+    /// `state/D.json` read as `T`, whose (format, day) `stamp` gives are checked.
+    fn read_state_json<T: serde::de::DeserializeOwned>(&self, day: Day, stamp: impl Fn(&T) -> (u32, Day)) -> Result<T, String> {
         let path = self.state_file(day);
         let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
-        let state: State =
-            serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
-        check_format(&path, state.format, state.day, day)?;
-        Ok(state)
+        let value: T = serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        let (format, found) = stamp(&value);
+        check_format(&path, format, found, day)?;
+        Ok(value)
     }
 
     /// Remove the committed days after `day`, newest first (state before outputs, so
