@@ -1,13 +1,11 @@
 //! Money: ledger amounts (exactly two decimals, the fen) and rated amounts (full precision).
 //!
-//! SPEC §1.1. Ledger amounts are a newtype over `rust_decimal::Decimal` whose scale
-//! is always 2. Rated amounts are exact fixed-point integers at 16 fractional digits:
+//! SPEC §1.1. Ledger amounts are a whole number of fen in an `i64`. Rated amounts are exact fixed-point integers at 16 fractional digits:
 //! the product of two 8-digit inputs is exact at 16 digits, and an `i128` holds it
 //! with room to spare, where `Decimal`'s 96-bit mantissa would silently round any
 //! product above about 7.9e12. Rounding from rated to ledger happens only in
 //! [`Rated::round_to_money_half_away_from_zero`].
 
-use rust_decimal::Decimal;
 use std::fmt;
 use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
 
@@ -32,55 +30,41 @@ const fn pow10(n: u32) -> i128 {
 }
 
 /// A ledger amount: a whole number of fen, always written with two decimals.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Money(Decimal);
-
-impl Default for Money {
-    fn default() -> Money {
-        Money::ZERO
-    }
-}
+///
+/// Held as an `i64` count of fen (8 bytes, integer arithmetic): every ledger
+/// amount is bounded by the input limits well inside it, and arithmetic that
+/// would leave it is a broken invariant (a panic, mapped to exit 1 before
+/// anything is written). Until 2026-12-02 it was a `rust_decimal::Decimal` of
+/// scale 2 (16 bytes, slower arithmetic) already limited to this range on output.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Money(i64);
 
 impl Money {
-    pub const ZERO: Money = Money(Decimal::from_parts(0, 0, 0, false, 2));
+    pub const ZERO: Money = Money(0);
 
     pub fn from_fen(fen: i64) -> Money {
-        Money(Decimal::new(fen, 2))
+        Money(fen)
     }
 
-    /// The amount in fen. Ledger amounts are bounded by the input limits, so this
-    /// always fits; a value that did not would be a broken invariant.
+    /// The amount in fen.
     pub fn fen(self) -> i64 {
-        let mantissa = self.0.mantissa();
-        debug_assert_eq!(self.0.scale(), 2, "Money must keep scale 2");
-        i64::try_from(mantissa).expect("ledger amount out of i64 fen range")
+        self.0
     }
 
     pub fn is_zero(self) -> bool {
-        self.0.is_zero()
+        self.0 == 0
     }
     pub fn is_positive(self) -> bool {
-        self.0.is_sign_positive() && !self.0.is_zero()
+        self.0 > 0
     }
     pub fn is_negative(self) -> bool {
-        self.0.is_sign_negative() && !self.0.is_zero()
+        self.0 < 0
     }
     pub fn min(self, other: Money) -> Money {
-        if self <= other {
-            self
-        } else {
-            other
-        }
+        Money(self.0.min(other.0))
     }
     pub fn max(self, other: Money) -> Money {
-        if self >= other {
-            self
-        } else {
-            other
-        }
-    }
-    pub fn as_decimal(self) -> Decimal {
-        self.0
+        Money(self.0.max(other.0))
     }
 
     /// Parse a ledger amount written as a plain decimal that is a whole number of fen.
@@ -97,32 +81,24 @@ impl Money {
     }
 }
 
-fn normalized(d: Decimal) -> Money {
-    // Keep the scale at exactly 2 and never carry a negative zero.
-    let mut d = d;
-    d.rescale(2);
-    if d.is_zero() {
-        d.set_sign_positive(true);
-    }
-    Money(d)
-}
+const OUT_OF_RANGE: &str = "ledger amount out of i64 fen range";
 
 impl Add for Money {
     type Output = Money;
     fn add(self, rhs: Money) -> Money {
-        normalized(self.0 + rhs.0)
+        Money(self.0.checked_add(rhs.0).expect(OUT_OF_RANGE))
     }
 }
 impl Sub for Money {
     type Output = Money;
     fn sub(self, rhs: Money) -> Money {
-        normalized(self.0 - rhs.0)
+        Money(self.0.checked_sub(rhs.0).expect(OUT_OF_RANGE))
     }
 }
 impl Neg for Money {
     type Output = Money;
     fn neg(self) -> Money {
-        normalized(-self.0)
+        Money(self.0.checked_neg().expect(OUT_OF_RANGE))
     }
 }
 impl AddAssign for Money {
@@ -187,8 +163,7 @@ impl serde::Serialize for Money {
         if s.is_human_readable() {
             s.serialize_str(&self.to_string())
         } else {
-            debug_assert_eq!(self.0.scale(), 2, "Money must keep scale 2");
-            s.serialize_i128(self.0.mantissa())
+            s.serialize_i128(i128::from(self.0))
         }
     }
 }
@@ -199,9 +174,7 @@ impl<'de> serde::Deserialize<'de> for Money {
             Money::parse(&text).map_err(|e| serde::de::Error::custom(format!("bad money {text:?}: {e}")))
         } else {
             let fen = i128::deserialize(d)?;
-            Decimal::try_from_i128_with_scale(fen, 2)
-                .map(Money)
-                .map_err(|e| serde::de::Error::custom(format!("bad money of {fen} fen: {e}")))
+            i64::try_from(fen).map(Money).map_err(|_| serde::de::Error::custom(format!("bad money of {fen} fen: out of range")))
         }
     }
 }
