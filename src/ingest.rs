@@ -55,10 +55,16 @@ pub struct GroupKey {
     pub period_start: Ts,
 }
 
+impl GroupKey {
+    /// The end of the line's period (exclusive).
+    pub fn period_end(&self) -> Ts {
+        self.cycle.period_containing(self.period_start).1
+    }
+}
+
 /// The accepted usage records of one settlement line, summed exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageGroup {
-    pub period_end: Ts,
     pub list: Rated,
     pub priced: Rated,
     pub records: u64,
@@ -702,7 +708,6 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
         period_start,
     );
     let group = price_usage(contract, quantity, list_amount).map(|priced| UsageGroup {
-        period_end,
         list: Rated::from_exact8(list_amount),
         priced,
         records: 1,
