@@ -7,7 +7,7 @@
 use crate::monthly::LineSums;
 use crate::engine::{orphan_transfer, Event, EventKey, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
-use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE, USAGE_SHARDS};
+use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE, USAGE_SHARDS};
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
@@ -220,27 +220,30 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     stage("read day", &mut t);
     let DayInput { usage, orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
 
-    // Partition the day's records by organization.
+    // Partition the day's records by organization. The settlement lines stay
+    // (key, sums) pairs until their organization is settled, which turns them into
+    // events: the larger events of all organizations are never held at once.
     let mut events: Vec<Vec<Event>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
+    let mut lines: Vec<Vec<(GroupKey, UsageGroup)>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
     let org_of = |uin: Uin| snapshot.org_index_of(uin);
-    // Shard s holds the lines of organizations s, s + SHARDS, ...: build their
-    // events in parallel, then hand each organization its list.
-    let shard_events: Vec<Vec<Vec<Event>>> = usage
+    // Shard s holds the lines of organizations s, s + SHARDS, ...: split them in
+    // parallel, then hand each organization its list.
+    let shard_lines: Vec<Vec<Vec<(GroupKey, UsageGroup)>>> = usage
         .into_par_iter()
         .enumerate()
         .map(|(s, shard)| {
             let owned = (snapshot.orgs.len() + USAGE_SHARDS - 1 - s) / USAGE_SHARDS;
-            let mut local: Vec<Vec<Event>> = (0..owned).map(|_| Vec::new()).collect();
+            let mut local: Vec<Vec<(GroupKey, UsageGroup)>> = (0..owned).map(|_| Vec::new()).collect();
             for (key, group) in shard {
                 let o = org_of(key.owner_uin).expect("accepted usage has a known owner");
-                local[o / USAGE_SHARDS].push(Event::postpaid(key, group));
+                local[o / USAGE_SHARDS].push((key, group));
             }
             local
         })
         .collect();
-    for (s, local) in shard_events.into_iter().enumerate() {
+    for (s, local) in shard_lines.into_iter().enumerate() {
         for (i, list) in local.into_iter().enumerate() {
-            events[i * USAGE_SHARDS + s] = list;
+            lines[i * USAGE_SHARDS + s] = list;
         }
     }
     for order in orders {
@@ -325,8 +328,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     // Each organization's lines are also summed for the month aggregates there.
     let outputs: Vec<Result<(OrgOutput, LineSums), String>> = books
         .par_iter_mut()
-        .zip(events.into_par_iter())
-        .map(|(b, ev)| {
+        .zip(events.into_par_iter().zip(lines.into_par_iter()))
+        .map(|(b, (mut ev, org_lines))| {
+            ev.reserve_exact(org_lines.len());
+            ev.extend(org_lines.into_iter().map(|(key, group)| Event::postpaid(key, group)));
             let out = b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
             let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|(_, line)| line));
             Ok((out, sums))
