@@ -6,7 +6,7 @@
 
 use crate::engine::{LedgerLine, LineKind};
 use crate::monthly::merged_bill_owner;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Member, Snapshot};
 use crate::money::Money;
 use crate::time::{Month, Ts};
 
@@ -55,16 +55,16 @@ fn service_category(product: &str) -> &'static str {
 }
 
 /// Append the account's name (the uin when it has none) as a CSV field.
-fn push_name(out: &mut String, snapshot: &Snapshot, uin: u64) {
-    match snapshot.find(uin) {
-        Some((_, m)) if !m.name.is_empty() => push_field(out, &m.name),
+fn push_name(out: &mut String, member: Option<&Member>, uin: u64) {
+    match member {
+        Some(m) if !m.name.is_empty() => push_field(out, &m.name),
         _ => out.push_str(itoa::Buffer::new().format(uin)),
     }
 }
 
 /// Append `text` as one CSV field, quoted when it must be (RFC 4180).
 fn push_field(out: &mut String, text: &str) {
-    if text.contains([',', '"', '\n', '\r']) {
+    if needs_quotes(text) {
         out.push('"');
         out.push_str(&text.replace('"', "\"\""));
         out.push('"');
@@ -73,58 +73,124 @@ fn push_field(out: &mut String, text: &str) {
     }
 }
 
+fn needs_quotes(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
 /// Is the line on its organization's merged bill (and so a FOCUS row)?
 pub fn on_merged_bill(snapshot: &Snapshot, line: &LedgerLine) -> bool {
     snapshot.find(line.owner_uin).is_some_and(|(org, _)| merged_bill_owner(org, line).is_some())
 }
 
+/// The text of the instants a run of rows shares: its bill month's bounds, and
+/// the last charge period written (consecutive rows in processing order mostly
+/// share it).
+#[derive(Default)]
+struct Instants {
+    month: Option<(Month, String, String)>,
+    last: Option<(Ts, Ts, String, String)>,
+}
+
 /// Append the FOCUS row of a ledger line to `out` (with its newline); false, and
 /// nothing appended, when the line is not on the merged bill.
 pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine) -> bool {
-    use std::fmt::Write as _;
-    if !on_merged_bill(snapshot, line) {
+    write_row(out, snapshot, line, &mut Instants::default())
+}
+
+fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants: &mut Instants) -> bool {
+    let Some((org, owner)) = snapshot.find(line.owner_uin) else {
+        return false;
+    };
+    if merged_bill_owner(org, line).is_none() {
         return false;
     }
-    let order_id = line.order.as_ref().map(|o| o.0.as_str()).unwrap_or("");
+    let mut number = itoa::Buffer::new();
+    let order_id = line.order.as_deref().map(|o| o.0.as_str()).unwrap_or("");
     let (category, unit, start, end) = match (line.kind, line.period) {
         (LineKind::Postpaid, Some((_, start, end, _))) => ("Usage", "Units", start, end),
         (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
         _ => ("Purchase", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
     };
-    let description = match (line.kind, line.period) {
-        (LineKind::Postpaid, Some((cycle, _, _, records))) => format!("{} {} usage, {} record(s)", line.product, cycle, records),
-        (LineKind::Refund, _) => format!("{} refund of order {} to payer {}", line.product, order_id, line.responsible_uin),
-        _ => format!("{} prepaid order {}", line.product, order_id),
-    };
+    if instants.month.as_ref().is_none_or(|m| m.0 != line.bill_month) {
+        instants.month = Some((line.bill_month, utc(line.bill_month.end()), utc(line.bill_month.start())));
+    }
+    if instants.last.as_ref().is_none_or(|l| (l.0, l.1) != (start, end)) {
+        instants.last = Some((start, end, utc(end), utc(start)));
+    }
+    let (_, month_end, month_start) = instants.month.as_ref().expect("set above");
+    let (_, _, period_end, period_start) = instants.last.as_ref().expect("set above");
     line.payable_amount.write_to(out);
-    let _ = write!(out, ",{},", line.responsible_uin);
-    push_name(out, snapshot, line.responsible_uin);
+    out.push(',');
+    out.push_str(number.format(line.responsible_uin));
+    out.push(',');
+    let responsible = if line.responsible_uin == line.owner_uin { Some(owner) } else { snapshot.find(line.responsible_uin).map(|(_, m)| m) };
+    push_name(out, responsible, line.responsible_uin);
     out.push_str(",CNY,");
-    write_utc(line.bill_month.end(), out);
+    out.push_str(month_end);
     out.push(',');
-    write_utc(line.bill_month.start(), out);
-    let _ = write!(out, ",{category},{},", if line.is_late() { "Correction" } else { "" });
-    push_field(out, &description);
+    out.push_str(month_start);
     out.push(',');
-    write_utc(end, out);
+    out.push_str(category);
     out.push(',');
-    write_utc(start, out);
+    out.push_str(if line.is_late() { "Correction" } else { "" });
+    out.push(',');
+    // The description, written in place: its parts are product codes, cycles,
+    // ids and numbers, which never need quotes; quoted anyway if one did.
+    let description = out.len();
+    out.push_str(line.product);
+    match (line.kind, line.period) {
+        (LineKind::Postpaid, Some((cycle, _, _, records))) => {
+            out.push(' ');
+            out.push_str(cycle.as_str());
+            out.push_str(" usage, ");
+            out.push_str(number.format(records));
+            out.push_str(" record(s)");
+        }
+        (LineKind::Refund, _) => {
+            out.push_str(" refund of order ");
+            out.push_str(order_id);
+            out.push_str(" to payer ");
+            out.push_str(number.format(line.responsible_uin));
+        }
+        _ => {
+            out.push_str(" prepaid order ");
+            out.push_str(order_id);
+        }
+    }
+    if needs_quotes(&out[description..]) {
+        let text = out.split_off(description);
+        push_field(out, &text);
+    }
+    out.push(',');
+    out.push_str(period_end);
+    out.push(',');
+    out.push_str(period_start);
     out.push(',');
     line.payable_amount.write_to(out);
     out.push(',');
     (line.payable_amount - line.voucher_amount).write_to(out);
     out.push(',');
     line.list_amount.write_to(out);
-    let _ = write!(out, ",{PROVIDER_NAME},{PROVIDER_NAME},{PROVIDER_NAME},");
+    out.push(',');
+    for _ in 0..3 {
+        out.push_str(PROVIDER_NAME);
+        out.push(',');
+    }
     match (line.kind, line.quantity) {
-        (LineKind::Postpaid, Some(q)) => {
-            let _ = write!(out, "{q}");
-        }
+        (LineKind::Postpaid, Some(q)) => q.write_to(out),
         (LineKind::Postpaid, None) => out.push('0'),
         _ => out.push('1'),
     }
-    let _ = write!(out, ",{unit},{},{},{},", service_category(line.product), line.product, line.owner_uin);
-    push_name(out, snapshot, line.owner_uin);
+    out.push(',');
+    out.push_str(unit);
+    out.push(',');
+    out.push_str(service_category(line.product));
+    out.push(',');
+    out.push_str(line.product);
+    out.push(',');
+    out.push_str(number.format(line.owner_uin));
+    out.push(',');
+    push_name(out, Some(owner), line.owner_uin);
     out.push('\n');
     true
 }
@@ -178,8 +244,9 @@ pub fn write_focus_rows<'r, T: Sync>(
         }
     }
     let render = |chunk: &'r [T], text: &mut String| {
+        let mut instants = Instants::default();
         for row in chunk {
-            write_focus_row(text, snapshot, line(row));
+            write_row(text, snapshot, line(row), &mut instants);
         }
     };
     let mut months: Vec<MonthRows> = Vec::new();

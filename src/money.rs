@@ -250,18 +250,39 @@ impl Exact8 {
     }
 }
 
+impl Exact8 {
+    /// Append the shortest plain decimal (`12.5`, `-3`, `0.00000001`), as
+    /// `Display` writes it, without allocating (a FOCUS row writes one).
+    pub fn write_to(self, out: &mut String) {
+        let unit = pow10(INPUT_SCALE) as u128;
+        if self.0 < 0 {
+            out.push('-');
+        }
+        let abs = self.0.unsigned_abs();
+        out.push_str(itoa::Buffer::new().format(abs / unit));
+        let mut frac = abs % unit;
+        if frac != 0 {
+            let mut digits = INPUT_SCALE as usize;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
+            out.push('.');
+            let mut buffer = itoa::Buffer::new();
+            let text = buffer.format(frac);
+            for _ in text.len()..digits {
+                out.push('0');
+            }
+            out.push_str(&text);
+        }
+    }
+}
+
 impl fmt::Display for Exact8 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = pow10(INPUT_SCALE);
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        let frac = format!("{:08}", abs % unit as u128);
-        let frac = frac.trim_end_matches('0');
-        if frac.is_empty() {
-            write!(f, "{sign}{}", abs / unit as u128)
-        } else {
-            write!(f, "{sign}{}.{frac}", abs / unit as u128)
-        }
+        let mut text = String::with_capacity(40);
+        self.write_to(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -393,5 +414,25 @@ mod tests {
         assert_eq!(product.0, 123456789012_12345678i128 * 99999_99999999i128);
         assert_eq!(Exact8::parse("1.000000001"), Err(NumberError::Scale));
         assert_eq!(Exact8::parse("2.50000000").unwrap().to_string(), "2.5");
+    }
+    #[test]
+    fn exact8_is_written_as_the_shortest_plain_decimal() {
+        for (text, written) in [
+            ("0", "0"), ("12.5", "12.5"), ("-3", "-3"), ("0.00000001", "0.00000001"), ("-0.5", "-0.5"),
+            ("100.10000000", "100.1"), ("7.01020300", "7.010203"), ("999999999999999.99999999", "999999999999999.99999999"),
+        ] {
+            assert_eq!(Exact8::parse(text).unwrap().to_string(), written, "{text}");
+        }
+        // Every fractional digit position, both signs, against the plain formula.
+        for i in 0..2000i128 {
+            let v = Exact8((i * 7_919_993 - 5_000_000_000) * if i % 2 == 0 { 1 } else { 13 });
+            let unit = pow10(INPUT_SCALE);
+            let frac = format!("{:08}", v.0.unsigned_abs() % unit as u128);
+            let frac = frac.trim_end_matches('0');
+            let sign = if v.0 < 0 { "-" } else { "" };
+            let whole = v.0.unsigned_abs() / unit as u128;
+            let expected = if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") };
+            assert_eq!(v.to_string(), expected);
+        }
     }
 }
