@@ -83,6 +83,8 @@ def main():
         usage = os.path.join(path, "days", DAY, "usage.csv")
         out = os.path.join(WORK, "out")
         ours, ours_rss, duck, duck_rss, single = [], [], [], [], []
+        # 2 threads, DuckDB and 1 thread in rotation, so that the machine's drift
+        # over minutes (large on this shared VM) touches all three alike.
         for _ in range(RUNS):
             shutil.rmtree(out, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="2")
@@ -90,7 +92,6 @@ def main():
             ours.append(w); ours_rss.append(r)
             w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")])
             duck.append(w); duck_rss.append(r)
-        for _ in range(RUNS):
             shutil.rmtree(out, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="1")
             w, _ = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env)

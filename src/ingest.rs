@@ -278,7 +278,8 @@ enum UsageCheck {
     Refused(Refusal),
     Passed {
         id: u128,
-        content: u128,
+        /// The low 64 bits of the content digest (see `SeenUsage`).
+        content: u64,
         org: usize,
         key: GroupKey,
         /// None when the priced amount is outside the engine's exact range.
@@ -716,7 +717,7 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
     });
     UsageCheck::Passed {
         id: id_digest(record_id),
-        content: content_digest(f),
+        content: content_digest(f) as u64,
         org: org_index,
         key: GroupKey { owner_uin: owner, product, cycle, period_start },
         group,
