@@ -1,7 +1,6 @@
 //! `--format parquet`: the Parquet copies read back equal to the CSV files.
 #![cfg(feature = "parquet")]
 
-use crate::common::*;
 use orgsettle::job::{self, Options};
 use orgsettle::money::Exact8;
 use orgsettle::time::Ts;
