@@ -435,4 +435,20 @@ mod tests {
             assert_eq!(v.to_string(), expected);
         }
     }
+    #[test]
+    #[should_panic(expected = "ledger amount out of i64 fen range")]
+    fn money_arithmetic_beyond_the_fen_range_is_a_broken_invariant() {
+        let _ = Money::from_fen(i64::MAX) + Money::from_fen(1);
+    }
+
+    #[test]
+    fn money_is_whole_fen_with_two_decimals_within_the_input_limit() {
+        let m = Money::parse("-12.3").unwrap();
+        assert_eq!((m.fen(), m.to_string()), (-1230, "-12.30".to_string()));
+        assert_eq!((Money::parse("0.01").unwrap() - Money::parse("0.01").unwrap()).to_string(), "0.00");
+        // The input limit (15 integer digits) keeps every parsed amount far inside an i64.
+        assert_eq!(Money::parse("999999999999999.99").unwrap().fen(), 99_999_999_999_999_999);
+        assert_eq!(Money::parse("1000000000000000.00"), Err(NumberError::Range));
+        assert_eq!(Money::parse("0.001"), Err(NumberError::Scale));
+    }
 }
