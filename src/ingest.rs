@@ -16,7 +16,6 @@ use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
 use crate::state::{SeenIds, SeenUsage, UsageIds, ID_SHARDS};
 use crate::time::{Cycle, Day, Month, Ts};
-use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use rayon::prelude::*;
 use std::path::Path;
@@ -262,7 +261,69 @@ const USAGE_BATCH: usize = 1 << 16;
 pub const USAGE_SHARDS: usize = 64;
 
 /// The day's settlement lines (§5.3), shard `o % USAGE_SHARDS` holding organization `o`'s.
-pub type UsageShards = Vec<FxHashMap<GroupKey, UsageGroup>>;
+pub type UsageShards = Vec<LineShard>;
+
+/// The settlement lines of the organizations of one shard: each organization's in
+/// a list of its own (in the order the lines were first seen), found through a
+/// table of (organization, position) pairs. The table holds 8 bytes a line, not
+/// the line: a table of the lines themselves took ~230 bytes a line at its usual
+/// load and was copied whole at each growth, and every byte of it was touched
+/// for the first time at 10M rows (see BENCHMARKS.md); the lists are what the
+/// settlement consumes, so nothing is regrouped after reading.
+#[derive(Debug, Default)]
+pub struct LineShard {
+    table: hashbrown::HashTable<(u32, u32)>,
+    /// Indexed by `organization / USAGE_SHARDS`.
+    orgs: Vec<Vec<(GroupKey, UsageGroup)>>,
+}
+
+impl LineShard {
+    fn key_hash(key: &GroupKey) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(key)
+    }
+
+    /// Add one record's sums to its line; Err when a sum leaves the exact range.
+    fn add(&mut self, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
+        let hash = Self::key_hash(&key);
+        let orgs = &mut self.orgs;
+        let found = self.table.find(hash, |&(o, i)| orgs[o as usize][i as usize].0 == key).copied();
+        match found {
+            Some((o, i)) => {
+                let group = &mut orgs[o as usize][i as usize].1;
+                group.list = group.list.checked_add(part.list).ok_or(())?;
+                group.priced = group.priced.checked_add(part.priced).ok_or(())?;
+                group.records += 1;
+                group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
+            }
+            None => {
+                if orgs.len() <= local {
+                    orgs.resize_with(local + 1, Vec::new);
+                }
+                let position = u32::try_from(orgs[local].len()).expect("fewer than 2^32 lines in an organization");
+                orgs[local].push((key, part));
+                let entry = (u32::try_from(local).expect("organization index fits"), position);
+                self.table.insert_unique(hash, entry, |&(o, i)| Self::key_hash(&orgs[o as usize][i as usize].0));
+            }
+        }
+        Ok(())
+    }
+
+    /// The lists by `organization / USAGE_SHARDS` (shorter when the last
+    /// organizations have no lines).
+    pub fn into_orgs(self) -> Vec<Vec<(GroupKey, UsageGroup)>> {
+        self.orgs
+    }
+
+    /// How many lines the shard holds.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
 
 /// How a usage id compares with the ids remembered before it.
 #[derive(Clone, Copy)]
@@ -292,7 +353,7 @@ enum UsageCheck {
 /// grouped by organization shard in parallel.
 fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut DayInput) -> Result<(), UnusableFile> {
     let mut counts = FileCounts::default();
-    input.usage = (0..USAGE_SHARDS).map(|_| FxHashMap::default()).collect();
+    input.usage = (0..USAGE_SHARDS).map(|_| LineShard::default()).collect();
     let Some(mut reader) = RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id"))? else {
         input.counts.insert(USAGE_FILE, counts);
         return Ok(());
@@ -366,7 +427,7 @@ fn settle_usage_batch(
         seen_as[i as usize] = verdict;
     }
 
-    let mut accepted: Vec<Vec<(GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
+    let mut accepted: Vec<Vec<(usize, GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
     for ((row, check), seen_as) in batch.iter().zip(checks).zip(seen_as) {
         counts.rows += 1;
         let (line, record) = match row {
@@ -392,7 +453,7 @@ fn settle_usage_batch(
                 )),
                 Seen::New => match group {
                     Some(group) => {
-                        accepted[org % USAGE_SHARDS].push((key, group, line));
+                        accepted[org % USAGE_SHARDS].push((org / USAGE_SHARDS, key, group, line));
                         None
                     }
                     // Reachable only with absurd contract prices: refuse the row rather than round.
@@ -413,7 +474,7 @@ fn settle_usage_batch(
         .usage
         .par_iter_mut()
         .zip(accepted)
-        .filter_map(|(shard, rows)| rows.into_iter().find_map(|(key, group, line)| add_usage(shard, key, group).err().map(|()| line)))
+        .filter_map(|(shard, rows)| rows.into_iter().find_map(|(local, key, group, line)| shard.add(local, key, group).err().map(|()| line)))
         .min();
     match overflow {
         None => Ok(()),
@@ -422,21 +483,6 @@ fn settle_usage_batch(
             message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
         }),
     }
-}
-
-fn add_usage(usage: &mut FxHashMap<GroupKey, UsageGroup>, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
-    match usage.get_mut(&key) {
-        None => {
-            usage.insert(key, part);
-        }
-        Some(group) => {
-            group.list = group.list.checked_add(part.list).ok_or(())?;
-            group.priced = group.priced.checked_add(part.priced).ok_or(())?;
-            group.records += 1;
-            group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
-        }
-    }
-    Ok(())
 }
 
 /// Digest of the §-defined columns' text, for "identical content": xxh3-128 of

@@ -226,23 +226,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
     let mut events: Vec<Vec<Event>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
     let mut lines: Vec<Vec<(GroupKey, UsageGroup)>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
     let org_of = |uin: Uin| snapshot.org_index_of(uin);
-    // Shard s holds the lines of organizations s, s + SHARDS, ...: split them in
-    // parallel, then hand each organization its list.
-    let shard_lines: Vec<Vec<Vec<(GroupKey, UsageGroup)>>> = usage
-        .into_par_iter()
-        .enumerate()
-        .map(|(s, shard)| {
-            let owned = (snapshot.orgs.len() + USAGE_SHARDS - 1 - s) / USAGE_SHARDS;
-            let mut local: Vec<Vec<(GroupKey, UsageGroup)>> = (0..owned).map(|_| Vec::new()).collect();
-            for (key, group) in shard {
-                let o = org_of(key.owner_uin).expect("accepted usage has a known owner");
-                local[o / USAGE_SHARDS].push((key, group));
-            }
-            local
-        })
-        .collect();
-    for (s, local) in shard_lines.into_iter().enumerate() {
-        for (i, list) in local.into_iter().enumerate() {
+    // Shard s holds the lines of organizations s, s + SHARDS, ..., already in a
+    // list per organization: hand each organization its list.
+    for (s, shard) in usage.into_iter().enumerate() {
+        for (i, list) in shard.into_orgs().into_iter().enumerate() {
             lines[i * USAGE_SHARDS + s] = list;
         }
     }
