@@ -427,20 +427,78 @@ fn settle_usage_batch(
         seen_as[i as usize] = verdict;
     }
 
-    let mut accepted: Vec<Vec<(usize, GroupKey, UsageGroup, u64)>> = (0..USAGE_SHARDS).map(|_| Vec::new()).collect();
-    for ((row, check), seen_as) in batch.iter().zip(checks).zip(seen_as) {
+    // Each row's outcome, a part of the batch per task on all cores; the parts are
+    // joined in file order (this loop alone was a fifth of reading when serial).
+    let mut checks = checks;
+    let parts: Vec<BatchPart> = checks
+        .par_chunks_mut(ROWS_PER_PART)
+        .zip(batch.par_chunks(ROWS_PER_PART))
+        .zip(seen_as.par_chunks(ROWS_PER_PART))
+        .map(|((checks, rows), seen_as)| classify_usage_rows(rows, checks, seen_as, indices))
+        .collect();
+    let mut by_shard: Vec<Vec<Vec<AcceptedUsage>>> = (0..USAGE_SHARDS).map(|_| Vec::with_capacity(parts.len())).collect();
+    for part in parts {
+        counts.rows += part.counts.rows;
+        counts.accepted += part.counts.accepted;
+        counts.duplicates += part.counts.duplicates;
+        counts.rejected += part.counts.rejected;
+        input.rejects.extend(part.rejects);
+        for (shard, rows) in by_shard.iter_mut().zip(part.accepted) {
+            shard.push(rows);
+        }
+    }
+    // Each shard in line order; the first overflowing line (in file order) is reported.
+    let overflow = input
+        .usage
+        .par_iter_mut()
+        .zip(by_shard)
+        .filter_map(|(shard, parts)| {
+            parts.into_iter().flatten().find_map(|(local, key, group, line)| shard.add(local, key, group).err().map(|()| line))
+        })
+        .min();
+    match overflow {
+        None => Ok(()),
+        Some(line) => Err(UnusableFile {
+            file: USAGE_FILE.into(),
+            message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
+        }),
+    }
+}
+
+/// Rows of a batch classified by one task (see `settle_usage_batch`).
+const ROWS_PER_PART: usize = 4096;
+
+/// An accepted usage row: (organization / USAGE_SHARDS, line, sums, file line).
+type AcceptedUsage = (usize, GroupKey, UsageGroup, u64);
+
+/// The outcome of a part of a batch: its counts, its rejects in file order, and
+/// its accepted rows by line shard in file order.
+struct BatchPart {
+    counts: FileCounts,
+    rejects: Vec<Reject>,
+    accepted: Vec<Vec<AcceptedUsage>>,
+}
+
+fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_as: &[Seen], indices: &[Option<usize>]) -> BatchPart {
+    let mut part = BatchPart {
+        counts: FileCounts::default(),
+        rejects: Vec::new(),
+        accepted: (0..USAGE_SHARDS).map(|_| Vec::new()).collect(),
+    };
+    let counts = &mut part.counts;
+    for ((row, check), seen_as) in rows.iter().zip(checks.iter_mut()).zip(seen_as) {
         counts.rows += 1;
         let (line, record) = match row {
             RawRow::Bad { line, id, message } => {
                 counts.rejected += 1;
                 let reject = Reject { file: USAGE_FILE, line: *line, id: id.clone(), reason: Reason::BadRow, message: message.clone() };
-                input.rejects.push(reject);
+                part.rejects.push(reject);
                 continue;
             }
             RawRow::Record { line, record } => (*line, record),
         };
         let record_id = Fields::new(record, indices).get(0);
-        let refusal = match check.expect("records are checked") {
+        let refusal = match check.take().expect("records are checked") {
             UsageCheck::Refused(r) => Some(r),
             UsageCheck::Passed { org, key, group, .. } => match seen_as {
                 Seen::Same => {
@@ -453,7 +511,7 @@ fn settle_usage_batch(
                 )),
                 Seen::New => match group {
                     Some(group) => {
-                        accepted[org % USAGE_SHARDS].push((org / USAGE_SHARDS, key, group, line));
+                        part.accepted[org % USAGE_SHARDS].push((org / USAGE_SHARDS, key, group, line));
                         None
                     }
                     // Reachable only with absurd contract prices: refuse the row rather than round.
@@ -464,25 +522,12 @@ fn settle_usage_batch(
         match refusal {
             Some(r) => {
                 counts.rejected += 1;
-                input.rejects.push(Reject { file: USAGE_FILE, line, id: record_id.to_string(), reason: r.reason, message: r.message });
+                part.rejects.push(Reject { file: USAGE_FILE, line, id: record_id.to_string(), reason: r.reason, message: r.message });
             }
             None => counts.accepted += 1,
         }
     }
-    // Each shard in line order; the first overflowing line (in file order) is reported.
-    let overflow = input
-        .usage
-        .par_iter_mut()
-        .zip(accepted)
-        .filter_map(|(shard, rows)| rows.into_iter().find_map(|(local, key, group, line)| shard.add(local, key, group).err().map(|()| line)))
-        .min();
-    match overflow {
-        None => Ok(()),
-        Some(line) => Err(UnusableFile {
-            file: USAGE_FILE.into(),
-            message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
-        }),
-    }
+    part
 }
 
 /// Digest of the §-defined columns' text, for "identical content": xxh3-128 of
