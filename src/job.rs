@@ -201,7 +201,15 @@ impl State {
 }
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one).
-pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool) -> Result<DayResult, Failure> {
+/// `stage_ids` receives the remembered ids once the day's rows are read (to write
+/// the day's own aside); their table is dropped after it.
+pub fn settle_day(
+    inputs: &Inputs,
+    day: Day,
+    mut base: State,
+    fresh_start: bool,
+    stage_ids: &dyn Fn(&SeenIds) -> Result<(), String>,
+) -> Result<DayResult, Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
     // of millions late in a month), the month aggregates, refund bases and transfer
     // sources. `base` keeps what the books check compares against.
@@ -262,6 +270,12 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool)
         0 => next.seen.usage_files.remove(&day),
         n => next.seen.usage_files.insert(day, n),
     };
+    // The day's ids go to their file now (published by the commit); the rest of
+    // the day needs only their count, and the next day reads them from the files.
+    if next.seen.usage_files.contains_key(&day) {
+        stage_ids(&next.seen).map_err(Failure::Internal)?;
+    }
+    next.seen.usage = Default::default();
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
     for (id, source) in &next.transfer_sources {
@@ -468,7 +482,8 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
-    let mut result = settle_day(inputs, day, base, fresh)?;
+    let settled = settle_day(inputs, day, base, fresh, &|seen| store.stage_usage_ids(day, seen));
+    let mut result = settled.inspect_err(|_| store.discard_staged_usage_ids(day))?;
     stage("settle", &mut t);
     let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);
