@@ -713,18 +713,19 @@ impl<T: Sync + Send> Merged<T> {
             crate::engine::KeyPart::Uin(u) => *u,
             crate::engine::KeyPart::Id(_) => 0,
         };
-        let mut handles: Vec<(i64, u8, u64, u32, u32)> = parts
-            .iter()
-            .enumerate()
-            .flat_map(|(p, rows)| rows.iter().enumerate().map(move |(i, (k, _))| (k.time.0, k.rank, leading(k), p as u32, i as u32)))
-            .collect();
+        let mut handles: Vec<(i64, u8, u64, u32, u32)> =
+            crate::parallel::concat(parts.iter().collect(), (0, 0, 0, 0, 0), |rows| rows.len(), |p, rows, slot| {
+                for (i, ((k, _), to)) in rows.iter().zip(slot).enumerate() {
+                    *to = (k.time.0, k.rank, leading(k), p as u32, i as u32);
+                }
+            });
         handles.par_sort_unstable_by(|a, b| {
             (a.0, a.1, a.2)
                 .cmp(&(b.0, b.1, b.2))
                 .then_with(|| parts[a.3 as usize][a.4 as usize].0.cmp(&parts[b.3 as usize][b.4 as usize].0))
                 .then((a.3, a.4).cmp(&(b.3, b.4)))
         });
-        let order = handles.into_iter().map(|h| (h.3, h.4)).collect();
+        let order = handles.into_par_iter().map(|h| (h.3, h.4)).collect();
         Merged { parts, order }
     }
 }

@@ -21,4 +21,5 @@ pub mod checks;
 pub mod cli;
 pub mod monthly;
 pub mod focus;
+pub mod parallel;
 pub mod gen;

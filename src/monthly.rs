@@ -96,7 +96,7 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
 /// does not change them. Returns the months that received sums.
 pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) -> std::collections::BTreeSet<Month> {
     use rayon::prelude::*;
-    let (mut merged, mut self_paid): (Vec<_>, Vec<_>) = parts
+    let (merged, self_paid): (Vec<_>, Vec<_>) = parts
         .into_par_iter()
         .map(|part| {
             let merged: Vec<(Month, crate::state::BillKey, BillSums)> = part
@@ -114,8 +114,10 @@ pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: 
             (merged, self_paid)
         })
         .unzip();
-    let mut merged: Vec<_> = merged.drain(..).flatten().collect();
-    let mut self_paid: Vec<_> = self_paid.drain(..).flatten().collect();
+    // Joined on all cores: first touches of these pages were most of this stage.
+    let month = Month { year: 0, month: 1 };
+    let mut merged = crate::parallel::flatten(merged, (month, Default::default(), BillSums::default()));
+    let mut self_paid = crate::parallel::flatten(self_paid, (month, Default::default(), Money::ZERO));
     merged.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     self_paid.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let changed = merged.iter().map(|m| m.0).chain(self_paid.iter().map(|s| s.0)).collect();
