@@ -89,6 +89,9 @@ pub fn on_merged_bill(snapshot: &Snapshot, line: &LedgerLine) -> bool {
 struct Instants {
     month: Option<(Month, String, String)>,
     last: Option<(Ts, Ts, String, String)>,
+    /// The last owner looked up, with its (organization, member) indices:
+    /// consecutive rows are mostly one owner's products.
+    owner: Option<(crate::ids::Uin, usize, usize)>,
 }
 
 /// Append the FOCUS row of a ledger line to `out` (with its newline); false, and
@@ -98,9 +101,15 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
 }
 
 fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants: &mut Instants) -> bool {
-    let Some((org, owner)) = snapshot.find(line.owner_uin) else {
+    let location = match instants.owner {
+        Some((uin, o, m)) if uin == line.owner_uin => Some((o, m)),
+        _ => snapshot.locate(line.owner_uin),
+    };
+    let Some((o, m)) = location else {
         return false;
     };
+    instants.owner = Some((line.owner_uin, o, m));
+    let (org, owner) = (&snapshot.orgs[o], &snapshot.orgs[o].members[m]);
     if merged_bill_owner(org, line).is_none() {
         return false;
     }
@@ -243,11 +252,21 @@ pub fn write_focus_rows<'r, T: Sync>(
             self.inner.flush()
         }
     }
+    // Rows and Σ BilledCost of the month being written, summed as its rows are.
+    let totals = std::sync::Mutex::new((0u64, Money::ZERO));
     let render = |chunk: &'r [T], text: &mut String| {
         let mut instants = Instants::default();
+        let (mut count, mut billed) = (0u64, Money::ZERO);
         for row in chunk {
-            write_row(text, snapshot, line(row), &mut instants);
+            let line = line(row);
+            if write_row(text, snapshot, line, &mut instants) {
+                count += 1;
+                billed += line.payable_amount;
+            }
         }
+        let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals.0 += count;
+        totals.1 += billed;
     };
     let mut months: Vec<MonthRows> = Vec::new();
     let mut start = 0;
@@ -259,19 +278,16 @@ pub fn write_focus_rows<'r, T: Sync>(
         if months.last().is_some_and(|r| r.month >= month) {
             return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
         }
-        let (count, billed) = run
-            .par_iter()
-            .map(|row| line(row))
-            .filter(|l| on_merged_bill(snapshot, l))
-            .map(|l| (1u64, l.payable_amount))
-            .reduce(|| (0, Money::ZERO), |a, b| (a.0 + b.0, a.1 + b.1));
-        if count == 0 {
+        // A month none of whose lines is on a merged bill gets no file.
+        if !run.par_iter().any(|row| on_merged_bill(snapshot, line(row))) {
             continue;
         }
+        *totals.lock().unwrap_or_else(|e| e.into_inner()) = (0, Money::ZERO);
         sink.begin(month)?;
         let mut out = Counting { inner: &mut *sink, bytes: 0 };
-        crate::reports::write_in_parallel_chunks("", run, render, &mut out)?;
-        months.push(MonthRows { month, len: out.bytes, rows: count, billed });
+        crate::reports::write_in_parallel_chunks("", run, &render, &mut out)?;
+        let (rows, billed) = *totals.lock().unwrap_or_else(|e| e.into_inner());
+        months.push(MonthRows { month, len: out.bytes, rows, billed });
     }
     Ok(months)
 }
