@@ -313,31 +313,41 @@ impl SeenIds {
 
     /// `encode_usage_of` streamed to `w`, eight shards at a time (encoded on all
     /// cores): memory holds an eighth of the file, not all of it twice.
-    pub fn write_usage_of(&self, day: Day, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
         use rayon::prelude::*;
-        for group in self.usage.shards.chunks(8) {
-            let parts: Vec<Vec<u8>> = group.par_iter().map(|shard| {
-                let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().filter(|(_, s)| s.day == day).collect();
-                entries.sort_unstable_by_key(|e| *e.0);
-                let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
-                for (id, seen) in entries {
-                    out.extend_from_slice(&id.to_le_bytes());
-                    out.extend_from_slice(&seen.content.to_le_bytes());
-                    out.extend_from_slice(&seen.day.0.num_days_from_ce().to_le_bytes());
-                }
-                out
-            })
-            .collect();
-            for part in parts {
-                w.write_all(&part)?;
-            }
+        // Eight shards at a time are encoded on all cores while the eight before
+        // them are written.
+        let encode = |group: &[rustc_hash::FxHashMap<u128, SeenUsage>]| -> Vec<Vec<u8>> {
+            group
+                .par_iter()
+                .map(|shard| {
+                    let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().filter(|(_, s)| s.day == day).collect();
+                    entries.sort_unstable_by_key(|e| *e.0);
+                    let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
+                    for (id, seen) in entries {
+                        out.extend_from_slice(&id.to_le_bytes());
+                        out.extend_from_slice(&seen.content.to_le_bytes());
+                        out.extend_from_slice(&seen.day.0.num_days_from_ce().to_le_bytes());
+                    }
+                    out
+                })
+                .collect()
+        };
+        let write = |w: &mut (dyn std::io::Write + Send), parts: Vec<Vec<u8>>| parts.iter().try_for_each(|part| w.write_all(part));
+        let mut groups = self.usage.shards.chunks(8);
+        let mut pending = groups.next().map(encode).unwrap_or_default();
+        for group in groups {
+            let (written, encoded) = rayon::join(|| write(&mut *w, pending), || encode(group));
+            written?;
+            pending = encoded;
         }
-        Ok(())
+        write(w, pending)
     }
 
     /// How many remembered ids were first accepted on `day`.
     pub fn usage_count_of(&self, day: Day) -> u64 {
-        self.usage.shards.iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum()
+        use rayon::prelude::*;
+        self.usage.shards.par_iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum()
     }
 
     /// Add the ids of `day`'s file (as `encode_usage_of` wrote it).
