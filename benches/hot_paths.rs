@@ -2,7 +2,7 @@
 //! pricing, the waterfall, refund allocation and writing the ledger.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use orgsettle::engine::{LedgerLine, LineKind, LineStatus};
+use orgsettle::engine::{LedgerLine, LineKind, LineStatus, PostpaidUsage};
 use orgsettle::money::{Exact8, Money, Rated};
 use orgsettle::pricing::price_usage;
 use orgsettle::reference::{parse_tiers, Contract, ContractCycle, ContractKind, Voucher, VoucherScope};
@@ -78,8 +78,12 @@ fn ledger(c: &mut Criterion) {
         owner_uin: 100000000003,
         responsible_uin: 100000000002,
         product: "cvm".into(),
-        period: Some((Cycle::Hourly, Ts::parse("2026-11-01T10:00:00+08:00").unwrap(), Ts::parse("2026-11-01T11:00:00+08:00").unwrap(), 3)),
-        quantity: Some(Exact8::parse("3").unwrap()),
+        usage: Some(PostpaidUsage {
+            cycle: Cycle::Hourly,
+            start: Ts::parse("2026-11-01T10:00:00+08:00").unwrap(),
+            records: 3,
+            quantity: Exact8::parse("3").unwrap(),
+        }),
         order: None,
         list_amount: Money::from_fen(1583),
         discount_amount: Money::from_fen(475),

@@ -115,8 +115,8 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     }
     let mut number = itoa::Buffer::new();
     let order_id = line.order.as_deref().map(|o| o.0.as_str()).unwrap_or("");
-    let (category, unit, start, end) = match (line.kind, line.period) {
-        (LineKind::Postpaid, Some((_, start, end, _))) => ("Usage", "Units", start, end),
+    let (category, unit, start, end) = match (line.kind, line.usage) {
+        (LineKind::Postpaid, Some(usage)) => ("Usage", "Units", usage.start, line.charge_time),
         (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
         _ => ("Purchase", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
     };
@@ -147,12 +147,12 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     // ids and numbers, which never need quotes; quoted anyway if one did.
     let description = out.len();
     out.push_str(line.product);
-    match (line.kind, line.period) {
-        (LineKind::Postpaid, Some((cycle, _, _, records))) => {
+    match (line.kind, line.usage) {
+        (LineKind::Postpaid, Some(usage)) => {
             out.push(' ');
-            out.push_str(cycle.as_str());
+            out.push_str(usage.cycle.as_str());
             out.push_str(" usage, ");
-            out.push_str(number.format(records));
+            out.push_str(number.format(usage.records));
             out.push_str(" record(s)");
         }
         (LineKind::Refund, _) => {
@@ -185,8 +185,8 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         out.push_str(PROVIDER_NAME);
         out.push(',');
     }
-    match (line.kind, line.quantity) {
-        (LineKind::Postpaid, Some(q)) => q.write_to(out),
+    match (line.kind, line.usage) {
+        (LineKind::Postpaid, Some(usage)) => usage.quantity.write_to(out),
         (LineKind::Postpaid, None) => out.push('0'),
         _ => out.push('1'),
     }

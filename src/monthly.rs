@@ -28,8 +28,8 @@ pub fn merged_bill_owner(org: &Org, line: &LedgerLine) -> Option<(Uin, &'static 
 
 /// The instant a line was processed at: its period's last instant, or `created_at`.
 pub fn processing_time(line: &LedgerLine) -> Ts {
-    match (line.kind, line.period) {
-        (LineKind::Postpaid, Some((_, _, end, _))) => end.pred(),
+    match (line.kind, line.usage) {
+        (LineKind::Postpaid, Some(_)) => line.charge_time.pred(),
         _ => line.charge_time,
     }
 }

@@ -118,15 +118,15 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         out.push(',');
         out.push_str(l.product);
         out.push(',');
-        match l.period {
-            Some((cycle, start, end, records)) => {
-                out.push_str(cycle.as_str());
+        match l.usage {
+            Some(usage) => {
+                out.push_str(usage.cycle.as_str());
                 out.push(',');
-                start.write_to(out);
+                usage.start.write_to(out);
                 out.push(',');
-                end.write_to(out);
+                l.charge_time.write_to(out);
                 out.push_str(",,,");
-                out.push_str(numbers.format(records));
+                out.push_str(numbers.format(usage.records));
             }
             None => {
                 let (order_id, resource_id) = l.order.as_deref().map(|(o, r)| (o.as_str(), r.as_str())).unwrap_or(("", ""));
