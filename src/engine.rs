@@ -28,6 +28,9 @@ pub enum KeyPart {
     Postpaid(GroupKey),
 }
 
+/// The rank of postpaid usage events among the events of one instant (§4.4).
+const POSTPAID_RANK: u8 = 5;
+
 /// Processing order: time, then rank, then key. Unique across organizations, so it
 /// also orders the merged output files.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,7 +70,7 @@ impl Event {
         Event { key, body: if charge { EventBody::ChargeOrder(o) } else { EventBody::MoneyBack(o) } }
     }
     pub fn postpaid(key: GroupKey, group: UsageGroup) -> Event {
-        let k = EventKey { time: key.period_end().pred(), rank: 5, key: KeyPart::Postpaid(key.clone()) };
+        let k = EventKey { time: key.period_end().pred(), rank: POSTPAID_RANK, key: KeyPart::Postpaid(key.clone()) };
         Event { key: k, body: EventBody::Postpaid(key, group) }
     }
 }
@@ -264,10 +267,46 @@ pub struct TransferRow {
     pub moved: Option<Money>,
 }
 
+/// A ledger line with the key of the event that made it. A postpaid line's key is
+/// read from the line itself (period end, owner, product, cycle, period start):
+/// such lines are nearly all of a day's, and storing their keys took 56 bytes
+/// each. Any other line's key is stored.
+#[derive(Debug)]
+pub struct KeyedLine {
+    stored: Option<Box<EventKey>>,
+    pub line: LedgerLine,
+}
+
+impl KeyedLine {
+    pub fn new(key: &EventKey, line: LedgerLine) -> KeyedLine {
+        let stored = match Self::derived(&line) {
+            Some(derived) => {
+                assert!(&derived == key, "a postpaid line's key is its event's");
+                None
+            }
+            None => Some(Box::new(key.clone())),
+        };
+        KeyedLine { stored, line }
+    }
+
+    fn derived(line: &LedgerLine) -> Option<EventKey> {
+        let usage = line.usage?;
+        let group = GroupKey { owner_uin: line.owner_uin, product: line.product, cycle: usage.cycle, period_start: usage.start };
+        Some(EventKey { time: line.charge_time.pred(), rank: POSTPAID_RANK, key: KeyPart::Postpaid(group) })
+    }
+
+    pub fn key(&self) -> std::borrow::Cow<'_, EventKey> {
+        match &self.stored {
+            Some(key) => std::borrow::Cow::Borrowed(key),
+            None => std::borrow::Cow::Owned(Self::derived(&self.line).expect("a line without a stored key is postpaid")),
+        }
+    }
+}
+
 /// Everything one organization's day produced, each row with its event's key.
 #[derive(Default, Debug)]
 pub struct OrgOutput {
-    pub ledger: Vec<(EventKey, LedgerLine)>,
+    pub ledger: Vec<KeyedLine>,
     pub voucher_usage: Vec<(EventKey, VoucherUse)>,
     pub events: Vec<(EventKey, ServiceEvent)>,
     pub transfers: Vec<(EventKey, TransferRow)>,
@@ -466,7 +505,7 @@ impl<'a> OrgBooks<'a> {
             status: LineStatus::Settled,
         };
         line.check()?;
-        out.ledger.push((key.clone(), line));
+        out.ledger.push(KeyedLine::new(key, line));
         self.reevaluate(&[responsible], key, period_end, Trigger::Charge, out);
         Ok(())
     }
@@ -520,7 +559,7 @@ impl<'a> OrgBooks<'a> {
             status: if settles { LineStatus::Settled } else { LineStatus::PaymentFailed },
         };
         line.check()?;
-        out.ledger.push((key.clone(), line));
+        out.ledger.push(KeyedLine::new(key, line));
         if settles {
             self.reevaluate(&[responsible], key, o.created_at, Trigger::Charge, out);
         }
@@ -575,7 +614,7 @@ impl<'a> OrgBooks<'a> {
                 status: LineStatus::Settled,
             };
             line.check()?;
-            out.ledger.push((key.clone(), line));
+            out.ledger.push(KeyedLine::new(key, line));
         }
         self.reevaluate(&payers, key, o.created_at, Trigger::Refund, out);
         Ok(())

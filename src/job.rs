@@ -5,7 +5,7 @@
 //! has passed; a refused or failed run leaves the output directory as it was.
 
 use crate::monthly::LineSums;
-use crate::engine::{orphan_transfer, Event, EventKey, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
+use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
 use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE, USAGE_SHARDS};
 use crate::money::Money;
@@ -138,7 +138,7 @@ fn day_folders(dir: &Path) -> Result<BTreeSet<Day>, Vec<String>> {
 /// What one settled day produced, ready to be written.
 pub struct DayResult {
     pub state: State,
-    pub ledger: Merged<LedgerLine>,
+    pub ledger: Merged<KeyedLine>,
     pub voucher_usage: Vec<VoucherUse>,
     pub events: Vec<ServiceEvent>,
     pub transfers: Vec<TransferRow>,
@@ -334,7 +334,7 @@ pub fn settle_day(
             ev.reserve_exact(org_lines.len());
             ev.extend(org_lines.into_iter().map(|(key, group)| Event::postpaid(key, group)));
             let out = b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
-            let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|(_, line)| line));
+            let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|k| &k.line));
             Ok((out, sums))
         })
         .collect();
@@ -695,17 +695,51 @@ fn close_pending(inputs: &Inputs, store: &Store, opts: Options, bar: &indicatif:
     Ok(())
 }
 
+/// A row of an organization's output with the key of the event that made it.
+pub trait Keyed {
+    type Row;
+    fn key(&self) -> std::borrow::Cow<'_, EventKey>;
+    fn row(&self) -> &Self::Row;
+    fn into_row(self) -> Self::Row;
+}
+
+impl<T> Keyed for (EventKey, T) {
+    type Row = T;
+    fn key(&self) -> std::borrow::Cow<'_, EventKey> {
+        std::borrow::Cow::Borrowed(&self.0)
+    }
+    fn row(&self) -> &T {
+        &self.1
+    }
+    fn into_row(self) -> T {
+        self.1
+    }
+}
+
+impl Keyed for KeyedLine {
+    type Row = LedgerLine;
+    fn key(&self) -> std::borrow::Cow<'_, EventKey> {
+        KeyedLine::key(self)
+    }
+    fn row(&self) -> &LedgerLine {
+        &self.line
+    }
+    fn into_row(self) -> LedgerLine {
+        self.line
+    }
+}
+
 /// Rows of several parts (one per organization, each in processing order) in
 /// processing order, without moving them: the parts as settled, and the order as
 /// (part, position) handles. Rows of one event share a key and stay in their order
 /// (ties go to the part, then the position).
-pub struct Merged<T> {
-    parts: Vec<Vec<(EventKey, T)>>,
+pub struct Merged<R> {
+    parts: Vec<Vec<R>>,
     order: Vec<(u32, u32)>,
 }
 
-impl<T: Sync + Send> Merged<T> {
-    pub fn new(parts: Vec<Vec<(EventKey, T)>>) -> Merged<T> {
+impl<R: Keyed + Sync + Send> Merged<R> {
+    pub fn new(parts: Vec<Vec<R>>) -> Merged<R> {
         // (time, rank, leading uin of the key) decide almost every comparison
         // without touching the rows; the full key breaks the remaining ties.
         let leading = |k: &EventKey| match &k.key {
@@ -715,14 +749,15 @@ impl<T: Sync + Send> Merged<T> {
         };
         let mut handles: Vec<(i64, u8, u64, u32, u32)> =
             crate::parallel::concat(parts.iter().collect(), (0, 0, 0, 0, 0), |rows| rows.len(), |p, rows, slot| {
-                for (i, ((k, _), to)) in rows.iter().zip(slot).enumerate() {
-                    *to = (k.time.0, k.rank, leading(k), p as u32, i as u32);
+                for (i, (row, to)) in rows.iter().zip(slot).enumerate() {
+                    let k = row.key();
+                    *to = (k.time.0, k.rank, leading(&k), p as u32, i as u32);
                 }
             });
         handles.par_sort_unstable_by(|a, b| {
             (a.0, a.1, a.2)
                 .cmp(&(b.0, b.1, b.2))
-                .then_with(|| parts[a.3 as usize][a.4 as usize].0.cmp(&parts[b.3 as usize][b.4 as usize].0))
+                .then_with(|| parts[a.3 as usize][a.4 as usize].key().cmp(&parts[b.3 as usize][b.4 as usize].key()))
                 .then((a.3, a.4).cmp(&(b.3, b.4)))
         });
         let order = handles.into_par_iter().map(|h| (h.3, h.4)).collect();
@@ -730,7 +765,7 @@ impl<T: Sync + Send> Merged<T> {
     }
 }
 
-impl<T> Merged<T> {
+impl<R: Keyed> Merged<R> {
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -741,23 +776,24 @@ impl<T> Merged<T> {
     pub fn handles(&self) -> &[(u32, u32)] {
         &self.order
     }
-    pub fn get(&self, handle: (u32, u32)) -> &T {
-        &self.parts[handle.0 as usize][handle.1 as usize].1
+    pub fn get(&self, handle: (u32, u32)) -> &R::Row {
+        self.parts[handle.0 as usize][handle.1 as usize].row()
     }
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    pub fn iter(&self) -> impl Iterator<Item = &R::Row> {
         self.order.iter().map(|h| self.get(*h))
     }
     /// Every row, in no particular order, on all cores.
-    pub fn par_rows(&self) -> impl ParallelIterator<Item = &T>
+    pub fn par_rows(&self) -> impl ParallelIterator<Item = &R::Row>
     where
-        T: Sync,
+        R: Sync,
+        R::Row: Sync,
     {
-        self.parts.par_iter().flat_map_iter(|part| part.iter().map(|(_, row)| row))
+        self.parts.par_iter().flat_map_iter(|part| part.iter().map(Keyed::row))
     }
     /// The rows themselves, in processing order (for the small outputs).
-    pub fn into_vec(self) -> Vec<T> {
-        let mut slots: Vec<Vec<Option<T>>> =
-            self.parts.into_iter().map(|rows| rows.into_iter().map(|(_, row)| Some(row)).collect()).collect();
+    pub fn into_vec(self) -> Vec<R::Row> {
+        let mut slots: Vec<Vec<Option<R::Row>>> =
+            self.parts.into_iter().map(|rows| rows.into_iter().map(|r| Some(r.into_row())).collect()).collect();
         self.order.into_iter().map(|h| slots[h.0 as usize][h.1 as usize].take().expect("each row is taken once")).collect()
     }
 }
