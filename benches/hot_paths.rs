@@ -27,7 +27,7 @@ fn parsing(c: &mut Criterion) {
 
 fn pricing(c: &mut Criterion) {
     let tiered = Contract {
-        contract_id: "c".into(),
+        name: orgsettle::reference::ContractName::leak(1, "c"),
         owner_uin: 1,
         product: "cos".into(),
         cycle: ContractCycle::Postpaid(Cycle::Daily),
@@ -88,7 +88,7 @@ fn ledger(c: &mut Criterion) {
         list_amount: Money::from_fen(1583),
         discount_amount: Money::from_fen(475),
         payable_amount: Money::from_fen(1108),
-        contract: Some((100000000002, "c-fin".into())),
+        contract: Some(orgsettle::reference::ContractName::leak(100000000002, "c-fin")),
         voucher_amount: Money::from_fen(1108),
         cash_amount: Money::ZERO,
         gift_amount: Money::ZERO,

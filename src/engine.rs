@@ -146,7 +146,8 @@ pub struct LedgerLine {
     pub list_amount: Money,
     pub discount_amount: Money,
     pub payable_amount: Money,
-    pub contract: Option<(Uin, std::sync::Arc<str>)>,
+    /// The contract that priced the line (its pricing UIN and id); None = list.
+    pub contract: Option<crate::reference::ContractRef>,
     pub voucher_amount: Money,
     pub cash_amount: Money,
     pub gift_amount: Money,
@@ -551,7 +552,7 @@ impl<'a> OrgBooks<'a> {
             list_amount: list,
             discount_amount: list - payable,
             payable_amount: payable,
-            contract: contract.map(|c| (c.owner_uin, std::sync::Arc::clone(&c.contract_id))),
+            contract: contract.map(|c| c.name),
             voucher_amount: payment.voucher,
             cash_amount: payment.cash,
             gift_amount: payment.gift,

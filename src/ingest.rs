@@ -19,7 +19,6 @@ use crate::time::{Cycle, Day, Month, Ts};
 use std::collections::BTreeMap;
 use rayon::prelude::*;
 use std::path::Path;
-use std::sync::Arc;
 
 pub const USAGE_FILE: &str = "usage.csv";
 pub const ORDERS_FILE: &str = "orders.csv";
@@ -69,8 +68,8 @@ pub struct UsageGroup {
     pub records: u64,
     /// The sum of the records' quantities (FOCUS PricingQuantity).
     pub quantity: Exact8,
-    /// (pricing_uin, contract_id) of the contract that priced it; None = list.
-    pub contract: Option<(Uin, Arc<str>)>,
+    /// The contract that priced it; None = list.
+    pub contract: Option<crate::reference::ContractRef>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -804,7 +803,7 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
         priced,
         records: 1,
         quantity,
-        contract: contract.map(|c| (c.owner_uin, Arc::clone(&c.contract_id))),
+        contract: contract.map(|c| c.name),
     });
     UsageCheck::Passed {
         id: id_digest(record_id),

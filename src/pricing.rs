@@ -87,7 +87,7 @@ mod tests {
 
     fn contract(kind: ContractKind) -> Contract {
         Contract {
-            contract_id: "c".into(),
+            name: crate::reference::ContractName::leak(1, "c"),
             owner_uin: 1,
             product: "cvm".into(),
             cycle: ContractCycle::Postpaid(crate::time::Cycle::Hourly),

@@ -29,9 +29,27 @@ pub enum ContractKind {
     FixedPrice(Money),
 }
 
+/// A contract as a ledger line names it: its owner (the pricing UIN) and its id.
+/// Made once per contract when the reference data is loaded and never freed (as
+/// interned product codes are): the millions of lines of a day priced by it each
+/// hold one plain pointer, with no reference count for their threads to share.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ContractName {
+    pub owner_uin: Uin,
+    pub contract_id: Box<str>,
+}
+
+pub type ContractRef = &'static ContractName;
+
+impl ContractName {
+    pub fn leak(owner_uin: Uin, contract_id: &str) -> ContractRef {
+        Box::leak(Box::new(ContractName { owner_uin, contract_id: contract_id.into() }))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Contract {
-    pub contract_id: std::sync::Arc<str>,
+    pub name: ContractRef,
     pub owner_uin: Uin,
     pub product: String,
     pub cycle: ContractCycle,
@@ -208,7 +226,7 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
     let mut ids: HashMap<String, u64> = HashMap::new();
     read_strict(path, "contracts.csv", &columns, problems, |line, f, p| {
         let parsed = (|| -> Result<Contract, String> {
-            let contract_id: std::sync::Arc<str> = id_field(f[0], "contract_id")?.into();
+            let contract_id = id_field(f[0], "contract_id")?;
             let owner_uin = uin_in_snapshot(f[1], "owner_uin", snapshot)?;
             let product = product_field(f[2])?;
             let cycle = match f[3] {
@@ -250,13 +268,14 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
             if valid_to.is_some_and(|to| to <= valid_from) {
                 return Err("valid_from is not before valid_to".into());
             }
-            Ok(Contract { contract_id, owner_uin, product, cycle, kind, valid_from, valid_to })
+            let name = ContractName::leak(owner_uin, &contract_id);
+            Ok(Contract { name, owner_uin, product, cycle, kind, valid_from, valid_to })
         })();
         match parsed {
             Err(message) => p.at(line, message),
             Ok(c) => {
-                if let Some(first) = ids.insert(c.contract_id.to_string(), line) {
-                    p.at(line, format!("contract_id {} already appears on line {first}", c.contract_id));
+                if let Some(first) = ids.insert(c.name.contract_id.to_string(), line) {
+                    p.at(line, format!("contract_id {} already appears on line {first}", c.name.contract_id));
                 } else {
                     all.push((line, c));
                 }
@@ -269,14 +288,14 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
     }
     let mut ambiguous = Vec::new();
     for list in by_key.values_mut() {
-        list.sort_by(|a, b| a.1.valid_from.cmp(&b.1.valid_from).then(a.1.contract_id.cmp(&b.1.contract_id)));
+        list.sort_by(|a, b| a.1.valid_from.cmp(&b.1.valid_from).then(a.1.name.contract_id.cmp(&b.1.name.contract_id)));
         for i in 0..list.len() {
             for j in i + 1..list.len() {
                 let (a, b) = (&list[i].1, &list[j].1);
                 if a.valid_to.is_none_or(|to| b.valid_from < to) && b.valid_to.is_none_or(|to| a.valid_from < to) {
                     ambiguous.push(format!(
                         "contracts.csv line {}: contracts {} and {} (line {}) of owner {} for {} {:?} overlap: ambiguous price",
-                        list[j].0, a.contract_id, b.contract_id, list[i].0, a.owner_uin, a.product, a.cycle
+                        list[j].0, a.name.contract_id, b.name.contract_id, list[i].0, a.owner_uin, a.product, a.cycle
                     ));
                 }
             }

@@ -141,12 +141,12 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
             out.push(',');
             amount.write_to(out);
         }
-        match &l.contract {
-            Some((uin, id)) => {
+        match l.contract {
+            Some(contract) => {
                 out.push(',');
-                out.push_str(numbers.format(*uin));
+                out.push_str(numbers.format(contract.owner_uin));
                 out.push(',');
-                out.push_str(id);
+                out.push_str(&contract.contract_id);
             }
             None => out.push_str(",,"),
         }
