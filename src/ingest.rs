@@ -1001,3 +1001,50 @@ mod digest_tests {
         assert_ne!(content_digest(&Fields::new(&a, &indices)), content_digest(&Fields::new(&b, &indices)));
     }
 }
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    fn key(owner_uin: Uin, product: &str, hour: i64) -> GroupKey {
+        let start = Ts::parse("2026-11-01T00:00:00+08:00").unwrap();
+        GroupKey { owner_uin, product: intern_product(product), cycle: Cycle::Hourly, period_start: Ts(start.0 + hour * 3_600_000_000_000) }
+    }
+
+    fn part(list: &str, quantity: &str) -> UsageGroup {
+        let list = Exact8::parse(list).unwrap();
+        UsageGroup { list: Rated::from_exact8(list), priced: Rated::from_exact8(list), records: 1, quantity: Exact8::parse(quantity).unwrap(), contract: None }
+    }
+
+    #[test]
+    fn records_are_summed_into_one_line_per_key_in_their_organizations_list() {
+        let mut shard = LineShard::default();
+        shard.add(2, key(100000000011, "cvm", 0), part("1.25", "2")).unwrap();
+        shard.add(0, key(100000000001, "cvm", 0), part("0.10", "1")).unwrap();
+        shard.add(2, key(100000000011, "cvm", 1), part("3", "1")).unwrap();
+        shard.add(2, key(100000000011, "cvm", 0), part("0.00000001", "0.5")).unwrap();
+        assert_eq!(shard.len(), 3);
+        let orgs = shard.into_orgs();
+        assert_eq!(orgs.len(), 3);
+        assert_eq!(orgs[0].len(), 1);
+        assert!(orgs[1].is_empty());
+        // In the order first seen; the first line holds both of its records, exactly.
+        let (first_key, first) = &orgs[2][0];
+        assert_eq!(*first_key, key(100000000011, "cvm", 0));
+        assert_eq!(first.records, 2);
+        assert_eq!(first.list, Rated::from_exact8(Exact8::parse("1.25000001").unwrap()));
+        assert_eq!(first.quantity, Exact8::parse("2.5").unwrap());
+        assert_eq!(orgs[2][1].0, key(100000000011, "cvm", 1));
+    }
+
+    #[test]
+    fn a_sum_beyond_the_exact_range_is_an_error_not_a_wrapped_amount() {
+        let mut shard = LineShard::default();
+        // A third of what a rated amount can hold: the fourth record cannot be added.
+        let huge = UsageGroup { list: Rated::from_exact8(Exact8(i128::MAX / 300_000_000)), ..part("1", "1") };
+        for _ in 0..3 {
+            assert_eq!(shard.add(0, key(100000000001, "cos", 0), huge.clone()), Ok(()));
+        }
+        assert_eq!(shard.add(0, key(100000000001, "cos", 0), huge.clone()), Err(()));
+    }
+}
