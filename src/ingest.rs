@@ -347,6 +347,13 @@ enum UsageCheck {
     },
 }
 
+/// About how many usage ids the day folder `dir` brings (rows are about 140
+/// bytes), to size the id tables once.
+pub fn usage_ids_hint(dir: &Path) -> usize {
+    let size = std::fs::metadata(dir.join(USAGE_FILE)).map(|m| m.len()).unwrap_or(0);
+    (size / 140) as usize
+}
+
 /// Read `usage.csv`: batches are read while the previous one is checked, rows are
 /// checked in parallel, duplicates are decided in file order, and lines are
 /// grouped by organization shard in parallel.
@@ -358,9 +365,9 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut Day
         return Ok(());
     };
     counts.present = true;
-    // Room for the day's ids up front (rows are about 140 bytes): no rehashing.
-    let size = std::fs::metadata(dir.join(USAGE_FILE)).map(|m| m.len()).unwrap_or(0);
-    seen.usage.reserve((size / 140) as usize);
+    // Room for the day's ids up front: no rehashing (none at all when the state
+    // was loaded with `Store::load_for`, which made room for them already).
+    seen.usage.reserve(usage_ids_hint(dir));
     let indices = reader.indices().to_vec();
     let (mut current, mut next) = (Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH)?;

@@ -422,7 +422,10 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
     let earlier = settled.iter().filter(|d| **d < day).next_back().copied();
     let (base, fresh) = match earlier {
         None => (fresh_state(inputs, day), true),
-        Some(prev) if prev == day.prev() => (store.load(prev).map_err(Failure::Internal)?, false),
+        Some(prev) if prev == day.prev() => {
+            let extra = crate::ingest::usage_ids_hint(&inputs.dir.join("days").join(day.to_string()));
+            (store.load_for(prev, Some((day, extra))).map_err(Failure::Internal)?, false)
+        }
         Some(prev) => {
             return Err(Failure::Refused(format!(
                 "day {day} needs the state after {}, but the last settled day before it is {prev}: settle {} first",

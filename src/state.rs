@@ -107,6 +107,20 @@ impl UsageIds {
             s.reserve(additional / ID_SHARDS + 1);
         }
     }
+    /// Make room for `total` ids in all (on an empty table): each shard gets its
+    /// share and four standard deviations more (ids are digests, spread evenly by
+    /// the top bits), so that no shard outgrows its table while they are added.
+    pub fn reserve_total(&mut self, total: usize) {
+        let share = total / ID_SHARDS;
+        let margin = 4 * (share as f64).sqrt() as usize + 16;
+        for s in &mut self.shards {
+            s.reserve((share + margin).saturating_sub(s.len()));
+        }
+    }
+    /// How many ids the tables have room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.capacity()).sum()
+    }
     pub fn shards_mut(&mut self) -> &mut [rustc_hash::FxHashMap<u128, SeenUsage>] {
         &mut self.shards
     }
@@ -386,6 +400,22 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_sized_for_a_total_do_not_grow_while_it_is_added() {
+        for total in [0usize, 1, 1000, 200_000, 3584 * ID_SHARDS] {
+            let mut ids = UsageIds::default();
+            ids.reserve_total(total);
+            let room = ids.capacity();
+            assert!(room >= total);
+            let day = Day(chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+            for i in 0..total as u64 {
+                ids.insert(xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()), SeenUsage { day, content: i });
+            }
+            assert_eq!(ids.len(), total);
+            assert_eq!(ids.capacity(), room, "{total} ids");
+        }
+    }
 
     #[test]
     fn month_aggregates_round_trip_through_their_binary_file_to_the_fen() {

@@ -89,23 +89,41 @@ impl Store {
     /// The whole state after `day`: the JSON, every month's aggregates and the
     /// remembered usage ids (read while the aggregates are decoded).
     pub fn load(&self, day: Day) -> Result<State, String> {
+        self.load_for(day, None)
+    }
+
+    /// The state after `day`; with `Some((next, extra))`, as day `next` starts from
+    /// it: only the usage ids `next` still remembers (§4.2: those of its month and
+    /// the month before) are read, and the id tables are sized once for them and
+    /// about `extra` more (the day's own). Tables grown file by file doubled several
+    /// times, and the memory of each outgrown table stayed with the process: 3.6 GB
+    /// resident after loading a month of 1M-row days (BENCHMARKS.md).
+    pub fn load_for(&self, day: Day, next: Option<(Day, usize)>) -> Result<State, String> {
         let mut state = self.load_json(day)?;
+        if let Some((next, extra)) = next {
+            let from = next.month().prev();
+            state.seen.usage_files.retain(|d, _| d.month() >= from);
+            let remembered: u64 = state.seen.usage_files.values().sum();
+            state.seen.usage.reserve_total(remembered as usize + extra);
+        }
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
+        // Each id file is decoded as soon as it is read and then dropped (holding
+        // them all until the end was 870 MB more after a month of 1M-row days).
+        let mut seen = std::mem::take(&mut state.seen);
         let (months, ids) = rayon::join(
             || self.read_months(&state.month_files, |_| true),
-            || -> Result<Vec<(Day, Vec<u8>)>, String> {
-                days.iter()
-                    .map(|&d| {
-                        let path = self.usage_ids_file(d);
-                        fs::read(&path).map(|ids| (d, ids)).map_err(|e| io_error("cannot read", &path, e))
-                    })
-                    .collect()
+            || -> Result<(), String> {
+                for &d in &days {
+                    let path = self.usage_ids_file(d);
+                    let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+                    seen.decode_usage_of(d, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                Ok(())
             },
         );
         state.months = months?;
-        for (d, ids) in ids? {
-            state.seen.decode_usage_of(d, &ids).map_err(|e| format!("{}: {e}", self.usage_ids_file(d).display()))?;
-        }
+        ids?;
+        state.seen = seen;
         Ok(state)
     }
 
