@@ -173,7 +173,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<Day
     let mut input = DayInput::default();
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
-    seen.usage.retain(|s| s.day.month() >= month.prev());
+    seen.usage.retain_days(|d| d.month() >= month.prev());
     seen.usage_files.retain(|d, _| d.month() >= month.prev());
 
     read_usage(dir, ctx, seen, &mut input)?;
@@ -409,12 +409,15 @@ fn settle_usage_batch(
     let verdicts: Vec<Vec<(u32, Seen)>> = seen
         .usage
         .shards_mut()
-        .par_iter_mut()
+        .into_par_iter()
         .zip(by_shard)
-        .map(|(shard, rows)| {
+        .map(|((remembered, shard), rows)| {
             rows.into_iter()
                 .map(|i| {
                     let Some(UsageCheck::Passed { id, content, .. }) = &checks[i as usize] else { unreachable!("passed rows") };
+                    if let Some(earlier) = remembered.get(*id) {
+                        return (i, if earlier.content == *content { Seen::Same } else { Seen::Different });
+                    }
                     let verdict = match shard.entry(*id) {
                         std::collections::hash_map::Entry::Occupied(e) if e.get().content == *content => Seen::Same,
                         std::collections::hash_map::Entry::Occupied(_) => Seen::Different,

@@ -67,49 +67,149 @@ pub struct SeenIds {
 /// How many shards usage ids are kept in.
 pub const ID_SHARDS: usize = 64;
 
-/// Remembered usage ids in `ID_SHARDS` tables by the top bits of the id digest:
-/// the shards are checked and written in parallel, and the concatenation of the
-/// sorted shards is sorted by digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Usage ids in `ID_SHARDS` shards by the top bits of the id digest: the shards
+/// are checked and written in parallel, and the concatenation of the sorted
+/// shards is sorted by digest.
+///
+/// Two tiers. The ids of earlier days (read from their files) are `remembered`:
+/// per shard a sorted array, 28 bytes an id with no empty slots, found through an
+/// index of where each prefix of the digest starts; they never change during a
+/// run. The ids added by the run (the day's own) go to hash tables, 32 bytes an
+/// entry in tables at most 7/8 full. Holding every remembered id in hash tables
+/// took ~70 bytes an id at their usual load (two months of 10M-row days would not
+/// fit in this machine's memory; BENCHMARKS.md).
+#[derive(Clone, Debug)]
 pub struct UsageIds {
+    remembered: Vec<RememberedShard>,
+    /// The days whose ids are in `remembered` (a day not listed has none there).
+    remembered_days: std::collections::BTreeSet<Day>,
     shards: Vec<rustc_hash::FxHashMap<u128, SeenUsage>>,
+}
+
+/// One remembered id; packed: 28 bytes, not 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
+struct RememberedId {
+    id: u128,
+    content: u64,
+    day: Day,
+}
+
+/// The remembered ids of one shard, sorted by id once all files are read.
+#[derive(Clone, Debug, Default)]
+pub struct RememberedShard {
+    ids: Vec<RememberedId>,
+    /// Bits of the digest below the shard's that `starts` is indexed by.
+    bits: u32,
+    /// `starts[p]..starts[p + 1]`: the ids whose next `bits` bits are `p`.
+    starts: Vec<u32>,
+}
+
+impl RememberedShard {
+    fn prefix(&self, id: u128) -> usize {
+        if self.bits == 0 {
+            0
+        } else {
+            ((id << ID_SHARDS.trailing_zeros()) >> (128 - self.bits)) as usize
+        }
+    }
+
+    /// Sort the ids, refuse an id held twice, and index them.
+    fn finish(&mut self) -> Result<(), String> {
+        self.ids.sort_unstable_by_key(|e| e.id);
+        if self.ids.windows(2).any(|w| w[0].id == w[1].id) {
+            return Err("the usage id files repeat an id".into());
+        }
+        // About eight ids a prefix, at most 2^16 prefixes.
+        self.bits = ((self.ids.len() / 8).max(1).ilog2() + 1).min(16);
+        let mut starts = vec![0u32; (1 << self.bits) + 1];
+        for e in &self.ids {
+            starts[self.prefix(e.id) + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        self.starts = starts;
+        Ok(())
+    }
+
+    /// The remembered record of `id`, if any.
+    pub fn get(&self, id: u128) -> Option<SeenUsage> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        assert!(!self.starts.is_empty(), "remembered usage ids are indexed (finish_decoding) before they are looked up");
+        let p = self.prefix(id);
+        let run = &self.ids[self.starts[p] as usize..self.starts[p + 1] as usize];
+        run.binary_search_by_key(&id, |e| e.id).ok().map(|i| SeenUsage { day: run[i].day, content: run[i].content })
+    }
 }
 
 impl Default for UsageIds {
     fn default() -> UsageIds {
-        UsageIds { shards: (0..ID_SHARDS).map(|_| Default::default()).collect() }
+        UsageIds {
+            remembered: (0..ID_SHARDS).map(|_| Default::default()).collect(),
+            remembered_days: Default::default(),
+            shards: (0..ID_SHARDS).map(|_| Default::default()).collect(),
+        }
     }
 }
+
+/// Equal when they hold the same ids with the same records, in whichever tier.
+impl PartialEq for UsageIds {
+    fn eq(&self, other: &UsageIds) -> bool {
+        self.len() == other.len() && self.entries().all(|(id, seen)| other.get(id) == Some(seen))
+    }
+}
+
+impl Eq for UsageIds {}
 
 impl UsageIds {
     pub fn shard_of(id: u128) -> usize {
         (id >> (128 - ID_SHARDS.trailing_zeros())) as usize
     }
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
+        self.remembered.iter().map(|s| s.ids.len()).sum::<usize>() + self.shards.iter().map(|s| s.len()).sum::<usize>()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn get(&self, id: u128) -> Option<&SeenUsage> {
-        self.shards[Self::shard_of(id)].get(&id)
+    pub fn get(&self, id: u128) -> Option<SeenUsage> {
+        let s = Self::shard_of(id);
+        self.remembered[s].get(id).or_else(|| self.shards[s].get(&id).copied())
     }
+    /// Every id with its record, remembered ones first.
+    fn entries(&self) -> impl Iterator<Item = (u128, SeenUsage)> + '_ {
+        let remembered = self.remembered.iter().flat_map(|s| s.ids.iter().map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
+        remembered.chain(self.shards.iter().flat_map(|s| s.iter().map(|(id, seen)| (*id, *seen))))
+    }
+    /// Add an id that is not held yet (the day's tier).
     pub fn insert(&mut self, id: u128, seen: SeenUsage) {
+        debug_assert!(self.get(id).is_none(), "an id is added once");
         self.shards[Self::shard_of(id)].insert(id, seen);
     }
-    pub fn retain(&mut self, keep: impl Fn(&SeenUsage) -> bool + Sync) {
+    /// Keep the ids first accepted on the days `keep` keeps.
+    pub fn retain_days(&mut self, keep: impl Fn(Day) -> bool + Sync) {
         use rayon::prelude::*;
-        self.shards.par_iter_mut().for_each(|s| s.retain(|_, v| keep(v)));
+        self.shards.par_iter_mut().for_each(|s| s.retain(|_, v| keep(v.day)));
+        if self.remembered_days.iter().all(|&d| keep(d)) {
+            return;
+        }
+        self.remembered_days.retain(|&d| keep(d));
+        self.remembered.par_iter_mut().for_each(|s| {
+            s.ids.retain(|e| keep(e.day));
+            s.finish().expect("a subset of distinct ids is distinct");
+        });
     }
-    /// Make room for about `additional` more ids.
+    /// Make room for about `additional` more ids of the day.
     pub fn reserve(&mut self, additional: usize) {
         for s in &mut self.shards {
             s.reserve(additional / ID_SHARDS + 1);
         }
     }
-    /// Make room for `total` ids in all (on an empty table): each shard gets its
-    /// share and four standard deviations more (ids are digests, spread evenly by
-    /// the top bits), so that no shard outgrows its table while they are added.
+    /// Make room for `total` ids of the day in all (on empty tables): each shard
+    /// gets its share and four standard deviations more (ids are digests, spread
+    /// evenly by the top bits), so that no shard outgrows its table.
     pub fn reserve_total(&mut self, total: usize) {
         let share = total / ID_SHARDS;
         let margin = 4 * (share as f64).sqrt() as usize + 16;
@@ -117,12 +217,13 @@ impl UsageIds {
             s.reserve((share + margin).saturating_sub(s.len()));
         }
     }
-    /// How many ids the tables have room for without growing.
+    /// How many ids of the day the tables have room for without growing.
     pub fn capacity(&self) -> usize {
         self.shards.iter().map(|s| s.capacity()).sum()
     }
-    pub fn shards_mut(&mut self) -> &mut [rustc_hash::FxHashMap<u128, SeenUsage>] {
-        &mut self.shards
+    /// Each shard's remembered ids (read-only) with its table of the day's ids.
+    pub fn shards_mut(&mut self) -> Vec<(&RememberedShard, &mut rustc_hash::FxHashMap<u128, SeenUsage>)> {
+        self.remembered.iter().zip(self.shards.iter_mut()).collect()
     }
 }
 
@@ -331,12 +432,18 @@ impl SeenIds {
         use rayon::prelude::*;
         // Eight shards at a time are encoded on all cores while the eight before
         // them are written.
-        let encode = |group: &[rustc_hash::FxHashMap<u128, SeenUsage>]| -> Vec<Vec<u8>> {
+        let in_remembered = self.usage.remembered_days.contains(&day);
+        let encode = |group: &[(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)]| -> Vec<Vec<u8>> {
             group
                 .par_iter()
-                .map(|shard| {
-                    let mut entries: Vec<(&u128, &SeenUsage)> = shard.iter().filter(|(_, s)| s.day == day).collect();
-                    entries.sort_unstable_by_key(|e| *e.0);
+                .map(|(remembered, shard)| {
+                    let mut entries: Vec<(u128, SeenUsage)> =
+                        shard.iter().filter(|(_, s)| s.day == day).map(|(id, seen)| (*id, *seen)).collect();
+                    if in_remembered {
+                        let of_day = remembered.ids.iter().filter(|e| { e.day } == day);
+                        entries.extend(of_day.map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
+                    }
+                    entries.sort_unstable_by_key(|e| e.0);
                     let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
                     for (id, seen) in entries {
                         out.extend_from_slice(&id.to_le_bytes());
@@ -348,7 +455,9 @@ impl SeenIds {
                 .collect()
         };
         let write = |w: &mut (dyn std::io::Write + Send), parts: Vec<Vec<u8>>| parts.iter().try_for_each(|part| w.write_all(part));
-        let mut groups = self.usage.shards.chunks(8);
+        let tiers: Vec<(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)> =
+            self.usage.remembered.iter().zip(self.usage.shards.iter()).collect();
+        let mut groups = tiers.chunks(8);
         let mut pending = groups.next().map(encode).unwrap_or_default();
         for group in groups {
             let (written, encoded) = rayon::join(|| write(&mut *w, pending), || encode(group));
@@ -361,10 +470,17 @@ impl SeenIds {
     /// How many remembered ids were first accepted on `day`.
     pub fn usage_count_of(&self, day: Day) -> u64 {
         use rayon::prelude::*;
-        self.usage.shards.par_iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum()
+        let added: u64 = self.usage.shards.par_iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum();
+        let remembered: u64 = if self.usage.remembered_days.contains(&day) {
+            self.usage.remembered.par_iter().map(|s| s.ids.iter().filter(|e| { e.day } == day).count() as u64).sum()
+        } else {
+            0
+        };
+        added + remembered
     }
 
-    /// Add the ids of `day`'s file (as `encode_usage_of` wrote it).
+    /// Add the ids of `day`'s file (as `encode_usage_of` wrote it) to the
+    /// remembered ones; `finish_decoding` follows the last file.
     pub fn decode_usage_of(&mut self, day: Day, bytes: &[u8]) -> Result<(), String> {
         use rayon::prelude::*;
         let expected = self.usage_files.get(&day).copied().unwrap_or(0);
@@ -379,8 +495,9 @@ impl SeenIds {
         // Sorted by id, so each shard's entries are one run.
         let bounds: Vec<usize> =
             (0..=ID_SHARDS).map(|s| entries.partition_point(|c| UsageIds::shard_of(id_of(c)) < s)).collect();
-        self.usage.shards.par_iter_mut().enumerate().try_for_each(|(s, shard)| {
-            shard.reserve(bounds[s + 1] - bounds[s]);
+        self.usage.remembered_days.insert(day);
+        self.usage.remembered.par_iter_mut().enumerate().try_for_each(|(s, shard)| {
+            shard.ids.reserve(bounds[s + 1] - bounds[s]);
             for c in &entries[bounds[s]..bounds[s + 1]] {
                 let content = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
                 let days = i32::from_le_bytes(c[24..28].try_into().expect("4 bytes"));
@@ -388,12 +505,27 @@ impl SeenIds {
                 if stored != Some(day) {
                     return Err(format!("usage id file of {day} holds an id of another day ({days})"));
                 }
-                if shard.insert(id_of(c), SeenUsage { day, content }).is_some() {
-                    return Err(format!("usage id file of {day} repeats an id of an earlier day"));
-                }
+                shard.ids.push(RememberedId { id: id_of(c), content, day });
             }
             Ok(())
         })
+    }
+
+    /// Make room for `total` remembered ids before their files are decoded (each
+    /// shard its share and four standard deviations more).
+    pub fn reserve_remembered(&mut self, total: usize) {
+        let share = total / ID_SHARDS;
+        let margin = 4 * (share as f64).sqrt() as usize + 16;
+        for s in &mut self.usage.remembered {
+            s.ids.reserve(share + margin);
+        }
+    }
+
+    /// After the last `decode_usage_of`: sort and index the remembered ids, and
+    /// refuse an id that two files hold.
+    pub fn finish_decoding(&mut self) -> Result<(), String> {
+        use rayon::prelude::*;
+        self.usage.remembered.par_iter_mut().try_for_each(|s| s.finish())
     }
 }
 
@@ -462,7 +594,36 @@ mod tests {
         for d in [d1, d2] {
             loaded.decode_usage_of(d, &seen.encode_usage_of(d)).unwrap();
         }
+        loaded.finish_decoding().unwrap();
         assert_eq!(loaded, seen);
+        // Read back, the ids are remembered, not added: files written from them are
+        // the same, and each id is found with its record.
+        for d in [d1, d2] {
+            assert_eq!(loaded.encode_usage_of(d), seen.encode_usage_of(d));
+            assert_eq!(loaded.usage_count_of(d), seen.usage_files[&d]);
+        }
+        assert_eq!(loaded.usage.capacity(), 0);
+        for i in 0..1000u128 {
+            let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            assert_eq!(loaded.usage.get(id), seen.usage.get(id));
+            assert!(loaded.usage.get(id.wrapping_add(1)).is_none());
+        }
+        // Forgetting a day's ids keeps the others findable.
+        loaded.usage.retain_days(|d| d == d2);
+        assert_eq!(loaded.usage.len() as u64, seen.usage_files[&d2]);
+        for i in (1..1000u128).filter(|i| i % 3 != 0) {
+            let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            assert_eq!(loaded.usage.get(id).map(|s| s.day), Some(d2));
+        }
+        // Two files that hold one id are refused.
+        let mut twice = SeenIds { usage_files: [(d1, 334), (d2, 334)].into(), ..Default::default() };
+        twice.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap();
+        let mut same_ids_as_d2 = seen.encode_usage_of(d1);
+        for entry in same_ids_as_d2.chunks_exact_mut(USAGE_ENTRY) {
+            entry[24..28].copy_from_slice(&d2.0.num_days_from_ce().to_le_bytes());
+        }
+        twice.decode_usage_of(d2, &same_ids_as_d2).unwrap();
+        assert!(twice.finish_decoding().unwrap_err().contains("repeat an id"));
         // A file that does not hold the listed number of ids, or holds another day's, is refused.
         let mut short = SeenIds { usage_files: [(d1, 335)].into(), ..Default::default() };
         assert!(short.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap_err().contains("expected 335 entries"));

@@ -94,17 +94,18 @@ impl Store {
 
     /// The state after `day`; with `Some((next, extra))`, as day `next` starts from
     /// it: only the usage ids `next` still remembers (§4.2: those of its month and
-    /// the month before) are read, and the id tables are sized once for them and
-    /// about `extra` more (the day's own). Tables grown file by file doubled several
-    /// times, and the memory of each outgrown table stayed with the process: 3.6 GB
-    /// resident after loading a month of 1M-row days (BENCHMARKS.md).
+    /// the month before) are read, into arrays sized once for them, and the day's
+    /// tables get room for about `extra` ids (its own). Tables grown file by file
+    /// doubled several times, and the memory of each outgrown table stayed with the
+    /// process: 3.6 GB resident after loading a month of 1M-row days (BENCHMARKS.md).
     pub fn load_for(&self, day: Day, next: Option<(Day, usize)>) -> Result<State, String> {
         let mut state = self.load_json(day)?;
         if let Some((next, extra)) = next {
             let from = next.month().prev();
             state.seen.usage_files.retain(|d, _| d.month() >= from);
             let remembered: u64 = state.seen.usage_files.values().sum();
-            state.seen.usage.reserve_total(remembered as usize + extra);
+            state.seen.reserve_remembered(remembered as usize);
+            state.seen.usage.reserve_total(extra);
         }
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
         // Each id file is decoded as soon as it is read and then dropped (holding
@@ -123,6 +124,7 @@ impl Store {
         );
         state.months = months?;
         ids?;
+        seen.finish_decoding().map_err(|e| format!("{}: {e}", self.state_dir().display()))?;
         state.seen = seen;
         Ok(state)
     }
