@@ -116,7 +116,9 @@ impl RememberedShard {
 
     /// Sort the ids, refuse an id held twice, and index them.
     fn finish(&mut self) -> Result<(), String> {
-        self.ids.sort_unstable_by_key(|e| e.id);
+        // The files are sorted runs: a stable sort merges them (an unstable one sorted
+        // them again).
+        self.ids.sort_by_key(|e| e.id);
         if self.ids.windows(2).any(|w| w[0].id == w[1].id) {
             return Err("the usage id files repeat an id".into());
         }
@@ -143,6 +145,14 @@ impl RememberedShard {
         let run = &self.ids[self.starts[p] as usize..self.starts[p + 1] as usize];
         run.binary_search_by_key(&id, |e| e.id).ok().map(|i| SeenUsage { day: run[i].day, content: run[i].content })
     }
+}
+
+/// Room for one shard's part of `total` ids: its share and four standard
+/// deviations more (ids are digests, spread evenly by their top bits), so that no
+/// shard outgrows it.
+fn shard_room(total: usize) -> usize {
+    let share = total / ID_SHARDS;
+    share + 4 * (share as f64).sqrt() as usize + 16
 }
 
 impl Default for UsageIds {
@@ -207,14 +217,11 @@ impl UsageIds {
             s.reserve(additional / ID_SHARDS + 1);
         }
     }
-    /// Make room for `total` ids of the day in all (on empty tables): each shard
-    /// gets its share and four standard deviations more (ids are digests, spread
-    /// evenly by the top bits), so that no shard outgrows its table.
+    /// Make room for `total` ids of the day in all (see `shard_room`).
     pub fn reserve_total(&mut self, total: usize) {
-        let share = total / ID_SHARDS;
-        let margin = 4 * (share as f64).sqrt() as usize + 16;
+        let room = shard_room(total);
         for s in &mut self.shards {
-            s.reserve((share + margin).saturating_sub(s.len()));
+            s.reserve(room.saturating_sub(s.len()));
         }
     }
     /// How many ids of the day the tables have room for without growing.
@@ -482,42 +489,50 @@ impl SeenIds {
     /// Add the ids of `day`'s file (as `encode_usage_of` wrote it) to the
     /// remembered ones; `finish_decoding` follows the last file.
     pub fn decode_usage_of(&mut self, day: Day, bytes: &[u8]) -> Result<(), String> {
-        use rayon::prelude::*;
-        let expected = self.usage_files.get(&day).copied().unwrap_or(0);
-        if bytes.len() % USAGE_ENTRY != 0 || (bytes.len() / USAGE_ENTRY) as u64 != expected {
-            return Err(format!("usage id file holds {} bytes, expected {expected} entries", bytes.len()));
-        }
-        let entries: Vec<&[u8]> = bytes.chunks_exact(USAGE_ENTRY).collect();
-        let id_of = |c: &[u8]| u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
-        if entries.windows(2).any(|w| id_of(w[0]) >= id_of(w[1])) {
-            return Err("usage id file is not sorted by id".into());
-        }
-        // Sorted by id, so each shard's entries are one run.
-        let bounds: Vec<usize> =
-            (0..=ID_SHARDS).map(|s| entries.partition_point(|c| UsageIds::shard_of(id_of(c)) < s)).collect();
-        self.usage.remembered_days.insert(day);
-        self.usage.remembered.par_iter_mut().enumerate().try_for_each(|(s, shard)| {
-            shard.ids.reserve(bounds[s + 1] - bounds[s]);
-            for c in &entries[bounds[s]..bounds[s + 1]] {
-                let content = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
-                let days = i32::from_le_bytes(c[24..28].try_into().expect("4 bytes"));
-                let stored = chrono::NaiveDate::from_num_days_from_ce_opt(days).map(Day);
-                if stored != Some(day) {
-                    return Err(format!("usage id file of {day} holds an id of another day ({days})"));
-                }
-                shard.ids.push(RememberedId { id: id_of(c), content, day });
-            }
-            Ok(())
-        })
+        self.decode_usage_from(day, bytes, bytes.len() as u64)
     }
 
-    /// Make room for `total` remembered ids before their files are decoded (each
-    /// shard its share and four standard deviations more).
+    /// `decode_usage_of`, reading the file's `len` bytes from `input` a block at a
+    /// time: neither the file nor a list of its entries is held (at 10M ids a
+    /// day, 280 and 160 MB whose pages the process kept).
+    pub fn decode_usage_from(&mut self, day: Day, mut input: impl std::io::Read, len: u64) -> Result<(), String> {
+        let expected = self.usage_files.get(&day).copied().unwrap_or(0);
+        if len % USAGE_ENTRY as u64 != 0 || len / USAGE_ENTRY as u64 != expected {
+            return Err(format!("usage id file holds {len} bytes, expected {expected} entries"));
+        }
+        self.usage.remembered_days.insert(day);
+        let day_number = day.0.num_days_from_ce();
+        const BLOCK: usize = 4096;
+        let mut block = vec![0u8; USAGE_ENTRY * BLOCK];
+        let (mut left, mut previous) = (expected, None::<u128>);
+        while left > 0 {
+            let n = left.min(BLOCK as u64) as usize;
+            let bytes = &mut block[..n * USAGE_ENTRY];
+            input.read_exact(bytes).map_err(|e| format!("cannot read the usage id file: {e}"))?;
+            for c in bytes.chunks_exact(USAGE_ENTRY) {
+                let id = u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
+                if previous.is_some_and(|p| p >= id) {
+                    return Err("usage id file is not sorted by id".into());
+                }
+                previous = Some(id);
+                let content = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
+                let stored = i32::from_le_bytes(c[24..28].try_into().expect("4 bytes"));
+                if stored != day_number {
+                    return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
+                }
+                self.usage.remembered[UsageIds::shard_of(id)].ids.push(RememberedId { id, content, day });
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Make room for `total` remembered ids before their files are decoded (see
+    /// `shard_room`).
     pub fn reserve_remembered(&mut self, total: usize) {
-        let share = total / ID_SHARDS;
-        let margin = 4 * (share as f64).sqrt() as usize + 16;
+        let room = shard_room(total);
         for s in &mut self.usage.remembered {
-            s.ids.reserve(share + margin);
+            s.ids.reserve(room.saturating_sub(s.ids.len()));
         }
     }
 
@@ -615,6 +630,12 @@ mod tests {
             let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
             assert_eq!(loaded.usage.get(id).map(|s| s.day), Some(d2));
         }
+        // A file out of id order is refused.
+        let mut swapped = seen.encode_usage_of(d1);
+        let (first, rest) = swapped.split_at_mut(USAGE_ENTRY);
+        first.swap_with_slice(&mut rest[..USAGE_ENTRY]);
+        let mut unsorted = SeenIds { usage_files: [(d1, 334)].into(), ..Default::default() };
+        assert!(unsorted.decode_usage_of(d1, &swapped).unwrap_err().contains("not sorted"));
         // Two files that hold one id are refused.
         let mut twice = SeenIds { usage_files: [(d1, 334), (d2, 334)].into(), ..Default::default() };
         twice.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap();

@@ -108,16 +108,17 @@ impl Store {
             state.seen.usage.reserve_total(extra);
         }
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
-        // Each id file is decoded as soon as it is read and then dropped (holding
-        // them all until the end was 870 MB more after a month of 1M-row days).
+        // Each id file is decoded as it is read, a block at a time (holding them
+        // all until the end was 870 MB more after a month of 1M-row days).
         let mut seen = std::mem::take(&mut state.seen);
         let (months, ids) = rayon::join(
             || self.read_months(&state.month_files, |_| true),
             || -> Result<(), String> {
                 for &d in &days {
                     let path = self.usage_ids_file(d);
-                    let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-                    seen.decode_usage_of(d, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let file = fs::File::open(&path).map_err(|e| io_error("cannot read", &path, e))?;
+                    let len = file.metadata().map_err(|e| io_error("cannot read", &path, e))?.len();
+                    seen.decode_usage_from(d, file, len).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
                 Ok(())
             },
