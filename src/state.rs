@@ -188,7 +188,7 @@ impl RememberedShard {
 /// shard outgrows it.
 fn shard_room(total: usize) -> usize {
     let share = total / ID_SHARDS;
-    share + 4 * (share as f64).sqrt() as usize + 16
+    share + 4 * share.isqrt() + 16
 }
 
 impl Default for UsageIds {
