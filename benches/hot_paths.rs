@@ -70,16 +70,16 @@ fn refunds(c: &mut Criterion) {
 
 fn ledger(c: &mut Criterion) {
     let line = LedgerLine {
-        line_id: orgsettle::engine::LineId::Postpaid { late: None },
         charge_time: Ts::parse("2026-11-01T11:00:00+08:00").unwrap(),
         bill_month: Day::parse("2026-11-01").unwrap().month(),
         kind: LineKind::Postpaid,
-        org_id: "org-1".into(),
+        org_id: Box::leak(Box::new("org-1".to_string())),
         owner_uin: 100000000003,
         responsible_uin: 100000000002,
         product: "cvm".into(),
         usage: Some(PostpaidUsage {
             cycle: Cycle::Hourly,
+            late: None,
             start: Ts::parse("2026-11-01T10:00:00+08:00").unwrap(),
             records: 3,
             quantity: Exact8::parse("3").unwrap(),

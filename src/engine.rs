@@ -107,42 +107,53 @@ impl LineStatus {
     }
 }
 
-/// A ledger line's id. A postpaid line's id is spelled from the line's own fields
-/// (`P|owner|product|cycle|period_start`, plus `|late-D` for a late line), so it is
-/// not stored as text: millions of lines a day.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LineId {
-    Postpaid { late: Option<Day> },
-    Text(String),
-}
-
 /// What only a postpaid line has: its settlement period, which starts at `start`
 /// and ends at the line's `charge_time`, how many usage records it sums and their
-/// summed quantity (one field instead of three: millions of lines a day).
+/// summed quantity, and the run day when the line is late (one field instead of
+/// four: millions of lines a day). Its id is spelled from these and the line's
+/// own fields (`P|owner|product|cycle|period_start`, plus `|late-D` for a late
+/// line), so it is not stored as text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PostpaidUsage {
     pub cycle: Cycle,
+    /// The run day, for a line settled after its period's day (SPEC §11.1).
+    pub late: Option<Day>,
     pub start: Ts,
     pub records: u64,
     pub quantity: Exact8,
 }
 
+/// What only an order's line (a prepaid line or a refund share) has: its id, the
+/// order and resource ids, and the key of the event that made it (a postpaid
+/// line's key is read from the line itself). Boxed: millions of postpaid lines a
+/// day carry none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderPart {
+    pub line_id: String,
+    pub order_id: String,
+    pub resource_id: String,
+    pub key: EventKey,
+}
+
+/// An organization's id as its ledger lines name it: one copy made per
+/// organization and snapshot, never freed (a thin pointer: 8 bytes a line where a
+/// shared `Arc<str>` took 16).
+pub type OrgName = &'static String;
+
 /// One row of `ledger.csv` (SPEC §11.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerLine {
-    pub line_id: LineId,
     pub charge_time: Ts,
     pub bill_month: Month,
     pub kind: LineKind,
-    pub org_id: std::sync::Arc<str>,
+    pub org_id: OrgName,
     pub owner_uin: Uin,
     pub responsible_uin: Uin,
     pub product: Product,
     /// Postpaid only: the period (it ends at `charge_time`), records and quantity.
     pub usage: Option<PostpaidUsage>,
-    /// Orders and refunds only: order id and resource id (boxed: millions of
-    /// postpaid lines a day carry none, and the box keeps them 40 bytes smaller).
-    pub order: Option<Box<(String, String)>>,
+    /// Orders and refunds only (exactly when `usage` is None).
+    pub order: Option<Box<OrderPart>>,
     pub list_amount: Money,
     pub discount_amount: Money,
     pub payable_amount: Money,
@@ -158,8 +169,8 @@ pub struct LedgerLine {
 impl LedgerLine {
     /// Append the line's id.
     pub fn write_line_id(&self, out: &mut String) {
-        match (&self.line_id, self.usage) {
-            (LineId::Postpaid { late }, Some(PostpaidUsage { cycle, start, .. })) => {
+        match (&self.order, self.usage) {
+            (None, Some(PostpaidUsage { cycle, start, late, .. })) => {
                 out.push_str("P|");
                 out.push_str(itoa::Buffer::new().format(self.owner_uin));
                 out.push('|');
@@ -173,8 +184,8 @@ impl LedgerLine {
                     out.push_str(&day.to_string());
                 }
             }
-            (LineId::Text(text), _) => out.push_str(text),
-            (LineId::Postpaid { .. }, None) => unreachable!("a postpaid line has its period"),
+            (Some(order), None) => out.push_str(&order.line_id),
+            _ => unreachable!("a line has its period or its order, not both"),
         }
     }
 
@@ -186,10 +197,7 @@ impl LedgerLine {
 
     /// A postpaid line settled after its period's day (FOCUS `Correction`).
     pub fn is_late(&self) -> bool {
-        match &self.line_id {
-            LineId::Postpaid { late } => late.is_some(),
-            LineId::Text(text) => text.contains("|late-"),
-        }
+        self.usage.is_some_and(|u| u.late.is_some())
     }
 
     /// The §11.1 row invariants; a violation is an internal error.
@@ -271,23 +279,19 @@ pub struct TransferRow {
 /// A ledger line with the key of the event that made it. A postpaid line's key is
 /// read from the line itself (period end, owner, product, cycle, period start):
 /// such lines are nearly all of a day's, and storing their keys took 56 bytes
-/// each. Any other line's key is stored.
+/// each. Any other line's key is stored in its `OrderPart`.
 #[derive(Debug)]
 pub struct KeyedLine {
-    stored: Option<Box<EventKey>>,
     pub line: LedgerLine,
 }
 
 impl KeyedLine {
     pub fn new(key: &EventKey, line: LedgerLine) -> KeyedLine {
-        let stored = match Self::derived(&line) {
-            Some(derived) => {
-                assert!(&derived == key, "a postpaid line's key is its event's");
-                None
-            }
-            None => Some(Box::new(key.clone())),
-        };
-        KeyedLine { stored, line }
+        match &line.order {
+            Some(order) => assert!(&order.key == key, "an order line's stored key is its event's"),
+            None => assert!(Self::derived(&line).as_ref() == Some(key), "a postpaid line's key is its event's"),
+        }
+        KeyedLine { line }
     }
 
     fn derived(line: &LedgerLine) -> Option<EventKey> {
@@ -297,9 +301,9 @@ impl KeyedLine {
     }
 
     pub fn key(&self) -> std::borrow::Cow<'_, EventKey> {
-        match &self.stored {
-            Some(key) => std::borrow::Cow::Borrowed(key),
-            None => std::borrow::Cow::Owned(Self::derived(&self.line).expect("a line without a stored key is postpaid")),
+        match &self.line.order {
+            Some(order) => std::borrow::Cow::Borrowed(&order.key),
+            None => std::borrow::Cow::Owned(Self::derived(&self.line).expect("a line without an order is postpaid")),
         }
     }
 }
@@ -318,7 +322,7 @@ pub struct OrgOutput {
 pub struct OrgBooks<'a> {
     pub org: &'a Org,
     /// The org id shared by the org's ledger lines.
-    org_id: std::sync::Arc<str>,
+    org_id: OrgName,
     pub accounts: BTreeMap<Uin, AccountState>,
     pub vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
     pub bases: Bases,
@@ -344,7 +348,7 @@ impl<'a> OrgBooks<'a> {
         let before = day.start().pred();
         let mut books = OrgBooks {
             org,
-            org_id: org.org_id.as_str().into(),
+            org_id: org.name,
             accounts,
             vouchers,
             bases,
@@ -485,15 +489,14 @@ impl<'a> OrgBooks<'a> {
         let payment = self.pay(responsible, payable, gk.product, timing);
         self.commit_payment(responsible, &payment, line_id, key, out);
         let line = LedgerLine {
-            line_id: LineId::Postpaid { late },
             charge_time: period_end,
             bill_month: last_instant.month(),
             kind: LineKind::Postpaid,
-            org_id: std::sync::Arc::clone(&self.org_id),
+            org_id: self.org_id,
             owner_uin: gk.owner_uin,
             responsible_uin: responsible,
             product: gk.product,
-            usage: Some(PostpaidUsage { cycle: gk.cycle, start: gk.period_start, records: group.records, quantity: group.quantity }),
+            usage: Some(PostpaidUsage { cycle: gk.cycle, late, start: gk.period_start, records: group.records, quantity: group.quantity }),
             order: None,
             list_amount: list,
             discount_amount: list - payable,
@@ -539,16 +542,15 @@ impl<'a> OrgBooks<'a> {
             Payment::default()
         };
         let line = LedgerLine {
-            line_id: LineId::Text(line_id),
             charge_time: o.created_at,
             bill_month: o.created_at.month(),
             kind: LineKind::Prepaid,
-            org_id: std::sync::Arc::clone(&self.org_id),
+            org_id: self.org_id,
             owner_uin: o.owner_uin,
             responsible_uin: responsible,
             product: o.product,
             usage: None,
-            order: Some(Box::new((o.order_id.clone(), o.resource_id.clone()))),
+            order: Some(Box::new(OrderPart { line_id, order_id: o.order_id.clone(), resource_id: o.resource_id.clone(), key: key.clone() })),
             list_amount: list,
             discount_amount: list - payable,
             payable_amount: payable,
@@ -594,16 +596,20 @@ impl<'a> OrgBooks<'a> {
             self.account(payer).cash += share;
             payers.push(payer);
             let line = LedgerLine {
-                line_id: LineId::Text(format!("R|{}|{}", o.order_id, payer)),
                 charge_time: o.created_at,
                 bill_month: o.created_at.month(),
                 kind: LineKind::Refund,
-                org_id: std::sync::Arc::clone(&self.org_id),
+                org_id: self.org_id,
                 owner_uin: o.owner_uin,
                 responsible_uin: payer,
                 product: o.product,
                 usage: None,
-                order: Some(Box::new((o.order_id.clone(), o.resource_id.clone()))),
+                order: Some(Box::new(OrderPart {
+                    line_id: format!("R|{}|{}", o.order_id, payer),
+                    order_id: o.order_id.clone(),
+                    resource_id: o.resource_id.clone(),
+                    key: key.clone(),
+                })),
                 list_amount: -share,
                 discount_amount: Money::ZERO,
                 payable_amount: -share,

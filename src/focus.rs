@@ -114,7 +114,7 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         return false;
     }
     let mut number = itoa::Buffer::new();
-    let order_id = line.order.as_deref().map(|o| o.0.as_str()).unwrap_or("");
+    let order_id = line.order.as_deref().map(|o| o.order_id.as_str()).unwrap_or("");
     let (category, unit, start, end) = match (line.kind, line.usage) {
         (LineKind::Postpaid, Some(usage)) => ("Usage", "Units", usage.start, line.charge_time),
         (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),

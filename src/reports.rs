@@ -129,7 +129,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
                 out.push_str(numbers.format(usage.records));
             }
             None => {
-                let (order_id, resource_id) = l.order.as_deref().map(|(o, r)| (o.as_str(), r.as_str())).unwrap_or(("", ""));
+                let (order_id, resource_id) = l.order.as_deref().map(|o| (o.order_id.as_str(), o.resource_id.as_str())).unwrap_or(("", ""));
                 out.push_str(",,,");
                 out.push_str(order_id);
                 out.push(',');

@@ -144,6 +144,8 @@ pub struct Department {
 #[derive(Clone, Debug)]
 pub struct Org {
     pub org_id: String,
+    /// The same id as its ledger lines name it (a copy made once, never freed).
+    pub name: crate::engine::OrgName,
     pub created_at: Ts,
     pub management_uin: Uin,
     pub entities: Vec<Entity>,
@@ -294,6 +296,7 @@ fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
         }
         ms.sort_by_key(|m| m.uin);
         converted.push(Org {
+            name: Box::leak(Box::new(org_id.clone())),
             org_id,
             created_at,
             management_uin,
