@@ -5,7 +5,7 @@ ROWS-row days, default 1M; CLOSE_ROWS sets it for the full run). Prints a Markdo
 import os, platform, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "orgsettle")
+BIN = os.environ.get("ORGSETTLE_BIN", os.path.join(ROOT, "target", "release", "orgsettle"))
 WORK = os.path.join(ROOT, "target", "bench")
 RUNS = int(os.environ.get("RUNS", "5"))
 DAY = "2026-10-31"
@@ -42,17 +42,35 @@ def generate(rows):
 
 
 def close_benchmark(rows):
-    """A month of days of `rows` usage rows (Oct 1 - Nov 1), settled; then the
-    close of October timed on its own (median of RUNS)."""
+    """A month of days of `rows` usage rows (Oct 1 - Nov 1), settled one day at a
+    time with `orgsettle daily` (each day's wall time and peak RSS printed); then
+    the close of October timed on its own (median of RUNS).
+
+    LEAN=1 (the default from 5M rows a day): once a day is settled, its usage.csv
+    and its published folder days/D are removed, so that a month of 10M-row days
+    fits on the disk (the close reads neither: it reads the state's aggregates and
+    links the FOCUS month file). The input then has to be generated again for the
+    next run."""
+    lean = os.environ.get("LEAN", "1" if rows >= 5_000_000 else "0") == "1"
     path = os.path.join(WORK, f"month-{rows}")
-    if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")):
+    first_usage = os.path.join(path, "days", "2026-10-01", "usage.csv")
+    if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")) or not os.path.exists(first_usage):
         shutil.rmtree(path, ignore_errors=True)
         subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--days", "32",
                         "--usage-per-day", str(rows), "--seed", "1", "--start", "2026-10-01", "--quiet"], check=True)
     out = os.path.join(WORK, "month-out")
     shutil.rmtree(out, ignore_errors=True)
-    subprocess.run([BIN, "run", "--input", path, "--out", out, "--to", "2026-10-31", "--quiet"], check=True)
-    subprocess.run([BIN, "daily", "--input", path, "--out", out, "--date", "2026-11-01", "--quiet"], check=True)
+    print(f"\nthe month of {rows:,}-row days, one `daily` a day{' (lean: inputs and published days removed once settled)' if lean else ''}:")
+    print("| day | wall (s) | peak RSS (MiB) |")
+    print("| --- | --- | --- |")
+    days = [f"2026-10-{d:02}" for d in range(1, 32)] + ["2026-11-01"]
+    for day in days:
+        w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", day, "--quiet"])
+        print(f"| {day} | {w:.2f} | {r:.0f} |")
+        sys.stdout.flush()
+        if lean:
+            os.remove(os.path.join(path, "days", day, "usage.csv"))
+            shutil.rmtree(os.path.join(out, "days", day))
     times, rss = [], []
     for _ in range(RUNS):
         w, r = measure([BIN, "close", "--input", path, "--out", out, "--month", "2026-10", "--quiet"])
@@ -62,9 +80,12 @@ def close_benchmark(rows):
         bill_rows = sum(1 for _ in f) - 1
     # The month's outputs and per-day states take tens of GB: not kept.
     shutil.rmtree(out, ignore_errors=True)
+    if lean:
+        shutil.rmtree(path, ignore_errors=True)
     print(f"\nclose of 2026-10 (31 days of {rows:,} usage rows + the 1st): {statistics.median(times):.2f} s "
-          f"(median of {RUNS}), peak RSS {max(rss):.0f} MiB; merged bill {bill_rows:,} rows; "
+          f"(median of {RUNS}; runs {', '.join(f'{t:.2f}' for t in times)}), peak RSS {max(rss):.0f} MiB; merged bill {bill_rows:,} rows; "
           f"focus.csv {focus / 2**30:.2f} GiB (the month file, hard-linked, not copied)")
+    sys.stdout.flush()
 
 
 def main():
