@@ -78,8 +78,10 @@ def close_benchmark(rows):
     focus = os.path.getsize(os.path.join(out, "months", "2026-10", "focus.csv"))
     with open(os.path.join(out, "months", "2026-10", "merged_bill.csv")) as f:
         bill_rows = sum(1 for _ in f) - 1
-    # The month's outputs and per-day states take tens of GB: not kept.
-    shutil.rmtree(out, ignore_errors=True)
+    # The month's outputs and per-day states take tens of GB: not kept (KEEP_OUT=1
+    # keeps them, to look at the close again).
+    if os.environ.get("KEEP_OUT") != "1":
+        shutil.rmtree(out, ignore_errors=True)
     if lean:
         shutil.rmtree(path, ignore_errors=True)
     print(f"\nclose of 2026-10 (31 days of {rows:,} usage rows + the 1st): {statistics.median(times):.2f} s "

@@ -62,20 +62,7 @@ fn push_name(out: &mut String, member: Option<&Member>, uin: u64) {
     }
 }
 
-/// Append `text` as one CSV field, quoted when it must be (RFC 4180).
-fn push_field(out: &mut String, text: &str) {
-    if needs_quotes(text) {
-        out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(text);
-    }
-}
-
-fn needs_quotes(text: &str) -> bool {
-    text.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-}
+use crate::reports::{needs_quotes, push_field};
 
 /// Is the line on its organization's merged bill (and so a FOCUS row)?
 pub fn on_merged_bill(snapshot: &Snapshot, line: &LedgerLine) -> bool {

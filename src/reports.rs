@@ -17,6 +17,22 @@ fn writer() -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new())
 }
 
+/// Append `text` as one CSV field, quoted when it must be (RFC 4180, and exactly
+/// when the csv crate's writer quotes: a comma, a quote, CR or LF).
+pub(crate) fn push_field(out: &mut String, text: &str) {
+    if needs_quotes(text) {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
+}
+
+pub(crate) fn needs_quotes(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
 fn finish(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
     // Writing to memory cannot fail; an error here is a broken invariant.
     w.into_inner().expect("in-memory CSV writer flushes")
@@ -252,36 +268,49 @@ pub fn write_merged_bill(
     ])
     .expect("write header");
     let head = String::from_utf8(finish(head)).expect("CSV of UTF-8 text is UTF-8");
-    write_in_parallel_chunks(&head, rows, |chunk, text| text.push_str(&merged_bill_rows(month, snapshot, chunk)), w)
+    write_in_parallel_chunks(&head, rows, |chunk, text| merged_bill_rows(month, snapshot, chunk, text), w)
 }
 
-fn merged_bill_rows(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&crate::state::BillKey, &crate::state::BillSums)]) -> String {
-    let mut w = writer();
+/// The rows rendered in place (no allocation a field; a member's name and
+/// department looked up once for its consecutive rows), quoted as the csv crate
+/// quotes (a unit test compares both).
+fn merged_bill_rows(
+    month: crate::time::Month,
+    snapshot: &Snapshot,
+    rows: &[(&crate::state::BillKey, &crate::state::BillSums)],
+    out: &mut String,
+) {
     let month = month.to_string();
+    let mut numbers = itoa::Buffer::new();
+    let mut last: Option<(Uin, &str, &str)> = None;
     for ((org_id, owner, member, pay_mode, product, kind), s) in rows.iter().map(|(k, s)| (*k, *s)) {
-        let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.as_str(), m.dept_id.as_str())).unwrap_or_default();
-        w.write_record([
-            month.as_str(),
-            org_id,
-            &owner.to_string(),
-            &member.to_string(),
-            name,
-            dept,
-            pay_mode,
-            product,
-            kind,
-            &s.lines.to_string(),
-            &s.list.to_string(),
-            &s.discount.to_string(),
-            &s.payable.to_string(),
-            &s.voucher.to_string(),
-            &s.cash.to_string(),
-            &s.gift.to_string(),
-            &s.credit.to_string(),
-        ])
-        .expect("write row");
+        let (name, dept) = match last {
+            Some((uin, name, dept)) if uin == *member => (name, dept),
+            _ => {
+                let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.as_str(), m.dept_id.as_str())).unwrap_or_default();
+                last = Some((*member, name, dept));
+                (name, dept)
+            }
+        };
+        out.push_str(&month);
+        out.push(',');
+        push_field(out, org_id);
+        out.push(',');
+        out.push_str(numbers.format(*owner));
+        out.push(',');
+        out.push_str(numbers.format(*member));
+        for text in [name, dept, pay_mode, product, kind] {
+            out.push(',');
+            push_field(out, text);
+        }
+        out.push(',');
+        out.push_str(numbers.format(s.lines));
+        for amount in [s.list, s.discount, s.payable, s.voucher, s.cash, s.gift, s.credit] {
+            out.push(',');
+            amount.write_to(out);
+        }
+        out.push('\n');
     }
-    String::from_utf8(finish(w)).expect("CSV of UTF-8 text is UTF-8")
 }
 
 pub fn overview_by_member_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
@@ -327,4 +356,77 @@ pub fn overview_summary_csv(rows: &[crate::monthly::SummaryRow]) -> Vec<u8> {
         .expect("write row");
     }
     finish(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Money;
+    use crate::state::{BillKey, BillSums, Text};
+
+    /// The merged bill as the csv crate's writer wrote it before the rows were
+    /// rendered in place.
+    fn merged_bill_by_csv_writer(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&BillKey, &BillSums)]) -> String {
+        let mut w = writer();
+        for ((org_id, owner, member, pay_mode, product, kind), s) in rows.iter().map(|(k, s)| (*k, *s)) {
+            let (name, dept) = snapshot.find(*member).map(|(_, m)| (m.name.as_str(), m.dept_id.as_str())).unwrap_or_default();
+            let numbers = [s.lines.to_string(), s.list.to_string(), s.discount.to_string(), s.payable.to_string(), s.voucher.to_string(),
+                s.cash.to_string(), s.gift.to_string(), s.credit.to_string()];
+            let mut record = vec![month.to_string(), org_id.to_string(), owner.to_string(), member.to_string(), name.into(), dept.into(),
+                pay_mode.to_string(), product.to_string(), kind.to_string()];
+            record.extend(numbers);
+            w.write_record(&record).unwrap();
+        }
+        String::from_utf8(finish(w)).unwrap()
+    }
+
+    #[test]
+    fn merged_bill_rows_are_quoted_and_spelled_as_the_csv_writer_did() {
+        let names = ["plain", "", "a,b", "say \"hi\"", "two\nlines", "cr\rhere", "\"", "日本語, ok"];
+        let members: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(
+                    r#",{{"uin":{},"name":{},"entity_id":"e1","dept_id":"d,1","join_mode":"invited","joined_at":"2026-02-01T00:00:00+08:00","permissions":["merged_bill"]}}"#,
+                    10 + i,
+                    serde_json::to_string(name).unwrap()
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"snapshot_at":"2026-11-01T00:00:00+08:00","orgs":[{{"org_id":"org-1","created_at":"2026-01-01T00:00:00+08:00",
+            "management_uin":1,"entities":[{{"entity_id":"e1"}}],
+            "departments":[{{"dept_id":"root","parent_id":null}},{{"dept_id":"d,1","parent_id":"root"}}],"members":[
+            {{"uin":1,"name":"HQ","entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}}{members}]}}]}}"#
+        );
+        let snapshot = Snapshot::from_json(json.as_bytes()).unwrap();
+        let keys: Vec<BillKey> = (0..names.len() as u64 + 2)
+            .flat_map(|i| {
+                // Each member twice in a row (the lookup reused), and one account the snapshot lacks.
+                let member = if i == names.len() as u64 + 1 { 999 } else { if i == 0 { 1 } else { 9 + i } };
+                [("cvm", "postpaid"), ("cbs", "prepaid")].map(|(product, kind)| {
+                    (Text::from("org-1"), 1, member, Text::from(if member == 1 { "self" } else { "payer" }), Text::from(product), Text::from(kind))
+                })
+            })
+            .collect();
+        let sums: Vec<BillSums> = (0..keys.len() as i64)
+            .map(|i| BillSums {
+                lines: i as u64 * 3,
+                list: Money::from_fen(1000 * i + 7),
+                discount: Money::from_fen(-i),
+                payable: Money::from_fen(1000 * i + 7 + i),
+                voucher: Money::from_fen(5 - i),
+                cash: Money::ZERO,
+                gift: Money::from_fen(i * i),
+                credit: Money::from_fen(-1000 * i),
+            })
+            .collect();
+        let rows: Vec<(&BillKey, &BillSums)> = keys.iter().zip(&sums).collect();
+        let month = crate::time::Month::parse("2026-10").unwrap();
+        let mut text = String::new();
+        merged_bill_rows(month, &snapshot, &rows, &mut text);
+        assert_eq!(text, merged_bill_by_csv_writer(month, &snapshot, &rows));
+        assert!(text.contains(",\"say \"\"hi\"\"\",\"d,1\","), "{text}");
+    }
 }
