@@ -190,8 +190,15 @@ impl Rated {
     pub const ZERO: Rated = Rated(0);
 
     /// The product of two exact 8-digit values, exact at 16 digits.
+    #[inline]
     pub fn product(a: Exact8, b: Exact8) -> Option<Rated> {
-        a.0.checked_mul(b.0).map(Rated)
+        let (a, b) = (a.0, b.0);
+        // Two factors that fit in an i64 cannot overflow an i128, and their product
+        // is one 64×64-bit multiply (the checked 128-bit one is a library call).
+        match (i64::try_from(a), i64::try_from(b)) {
+            (Ok(a), Ok(b)) => Some(Rated(i128::from(a) * i128::from(b))),
+            _ => a.checked_mul(b).map(Rated),
+        }
     }
 
     pub fn from_exact8(a: Exact8) -> Rated {
@@ -214,8 +221,20 @@ impl Rated {
     }
 }
 
-/// Divide by 10^digits, rounding half away from zero.
+/// Divide by 10^digits, rounding half away from zero. A value that fits in an
+/// i64 (almost every amount) is divided as one: a division by a constant is a
+/// multiply, while a 128-bit division is a library call (a tenth of reading a
+/// usage row). Both give the same quotient.
+#[inline]
 fn round_half_away_from_zero(value: i128, digits: u32) -> i128 {
+    if let Ok(narrow) = i64::try_from(value) {
+        if digits < 19 {
+            let unit = pow10(digits) as i64;
+            let (quotient, remainder) = (narrow / unit, (narrow % unit).abs());
+            // remainder < unit ≤ 10^18, so twice it fits in an i64.
+            return i128::from(if remainder * 2 >= unit { quotient + narrow.signum() } else { quotient });
+        }
+    }
     let unit = pow10(digits);
     let quotient = value / unit;
     let remainder = (value % unit).abs();
@@ -379,6 +398,45 @@ mod tests {
         assert_eq!(rated("2.3449999999").round_to_money_half_away_from_zero().to_string(), "2.34");
         assert_eq!(rated("-0.004").round_to_money_half_away_from_zero().to_string(), "0.00");
         assert_eq!(rated("0.005").round_to_money_half_away_from_zero().to_string(), "0.01");
+    }
+
+    /// The 128-bit arithmetic the narrow fast paths stand in for.
+    fn wide_round(value: i128, digits: u32) -> i128 {
+        let unit = pow10(digits);
+        let (quotient, remainder) = (value / unit, (value % unit).abs());
+        if remainder * 2 >= unit { quotient + value.signum() } else { quotient }
+    }
+
+    #[test]
+    fn narrow_rounding_and_products_equal_the_128_bit_ones_at_the_edges() {
+        let edges = [0i128, 1, -1, 49, 50, -50, 51, i128::from(i64::MAX), i128::from(i64::MIN), i128::from(i64::MAX) + 1, i128::from(i64::MIN) - 1];
+        for digits in [2, 8, 14, 18, 19, 20] {
+            let unit = pow10(digits);
+            for v in edges.iter().flat_map(|&e| [e, e.saturating_mul(unit) / 2, e.saturating_mul(unit) / 2 + 1, unit / 2, -(unit / 2), unit / 2 - 1, 1 - unit / 2]) {
+                assert_eq!(round_half_away_from_zero(v, digits), wide_round(v, digits), "{v} at {digits}");
+            }
+        }
+        let wide = Exact8(i128::from(i64::MAX) * 1000);
+        assert_eq!(Rated::product(wide, Exact8(7)).map(|r| r.0), Some(wide.0 * 7));
+        assert_eq!(Rated::product(Exact8(i128::MAX / 2), Exact8(3)).map(|r| r.0), None);
+        assert_eq!(Rated::product(Exact8(i128::from(i64::MIN)), Exact8(i128::from(i64::MIN))).map(|r| r.0), Some(i128::from(i64::MIN).pow(2)));
+    }
+
+    mod narrow {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn narrow_rounding_and_products_equal_the_128_bit_ones(
+                a in prop_oneof![any::<i64>().prop_map(i128::from), any::<i128>().prop_map(|v| v >> 40)],
+                b in any::<i64>(),
+                digits in prop_oneof![Just(8u32), Just(14u32), 0u32..24],
+            ) {
+                prop_assert_eq!(round_half_away_from_zero(a, digits), wide_round(a, digits));
+                prop_assert_eq!(Rated::product(Exact8(a), Exact8(i128::from(b))).map(|r| r.0), a.checked_mul(i128::from(b)));
+            }
+        }
     }
 
     #[test]
