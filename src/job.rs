@@ -276,6 +276,11 @@ pub fn settle_day(
         stage_ids(&next.seen).map_err(Failure::Internal)?;
     }
     next.seen.usage = Default::default();
+    // The id table was the largest thing reading held: handed back before the
+    // lists are copied, and the lists' old buffers after.
+    crate::memory::release_freed_memory();
+    let lines = exact_lists(lines);
+    crate::memory::release_freed_memory();
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
     for (id, source) in &next.transfer_sources {
@@ -339,6 +344,7 @@ pub fn settle_day(
         })
         .collect();
 
+    crate::memory::release_freed_memory();
     stage("settle orgs", &mut t);
     // Put the books back into the state.
     for b in books {
@@ -381,6 +387,7 @@ pub fn settle_day(
     for month in crate::monthly::add_sums_to_months(&mut next.months, sums) {
         next.month_files.insert(month, day);
     }
+    crate::memory::release_freed_memory();
     stage("  month aggregates", &mut t);
     let ledger = Merged::new(ledger_parts);
     let voucher_usage = merge_in_processing_order(voucher_parts);
@@ -412,8 +419,28 @@ pub fn settle_day(
     stage("merge", &mut t);
     let summary = crate::checks::check_and_summarize(day, base, &result, &recharge_rows, &counts, snapshot)
         .map_err(Failure::Internal)?;
+    crate::memory::release_freed_memory();
     stage("checks", &mut t);
     Ok(DayResult { summary, ..result })
+}
+
+/// Each list copied into one of exactly its length, on all cores. Grown by
+/// doubling while the day was read, the organizations' line lists held ~200 MB of
+/// slack at 10M rows, and their buffers shared pages with those of other
+/// organizations, so what one organization's list freed when it was settled could
+/// not be reused until every organization on those pages was settled: the ledger
+/// lines took fresh pages instead (BENCHMARKS.md). The copies are made a run of
+/// organizations at a time, in order, so settling frees whole pages as it goes.
+fn exact_lists<T: Send>(lists: Vec<Vec<T>>) -> Vec<Vec<T>> {
+    lists
+        .into_par_iter()
+        .with_max_len(64)
+        .map(|list| {
+            let mut exact = Vec::with_capacity(list.len());
+            exact.extend(list);
+            exact
+        })
+        .collect()
 }
 
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod reports;
 pub mod store;
 pub mod job;
+pub mod memory;
 pub mod checks;
 pub mod cli;
 pub mod monthly;

@@ -5,17 +5,12 @@ use orgsettle::cli::{Cli, Command, Format};
 use orgsettle::job::{self, Failure, Options};
 use std::process::ExitCode;
 
-/// mimalloc keeps freed pages for reuse: the day's batches and output blocks are
-/// allocated and freed thousands of times, and glibc's allocator handed most of them
-/// back to the kernel, which then had to zero fresh pages (measured in BENCHMARKS.md).
+/// mimalloc keeps freed pages for reuse until the job releases them (`memory`): the
+/// day's batches and output blocks are allocated and freed thousands of times, and
+/// glibc's allocator handed most of them back to the kernel, which then had to zero
+/// fresh pages (measured in BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` (position 15 of `mi_option_e` in mimalloc.h, v2 and v3).
-/// The default, 10 ms, returns freed pages to the kernel between two batches, which
-/// then zeroes fresh ones (a quarter of the CPU time in a profile); -1 keeps them
-/// for the life of the run, which is one job.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Transparent huge pages off for this process. mimalloc asks for them
 /// (`madvise(MADV_HUGEPAGE)`), and on a VM whose host backs guest memory on first
@@ -32,8 +27,7 @@ fn disable_transparent_huge_pages() {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: sets a global option of the allocator; called before any thread starts.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    orgsettle::memory::configure_allocator();
     disable_transparent_huge_pages();
     let cli = Cli::parse();
     // A broken invariant asserted deep in the engine panics before anything is

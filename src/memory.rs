@@ -1,0 +1,42 @@
+//! When the run hands freed memory back to the kernel.
+//!
+//! The binary's allocator is mimalloc (see `main.rs`). Left to itself it either
+//! returns freed pages to the kernel 10 ms after they are freed, which between two
+//! batches of a day made the kernel zero fresh pages for a quarter of the CPU time,
+//! or, with purging off, never: then memory freed by one stage stayed resident
+//! while the next stage, which could not reuse it (other sizes, other threads'
+//! pages, pages still shared with live blocks), took fresh pages on top of it. At
+//! 10M usage rows that put the peak ~600 MB above the data ever live at once
+//! (BENCHMARKS.md).
+//!
+//! So frees are scheduled for purging with a delay no run reaches, and the job
+//! purges at the few points where a large structure has just been dropped and the
+//! next stage allocates something else: [`release_freed_memory`].
+
+/// `mi_option_purge_delay` (position 15 of `mi_option_e` in mimalloc.h, v2 and v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The purge delay the binary runs with, in milliseconds (mimalloc multiplies it by
+/// `arena_purge_mult`, 10): about a month, longer than any run. Freed pages are
+/// marked for purging (which a delay of -1 would not do) but purged only when
+/// [`release_freed_memory`] forces it.
+pub const PURGE_DELAY_MS: std::os::raw::c_long = 2_592_000_000;
+
+/// Configure mimalloc for a run: call first thing in `main`, before any thread starts.
+pub fn configure_allocator() {
+    // SAFETY: sets a global option of the allocator; no other thread exists yet.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
+/// Hand the memory freed so far back to the kernel: every thread of the rayon pool
+/// first frees its own pages that other threads' frees have emptied, then the
+/// calling thread purges every free range. Costs a few milliseconds; the stage after
+/// it touches fresh pages for what it allocates, which it did before anyway, since
+/// it could not reuse what was freed. Without mimalloc as the global allocator (the
+/// tests), it only tidies mimalloc's unused heaps.
+pub fn release_freed_memory() {
+    // SAFETY: mi_collect only walks the calling thread's heap and the arenas.
+    rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(false) });
+    // SAFETY: as above; `true` forces the purge of every range marked for it.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
