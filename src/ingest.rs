@@ -262,18 +262,22 @@ pub const USAGE_SHARDS: usize = 64;
 /// The day's settlement lines (§5.3), shard `o % USAGE_SHARDS` holding organization `o`'s.
 pub type UsageShards = Vec<LineShard>;
 
-/// The settlement lines of the organizations of one shard: each organization's in
-/// a list of its own (in the order the lines were first seen), found through a
-/// table of (organization, position) pairs. The table holds 8 bytes a line, not
-/// the line: a table of the lines themselves took ~230 bytes a line at its usual
-/// load and was copied whole at each growth, and every byte of it was touched
-/// for the first time at 10M rows (see BENCHMARKS.md); the lists are what the
-/// settlement consumes, so nothing is regrouped after reading.
+/// Lines are kept in segments of this many (384 KiB): nothing is copied as a shard
+/// grows, and a shard's slack is at most one segment.
+const LINE_SEGMENT: usize = 1 << 12;
+
+/// The settlement lines of the organizations of one shard, in the order first seen,
+/// in segments of `LINE_SEGMENT` lines, found through a table of their positions
+/// (4 bytes a line). A table of the lines themselves took ~230 bytes a line at its
+/// usual load and was copied whole at each growth; a list per organization grown
+/// by doubling held ~200 MB of slack at 10M rows (both in BENCHMARKS.md).
+/// `lists_by_organization` hands each organization its lines once reading is done.
 #[derive(Debug, Default)]
 pub struct LineShard {
-    table: hashbrown::HashTable<(u32, u32)>,
-    /// Indexed by `organization / USAGE_SHARDS`.
-    orgs: Vec<Vec<(GroupKey, UsageGroup)>>,
+    table: hashbrown::HashTable<u32>,
+    segments: Vec<Vec<(GroupKey, UsageGroup)>>,
+    /// Each line's `organization / USAGE_SHARDS`, by position.
+    org_of: Vec<u32>,
 }
 
 impl LineShard {
@@ -282,36 +286,62 @@ impl LineShard {
         rustc_hash::FxBuildHasher.hash_one(key)
     }
 
+    fn line(segments: &[Vec<(GroupKey, UsageGroup)>], position: u32) -> &(GroupKey, UsageGroup) {
+        let p = position as usize;
+        &segments[p / LINE_SEGMENT][p % LINE_SEGMENT]
+    }
+
     /// Add one record's sums to its line; Err when a sum leaves the exact range.
     fn add(&mut self, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
         let hash = Self::key_hash(&key);
-        let orgs = &mut self.orgs;
-        let found = self.table.find(hash, |&(o, i)| orgs[o as usize][i as usize].0 == key).copied();
-        match found {
-            Some((o, i)) => {
-                let group = &mut orgs[o as usize][i as usize].1;
+        let segments = &mut self.segments;
+        match self.table.find(hash, |&p| Self::line(segments, p).0 == key).copied() {
+            Some(p) => {
+                let p = p as usize;
+                let group = &mut segments[p / LINE_SEGMENT][p % LINE_SEGMENT].1;
                 group.list = group.list.checked_add(part.list).ok_or(())?;
                 group.priced = group.priced.checked_add(part.priced).ok_or(())?;
                 group.records += 1;
                 group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
             }
             None => {
-                if orgs.len() <= local {
-                    orgs.resize_with(local + 1, Vec::new);
+                let position = u32::try_from(self.org_of.len()).expect("fewer than 2^32 lines in a shard");
+                match segments.last_mut() {
+                    Some(last) if last.len() < LINE_SEGMENT => last.push((key, part)),
+                    // The first segment grows as small shards need; the others are
+                    // made full size.
+                    _ => {
+                        let mut segment = if segments.is_empty() { Vec::new() } else { Vec::with_capacity(LINE_SEGMENT) };
+                        segment.push((key, part));
+                        segments.push(segment);
+                    }
                 }
-                let position = u32::try_from(orgs[local].len()).expect("fewer than 2^32 lines in an organization");
-                orgs[local].push((key, part));
-                let entry = (u32::try_from(local).expect("organization index fits"), position);
-                self.table.insert_unique(hash, entry, |&(o, i)| Self::key_hash(&orgs[o as usize][i as usize].0));
+                self.org_of.push(u32::try_from(local).expect("organization index fits"));
+                self.table.insert_unique(hash, position, |&p| Self::key_hash(&Self::line(segments, p).0));
             }
         }
         Ok(())
     }
 
-    /// The lists by `organization / USAGE_SHARDS` (shorter when the last
-    /// organizations have no lines).
-    pub fn into_orgs(self) -> Vec<Vec<(GroupKey, UsageGroup)>> {
-        self.orgs
+    /// The positions of the shard's lines grouped by organization (each group in
+    /// the order first seen), and where each `organization / USAGE_SHARDS`'s group
+    /// starts (one more start than organizations with lines or before them).
+    fn positions_by_organization(&self) -> (Vec<u32>, Vec<u32>) {
+        let locals = self.org_of.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut starts = vec![0u32; locals + 1];
+        for &o in &self.org_of {
+            starts[o as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut positions = vec![0u32; self.org_of.len()];
+        for (p, &o) in self.org_of.iter().enumerate() {
+            positions[next[o as usize] as usize] = p as u32;
+            next[o as usize] += 1;
+        }
+        (positions, starts)
     }
 
     /// How many lines the shard holds.
@@ -322,6 +352,33 @@ impl LineShard {
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
+}
+
+/// Each of the `orgs` organizations' lines (in the order first seen) in a list of
+/// exactly their length, made on all cores a run of organizations at a time in
+/// organization order: the settlement, which goes in that order too, frees whole
+/// pages as it goes, and its ledger lines reuse them (lists allocated as they grew
+/// shared pages with other organizations' lists, and none of that memory could be
+/// reused until the end; BENCHMARKS.md). The lines are copied: the caller drops the
+/// shards after.
+pub fn lists_by_organization(shards: &[LineShard], orgs: usize) -> Vec<Vec<(GroupKey, UsageGroup)>> {
+    use rayon::prelude::*;
+    assert_eq!(shards.len(), USAGE_SHARDS, "one shard per organization residue");
+    let index: Vec<(Vec<u32>, Vec<u32>)> = shards.par_iter().map(LineShard::positions_by_organization).collect();
+    (0..orgs)
+        .into_par_iter()
+        .with_max_len(64)
+        .map(|o| {
+            let (shard, local) = (&shards[o % USAGE_SHARDS], o / USAGE_SHARDS);
+            let (positions, starts) = &index[o % USAGE_SHARDS];
+            match (starts.get(local), starts.get(local + 1)) {
+                (Some(&from), Some(&to)) => {
+                    positions[from as usize..to as usize].iter().map(|&p| LineShard::line(&shard.segments, p).clone()).collect()
+                }
+                _ => Vec::new(),
+            }
+        })
+        .collect()
 }
 
 /// How a usage id compares with the ids remembered before it.
@@ -1026,25 +1083,55 @@ mod line_tests {
         UsageGroup { list: Rated::from_exact8(list), priced: Rated::from_exact8(list), records: 1, quantity: Exact8::parse(quantity).unwrap(), contract: None }
     }
 
+    fn shards() -> Vec<LineShard> {
+        (0..USAGE_SHARDS).map(|_| LineShard::default()).collect()
+    }
+
     #[test]
     fn records_are_summed_into_one_line_per_key_in_their_organizations_list() {
-        let mut shard = LineShard::default();
-        shard.add(2, key(100000000011, "cvm", 0), part("1.25", "2")).unwrap();
-        shard.add(0, key(100000000001, "cvm", 0), part("0.10", "1")).unwrap();
-        shard.add(2, key(100000000011, "cvm", 1), part("3", "1")).unwrap();
-        shard.add(2, key(100000000011, "cvm", 0), part("0.00000001", "0.5")).unwrap();
-        assert_eq!(shard.len(), 3);
-        let orgs = shard.into_orgs();
-        assert_eq!(orgs.len(), 3);
-        assert_eq!(orgs[0].len(), 1);
-        assert!(orgs[1].is_empty());
+        let mut shards = shards();
+        // Shard 1 holds organizations 1, 65, 129, ...: locals 0, 1, 2.
+        shards[1].add(2, key(100000000011, "cvm", 0), part("1.25", "2")).unwrap();
+        shards[1].add(0, key(100000000001, "cvm", 0), part("0.10", "1")).unwrap();
+        shards[1].add(2, key(100000000011, "cvm", 1), part("3", "1")).unwrap();
+        shards[1].add(2, key(100000000011, "cvm", 0), part("0.00000001", "0.5")).unwrap();
+        shards[3].add(0, key(100000000003, "cos", 0), part("7", "7")).unwrap();
+        assert_eq!(shards[1].len(), 3);
+        let orgs = lists_by_organization(&shards, 200);
+        assert_eq!(orgs.len(), 200);
+        let sizes: Vec<(usize, usize)> = orgs.iter().enumerate().filter(|(_, l)| !l.is_empty()).map(|(o, l)| (o, l.len())).collect();
+        assert_eq!(sizes, [(1, 1), (3, 1), (129, 2)]);
+        assert!(orgs.iter().all(|l| l.capacity() == l.len()), "exact lists");
         // In the order first seen; the first line holds both of its records, exactly.
-        let (first_key, first) = &orgs[2][0];
+        let (first_key, first) = &orgs[129][0];
         assert_eq!(*first_key, key(100000000011, "cvm", 0));
         assert_eq!(first.records, 2);
         assert_eq!(first.list, Rated::from_exact8(Exact8::parse("1.25000001").unwrap()));
         assert_eq!(first.quantity, Exact8::parse("2.5").unwrap());
-        assert_eq!(orgs[2][1].0, key(100000000011, "cvm", 1));
+        assert_eq!(orgs[129][1].0, key(100000000011, "cvm", 1));
+        assert_eq!(orgs[1][0].1.list, Rated::from_exact8(Exact8::parse("0.10").unwrap()));
+    }
+
+    #[test]
+    fn lines_beyond_one_segment_are_each_found_and_handed_back_in_order() {
+        let mut shards = shards();
+        let n = 3 * LINE_SEGMENT as i64 + 5;
+        // Two organizations of shard 0 (0 and 64) interleaved, every line added twice.
+        for round in 0..2 {
+            for h in 0..n {
+                let (local, uin) = if h % 3 == 0 { (1, 100000000064) } else { (0, 100000000001) };
+                shards[0].add(local, key(uin, "cvm", h), part(if round == 0 { "1" } else { "0.5" }, "1")).unwrap();
+            }
+        }
+        assert_eq!(shards[0].len(), n as usize);
+        assert_eq!(shards[0].segments.len(), 4);
+        let orgs = lists_by_organization(&shards, 65);
+        let expect = |uin: Uin, every: &dyn Fn(i64) -> bool| -> Vec<GroupKey> { (0..n).filter(|h| every(*h)).map(|h| key(uin, "cvm", h)).collect() };
+        let keys = |o: usize| -> Vec<GroupKey> { orgs[o].iter().map(|(k, _)| k.clone()).collect() };
+        assert_eq!(keys(64), expect(100000000064, &|h| h % 3 == 0));
+        assert_eq!(keys(0), expect(100000000001, &|h| h % 3 != 0));
+        let one_and_a_half = Rated::from_exact8(Exact8::parse("1.5").unwrap());
+        assert!(orgs[0].iter().chain(&orgs[64]).all(|(_, g)| g.records == 2 && g.list == one_and_a_half));
     }
 
     #[test]

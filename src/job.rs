@@ -7,7 +7,7 @@
 use crate::monthly::LineSums;
 use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
-use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE, USAGE_SHARDS};
+use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE};
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
@@ -232,15 +232,7 @@ pub fn settle_day(
     // (key, sums) pairs until their organization is settled, which turns them into
     // events: the larger events of all organizations are never held at once.
     let mut events: Vec<Vec<Event>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
-    let mut lines: Vec<Vec<(GroupKey, UsageGroup)>> = (0..snapshot.orgs.len()).map(|_| Vec::new()).collect();
     let org_of = |uin: Uin| snapshot.org_index_of(uin);
-    // Shard s holds the lines of organizations s, s + SHARDS, ..., already in a
-    // list per organization: hand each organization its list.
-    for (s, shard) in usage.into_iter().enumerate() {
-        for (i, list) in shard.into_orgs().into_iter().enumerate() {
-            lines[i * USAGE_SHARDS + s] = list;
-        }
-    }
     for order in orders {
         let o = org_of(order.owner_uin).expect("accepted order has a known owner");
         events[o].push(Event::order(order));
@@ -276,10 +268,11 @@ pub fn settle_day(
         stage_ids(&next.seen).map_err(Failure::Internal)?;
     }
     next.seen.usage = Default::default();
-    // The id table was the largest thing reading held: handed back before the
-    // lists are copied, and the lists' old buffers after.
+    // The id table was the largest thing reading held: handed back before each
+    // organization's lines are copied out of the shards, and the shards after.
     crate::memory::release_freed_memory();
-    let lines = exact_lists(lines);
+    let lines: Vec<Vec<(GroupKey, UsageGroup)>> = crate::ingest::lists_by_organization(&usage, snapshot.orgs.len());
+    drop(usage);
     crate::memory::release_freed_memory();
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
@@ -422,25 +415,6 @@ pub fn settle_day(
     crate::memory::release_freed_memory();
     stage("checks", &mut t);
     Ok(DayResult { summary, ..result })
-}
-
-/// Each list copied into one of exactly its length, on all cores. Grown by
-/// doubling while the day was read, the organizations' line lists held ~200 MB of
-/// slack at 10M rows, and their buffers shared pages with those of other
-/// organizations, so what one organization's list freed when it was settled could
-/// not be reused until every organization on those pages was settled: the ledger
-/// lines took fresh pages instead (BENCHMARKS.md). The copies are made a run of
-/// organizations at a time, in order, so settling frees whole pages as it goes.
-fn exact_lists<T: Send>(lists: Vec<Vec<T>>) -> Vec<Vec<T>> {
-    lists
-        .into_par_iter()
-        .with_max_len(64)
-        .map(|list| {
-            let mut exact = Vec::with_capacity(list.len());
-            exact.extend(list);
-            exact
-        })
-        .collect()
 }
 
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.

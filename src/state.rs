@@ -469,11 +469,12 @@ impl SeenIds {
         out
     }
 
-    /// `encode_usage_of` streamed to `w`, eight shards at a time (encoded on all
-    /// cores): memory holds an eighth of the file, not all of it twice.
+    /// `encode_usage_of` streamed to `w`, two shards at a time (encoded on both
+    /// cores): memory holds a sixteenth of the file, not all of it twice (eight at
+    /// a time put ~40 MB on the peak of a 10M-row day, which this is written at).
     pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
         use rayon::prelude::*;
-        // Eight shards at a time are encoded on all cores while the eight before
+        // Two shards at a time are encoded on all cores while the two before
         // them are written.
         let in_remembered = self.usage.remembered_days.contains(&day);
         let encode = |group: &[(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)]| -> Vec<Vec<u8>> {
@@ -500,7 +501,7 @@ impl SeenIds {
         let write = |w: &mut (dyn std::io::Write + Send), parts: Vec<Vec<u8>>| parts.iter().try_for_each(|part| w.write_all(part));
         let tiers: Vec<(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)> =
             self.usage.remembered.iter().zip(self.usage.shards.iter()).collect();
-        let mut groups = tiers.chunks(8);
+        let mut groups = tiers.chunks(2);
         let mut pending = groups.next().map(encode).unwrap_or_default();
         for group in groups {
             let (written, encoded) = rayon::join(|| write(&mut *w, pending), || encode(group));
