@@ -90,48 +90,89 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
     sums
 }
 
-/// Fold summed lines (one part per organization) into the month aggregates. The
-/// parts' keys become owned and sorted on all cores, and each month's maps are
-/// rebuilt by one merge of two sorted sequences. Sums are exact: the folding order
-/// does not change them. Returns the months that received sums.
+/// Fold summed lines (one part per organization) into the month aggregates. For
+/// each month the lines reached, the parts' entries of that month are written,
+/// with owned keys, straight into one list (on all cores) and sorted there; the
+/// month's list takes it whole when it had nothing yet, and otherwise the sums are
+/// added in place, with only keys it lacked merged in (each copy of these lists was
+/// ~110 MB of fresh pages at 10M rows). Sums are exact: the folding order does not
+/// change them. Returns the months that received sums.
 pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) -> std::collections::BTreeSet<Month> {
     use rayon::prelude::*;
-    let (merged, self_paid): (Vec<_>, Vec<_>) = parts
-        .into_par_iter()
-        .map(|part| {
-            let merged: Vec<(Month, crate::state::BillKey, BillSums)> = part
-                .merged
-                .into_iter()
-                .map(|((month, org_id, owner, member, pay_mode, product, kind), sums)| {
-                    (month, (Text::from(org_id), owner, member, Text::from(pay_mode), Text::from(product), Text::from(kind)), sums)
-                })
-                .collect();
-            let self_paid: Vec<(Month, crate::state::SelfPaidKey, Money)> = part
-                .self_paid
-                .into_iter()
-                .map(|((month, org_id, member, product), total)| (month, (Text::from(org_id), member, Text::from(product)), total))
-                .collect();
-            (merged, self_paid)
+    let (merged, self_paid): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.merged, p.self_paid)).unzip();
+    let merged_months = months_of(&merged, |k| k.0);
+    let self_paid_months = months_of(&self_paid, |k| k.0);
+    for &month in &merged_months {
+        let own = |&(_, org_id, owner, member, pay_mode, product, kind): &CheapBillKey<'_>| {
+            (Text::from(org_id), owner, member, Text::from(pay_mode), Text::from(product), Text::from(kind))
+        };
+        let mut new = entries_of_month(&merged, month, |k| k.0, own, BillSums::default());
+        new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        add_sorted(&mut months.entry(month).or_default().merged, new, |a, b| add_sums(a, &b));
+    }
+    for &month in &self_paid_months {
+        let own = |&(_, org_id, member, product): &(Month, &str, Uin, &'static str)| (Text::from(org_id), member, Text::from(product));
+        let mut new = entries_of_month(&self_paid, month, |k| k.0, own, Money::ZERO);
+        new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        add_sorted(&mut months.entry(month).or_default().self_paid, new, |a, b| *a += b);
+    }
+    merged_months.into_iter().chain(self_paid_months).collect()
+}
+
+/// The months of the keys of `parts`.
+fn months_of<C: Sync, V: Sync>(parts: &[rustc_hash::FxHashMap<C, V>], month_of: impl Fn(&C) -> Month + Sync) -> std::collections::BTreeSet<Month> {
+    use rayon::prelude::*;
+    parts
+        .par_iter()
+        .map(|part| part.keys().map(&month_of).collect::<std::collections::BTreeSet<Month>>())
+        .reduce(Default::default, |mut a, b| {
+            a.extend(b);
+            a
         })
-        .unzip();
-    // Joined on all cores: first touches of these pages were most of this stage.
-    let month = Month { year: 0, month: 1 };
-    let mut merged = crate::parallel::flatten(merged, (month, Default::default(), BillSums::default()));
-    let mut self_paid = crate::parallel::flatten(self_paid, (month, Default::default(), Money::ZERO));
-    merged.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    self_paid.par_sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let changed = merged.iter().map(|m| m.0).chain(self_paid.iter().map(|s| s.0)).collect();
-    for run in merged.chunk_by_mut(|a, b| a.0 == b.0) {
-        let aggregates = months.entry(run[0].0).or_default();
-        let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), std::mem::take(v)));
-        aggregates.merged = merge_sorted(std::mem::take(&mut aggregates.merged), new, |a, b| add_sums(a, &b));
+}
+
+/// The entries of `month` in `parts`, their keys made by `own`, in one list
+/// written on all cores (part after part, each in its own order).
+fn entries_of_month<C: Sync, K: Clone + Default + Send + Sync, V: Clone + Send + Sync>(
+    parts: &[rustc_hash::FxHashMap<C, V>],
+    month: Month,
+    month_of: impl Fn(&C) -> Month + Sync,
+    own: impl Fn(&C) -> K + Sync,
+    blank: V,
+) -> Vec<(K, V)> {
+    use rayon::prelude::*;
+    let counted: Vec<(&rustc_hash::FxHashMap<C, V>, usize)> =
+        parts.par_iter().map(|part| (part, part.keys().filter(|k| month_of(k) == month).count())).collect();
+    crate::parallel::concat(counted, (K::default(), blank), |&(_, n)| n, |_, (part, _), slot| {
+        let of_month = part.iter().filter(|(k, _)| month_of(k) == month);
+        for (to, (k, v)) in slot.iter_mut().zip(of_month) {
+            *to = (own(k), v.clone());
+        }
+    })
+}
+
+/// Sorted, distinct `new` entries added to sorted, distinct `list` (values of equal
+/// keys combined into the list's, in place). A list with nothing yet takes `new`
+/// whole; otherwise only the keys it lacks cost a merge (a copy of the list).
+fn add_sorted<K: Ord, V>(list: &mut Vec<(K, V)>, new: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
+    if list.is_empty() {
+        *list = new;
+        return;
     }
-    for run in self_paid.chunk_by_mut(|a, b| a.0 == b.0) {
-        let aggregates = months.entry(run[0].0).or_default();
-        let new = run.iter_mut().map(|(_, k, v)| (std::mem::take(k), *v));
-        aggregates.self_paid = merge_sorted(std::mem::take(&mut aggregates.self_paid), new, |a, b| *a += b);
+    let mut lacking = Vec::new();
+    let mut at = 0;
+    for (k, v) in new {
+        while list.get(at).is_some_and(|(old, _)| *old < k) {
+            at += 1;
+        }
+        match list.get_mut(at) {
+            Some((old, sums)) if *old == k => combine(sums, v),
+            _ => lacking.push((k, v)),
+        }
     }
-    changed
+    if !lacking.is_empty() {
+        *list = merge_sorted(std::mem::take(list), lacking.into_iter(), |_, _| unreachable!("the keys are lacking"));
+    }
 }
 
 /// Sorted, distinct `old` with sorted, distinct `new` entries added (values of
@@ -346,6 +387,35 @@ pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_are_added_in_place_and_lacking_keys_merged_in_order() {
+        let mut list: Vec<(u32, i64)> = Vec::new();
+        add_sorted(&mut list, vec![(3, 30), (5, 50)], |a, b| *a += b);
+        assert_eq!(list, [(3, 30), (5, 50)]);
+        add_sorted(&mut list, vec![(1, 1), (3, 3), (4, 4), (5, 5), (9, 9)], |a, b| *a += b);
+        assert_eq!(list, [(1, 1), (3, 33), (4, 4), (5, 55), (9, 9)]);
+        add_sorted(&mut list, vec![(3, -33)], |a, b| *a += b);
+        assert_eq!(list, [(1, 1), (3, 0), (4, 4), (5, 55), (9, 9)]);
+        add_sorted(&mut list, Vec::new(), |a, b| *a += b);
+        assert_eq!(list.len(), 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn adding_sorted_entries_equals_summing_them_by_key(
+            old in proptest::collection::btree_map(0u16..400, -1000i64..1000, 0..80),
+            new in proptest::collection::btree_map(0u16..400, -1000i64..1000, 0..80),
+        ) {
+            let mut expected = old.clone();
+            for (k, v) in &new {
+                *expected.entry(*k).or_default() += v;
+            }
+            let mut list: Vec<(u16, i64)> = old.into_iter().collect();
+            add_sorted(&mut list, new.into_iter().collect(), |a, b| *a += b);
+            proptest::prop_assert_eq!(list, expected.into_iter().collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn shares_round_half_away_from_zero() {
