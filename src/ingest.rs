@@ -469,19 +469,28 @@ fn settle_usage_batch(
         .into_par_iter()
         .zip(by_shard)
         .map(|((remembered, shard), rows)| {
-            rows.into_iter()
-                .map(|i| {
-                    let Some(UsageCheck::Passed { id, content, .. }) = &checks[i as usize] else { unreachable!("passed rows") };
-                    if let Some(earlier) = remembered.get(*id) {
-                        return (i, if earlier.content == *content { Seen::Same } else { Seen::Different });
+            let id_of = |i: u32| match &checks[i as usize] {
+                Some(UsageCheck::Passed { id, content, .. }) => (*id, *content),
+                _ => unreachable!("passed rows"),
+            };
+            (0..rows.len())
+                .map(|k| {
+                    // The slots of the ids a few rows on are asked for now: their
+                    // cache misses overlap this row's (see `idtable`).
+                    if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
+                        let (id, _) = id_of(ahead);
+                        shard.prefetch(id);
+                        remembered.prefetch(id);
                     }
-                    let verdict = match shard.entry(*id) {
-                        std::collections::hash_map::Entry::Occupied(e) if e.get().content == *content => Seen::Same,
-                        std::collections::hash_map::Entry::Occupied(_) => Seen::Different,
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(SeenUsage { day: ctx.day, content: *content });
-                            Seen::New
-                        }
+                    let i = rows[k];
+                    let (id, content) = id_of(i);
+                    if let Some(earlier) = remembered.get(id) {
+                        return (i, if earlier.content == content { Seen::Same } else { Seen::Different });
+                    }
+                    let verdict = match shard.get_or_insert(id, SeenUsage { day: ctx.day, content }) {
+                        None => Seen::New,
+                        Some(held) if held.content == content => Seen::Same,
+                        Some(_) => Seen::Different,
                     };
                     (i, verdict)
                 })
@@ -530,6 +539,9 @@ fn settle_usage_batch(
         }),
     }
 }
+
+/// How many rows ahead the id lookups of a shard prefetch their slots.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Rows of a batch classified by one task (see `settle_usage_batch`).
 const ROWS_PER_PART: usize = 4096;

@@ -10,6 +10,7 @@ pub mod reference;
 pub mod parquet;
 pub mod pricing;
 pub mod state;
+pub mod idtable;
 pub mod ingest;
 pub mod refunds;
 pub mod settlement;

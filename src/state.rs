@@ -83,7 +83,7 @@ pub struct UsageIds {
     remembered: Vec<RememberedShard>,
     /// The days whose ids are in `remembered` (a day not listed has none there).
     remembered_days: std::collections::BTreeSet<Day>,
-    shards: Vec<rustc_hash::FxHashMap<u128, SeenUsage>>,
+    shards: Vec<crate::idtable::DayIds>,
 }
 
 /// One remembered id; packed: 28 bytes, not 32.
@@ -162,6 +162,14 @@ impl RememberedShard {
         Ok(())
     }
 
+    /// Ask the processor for the filter block of `id` (a hint; see `idtable`).
+    pub fn prefetch(&self, id: u128) {
+        if self.filter.is_empty() {
+            return;
+        }
+        crate::idtable::prefetch(&self.filter[filter_slot(id, self.filter.len()).0]);
+    }
+
     /// False when `id` is surely not remembered.
     fn may_hold(&self, id: u128) -> bool {
         let (block, bits) = filter_slot(id, self.filter.len());
@@ -222,22 +230,22 @@ impl UsageIds {
     }
     pub fn get(&self, id: u128) -> Option<SeenUsage> {
         let s = Self::shard_of(id);
-        self.remembered[s].get(id).or_else(|| self.shards[s].get(&id).copied())
+        self.remembered[s].get(id).or_else(|| self.shards[s].get(id))
     }
     /// Every id with its record, remembered ones first.
     fn entries(&self) -> impl Iterator<Item = (u128, SeenUsage)> + '_ {
         let remembered = self.remembered.iter().flat_map(|s| s.ids.iter().map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
-        remembered.chain(self.shards.iter().flat_map(|s| s.iter().map(|(id, seen)| (*id, *seen))))
+        remembered.chain(self.shards.iter().flat_map(|s| s.iter()))
     }
     /// Add an id that is not held yet (the day's tier).
     pub fn insert(&mut self, id: u128, seen: SeenUsage) {
         debug_assert!(self.get(id).is_none(), "an id is added once");
-        self.shards[Self::shard_of(id)].insert(id, seen);
+        self.shards[Self::shard_of(id)].get_or_insert(id, seen);
     }
     /// Keep the ids first accepted on the days `keep` keeps.
     pub fn retain_days(&mut self, keep: impl Fn(Day) -> bool + Sync) {
         use rayon::prelude::*;
-        self.shards.par_iter_mut().for_each(|s| s.retain(|_, v| keep(v.day)));
+        self.shards.par_iter_mut().for_each(|s| s.retain(|v| keep(v.day)));
         if self.remembered_days.iter().all(|&d| keep(d)) {
             return;
         }
@@ -265,7 +273,7 @@ impl UsageIds {
         self.shards.iter().map(|s| s.capacity()).sum()
     }
     /// Each shard's remembered ids (read-only) with its table of the day's ids.
-    pub fn shards_mut(&mut self) -> Vec<(&RememberedShard, &mut rustc_hash::FxHashMap<u128, SeenUsage>)> {
+    pub fn shards_mut(&mut self) -> Vec<(&RememberedShard, &mut crate::idtable::DayIds)> {
         self.remembered.iter().zip(self.shards.iter_mut()).collect()
     }
 }
@@ -477,12 +485,12 @@ impl SeenIds {
         // Two shards at a time are encoded on all cores while the two before
         // them are written.
         let in_remembered = self.usage.remembered_days.contains(&day);
-        let encode = |group: &[(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)]| -> Vec<Vec<u8>> {
+        let encode = |group: &[(&RememberedShard, &crate::idtable::DayIds)]| -> Vec<Vec<u8>> {
             group
                 .par_iter()
                 .map(|(remembered, shard)| {
                     let mut entries: Vec<(u128, SeenUsage)> =
-                        shard.iter().filter(|(_, s)| s.day == day).map(|(id, seen)| (*id, *seen)).collect();
+                        shard.iter().filter(|(_, s)| s.day == day).collect();
                     if in_remembered {
                         let of_day = remembered.ids.iter().filter(|e| { e.day } == day);
                         entries.extend(of_day.map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
@@ -499,7 +507,7 @@ impl SeenIds {
                 .collect()
         };
         let write = |w: &mut (dyn std::io::Write + Send), parts: Vec<Vec<u8>>| parts.iter().try_for_each(|part| w.write_all(part));
-        let tiers: Vec<(&RememberedShard, &rustc_hash::FxHashMap<u128, SeenUsage>)> =
+        let tiers: Vec<(&RememberedShard, &crate::idtable::DayIds)> =
             self.usage.remembered.iter().zip(self.usage.shards.iter()).collect();
         let mut groups = tiers.chunks(2);
         let mut pending = groups.next().map(encode).unwrap_or_default();
@@ -514,7 +522,7 @@ impl SeenIds {
     /// How many remembered ids were first accepted on `day`.
     pub fn usage_count_of(&self, day: Day) -> u64 {
         use rayon::prelude::*;
-        let added: u64 = self.usage.shards.par_iter().map(|s| s.values().filter(|v| v.day == day).count() as u64).sum();
+        let added: u64 = self.usage.shards.par_iter().map(|s| s.iter().filter(|(_, v)| v.day == day).count() as u64).sum();
         let remembered: u64 = if self.usage.remembered_days.contains(&day) {
             self.usage.remembered.par_iter().map(|s| s.ids.iter().filter(|e| { e.day } == day).count() as u64).sum()
         } else {
