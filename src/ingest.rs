@@ -268,22 +268,33 @@ const LINE_SEGMENT: usize = 1 << 12;
 
 /// The settlement lines of the organizations of one shard, in the order first seen,
 /// in segments of `LINE_SEGMENT` lines, found through a table of their positions
-/// (4 bytes a line). A table of the lines themselves took ~230 bytes a line at its
+/// (8 bytes a slot). A table of the lines themselves took ~230 bytes a line at its
 /// usual load and was copied whole at each growth; a list per organization grown
 /// by doubling held ~200 MB of slack at 10M rows (both in BENCHMARKS.md).
 /// `lists_by_organization` hands each organization its lines once reading is done.
+///
+/// The table is open addressing with linear probing, a power of two slots at most
+/// 3/4 full, each 0 (empty) or the top 32 bits of the line key's hash (its tag,
+/// whose low bits pick the home slot) above the line's position + 1: a probe
+/// compares tags and reads a line only when they match. `add_all` prefetches the
+/// slot of a record some rows ahead and the line it will find there nearer on, so
+/// the cache misses of a batch overlap (see `idtable`).
 #[derive(Debug, Default)]
 pub struct LineShard {
-    table: hashbrown::HashTable<u32>,
+    slots: Vec<u64>,
     segments: Vec<Vec<(GroupKey, UsageGroup)>>,
     /// Each line's `organization / USAGE_SHARDS`, by position.
     org_of: Vec<u32>,
 }
 
+/// How many records ahead `LineShard::add_all` prefetches a slot; a line is
+/// prefetched half as far ahead.
+const LINE_PREFETCH_AHEAD: usize = 16;
+
 impl LineShard {
-    fn key_hash(key: &GroupKey) -> u64 {
+    fn key_tag(key: &GroupKey) -> u32 {
         use std::hash::BuildHasher;
-        rustc_hash::FxBuildHasher.hash_one(key)
+        (rustc_hash::FxBuildHasher.hash_one(key) >> 32) as u32
     }
 
     fn line(segments: &[Vec<(GroupKey, UsageGroup)>], position: u32) -> &(GroupKey, UsageGroup) {
@@ -291,36 +302,106 @@ impl LineShard {
         &segments[p / LINE_SEGMENT][p % LINE_SEGMENT]
     }
 
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & (self.slots.len() - 1)
+    }
+
+    /// Add records (organization / USAGE_SHARDS, line, sums, file line) in order;
+    /// the file line of the first whose sum leaves the exact range, if any (the
+    /// records after it are not added).
+    fn add_all(&mut self, records: &[&AcceptedUsage]) -> Option<u64> {
+        let tags: Vec<u32> = records.iter().map(|r| Self::key_tag(&r.1)).collect();
+        let near = LINE_PREFETCH_AHEAD / 2;
+        for (k, record) in records.iter().enumerate() {
+            if !self.slots.is_empty() {
+                if let Some(&tag) = tags.get(k + LINE_PREFETCH_AHEAD) {
+                    crate::idtable::prefetch(&self.slots[self.home(tag)]);
+                }
+                if let Some(&tag) = tags.get(k + near) {
+                    if let Some(position) = self.first_match(tag) {
+                        crate::idtable::prefetch(Self::line(&self.segments, position));
+                    }
+                }
+            }
+            let (local, key, group, line) = record;
+            if self.add_tagged(tags[k], *local, key.clone(), group.clone()).is_err() {
+                return Some(*line);
+            }
+        }
+        None
+    }
+
+    /// The position in the first slot from `tag`'s home with that tag, if any
+    /// before an empty slot (for prefetching: it may be another key's line).
+    fn first_match(&self, tag: u32) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            match self.slots[i] {
+                0 => return None,
+                slot if (slot >> 32) as u32 == tag => return Some(slot as u32 - 1),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
     /// Add one record's sums to its line; Err when a sum leaves the exact range.
+    #[cfg(test)]
     fn add(&mut self, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
-        let hash = Self::key_hash(&key);
-        let segments = &mut self.segments;
-        match self.table.find(hash, |&p| Self::line(segments, p).0 == key).copied() {
-            Some(p) => {
-                let p = p as usize;
-                let group = &mut segments[p / LINE_SEGMENT][p % LINE_SEGMENT].1;
+        self.add_tagged(Self::key_tag(&key), local, key, part)
+    }
+
+    fn add_tagged(&mut self, tag: u32, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
+        if (self.org_of.len() + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                break;
+            }
+            if (slot >> 32) as u32 == tag && Self::line(&self.segments, slot as u32 - 1).0 == key {
+                let p = (slot as u32 - 1) as usize;
+                let group = &mut self.segments[p / LINE_SEGMENT][p % LINE_SEGMENT].1;
                 group.list = group.list.checked_add(part.list).ok_or(())?;
                 group.priced = group.priced.checked_add(part.priced).ok_or(())?;
                 group.records += 1;
                 group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
+                return Ok(());
             }
-            None => {
-                let position = u32::try_from(self.org_of.len()).expect("fewer than 2^32 lines in a shard");
-                match segments.last_mut() {
-                    Some(last) if last.len() < LINE_SEGMENT => last.push((key, part)),
-                    // The first segment grows as small shards need; the others are
-                    // made full size.
-                    _ => {
-                        let mut segment = if segments.is_empty() { Vec::new() } else { Vec::with_capacity(LINE_SEGMENT) };
-                        segment.push((key, part));
-                        segments.push(segment);
-                    }
-                }
-                self.org_of.push(u32::try_from(local).expect("organization index fits"));
-                self.table.insert_unique(hash, position, |&p| Self::key_hash(&Self::line(segments, p).0));
+            i = (i + 1) & mask;
+        }
+        let position = u32::try_from(self.org_of.len()).ok().filter(|&p| p < u32::MAX).expect("fewer than 2^32 - 1 lines in a shard");
+        let segments = &mut self.segments;
+        match segments.last_mut() {
+            Some(last) if last.len() < LINE_SEGMENT => last.push((key, part)),
+            // The first segment grows as small shards need; the others are
+            // made full size.
+            _ => {
+                let mut segment = if segments.is_empty() { Vec::new() } else { Vec::with_capacity(LINE_SEGMENT) };
+                segment.push((key, part));
+                segments.push(segment);
             }
         }
+        self.org_of.push(u32::try_from(local).expect("organization index fits"));
+        self.slots[i] = (u64::from(tag) << 32) | u64::from(position + 1);
         Ok(())
+    }
+
+    /// Twice the slots (16 at first), the lines placed again by their tags.
+    fn grow(&mut self) {
+        let slots = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
+        let mask = self.slots.len() - 1;
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let mut i = self.home((slot >> 32) as u32);
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
     }
 
     /// The positions of the shard's lines grouped by organization (each group in
@@ -346,11 +427,11 @@ impl LineShard {
 
     /// How many lines the shard holds.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.org_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.org_of.is_empty()
     }
 }
 
@@ -528,7 +609,8 @@ fn settle_usage_batch(
         .par_iter_mut()
         .zip(by_shard)
         .filter_map(|(shard, parts)| {
-            parts.into_iter().flatten().find_map(|(local, key, group, line)| shard.add(local, key, group).err().map(|()| line))
+            let records: Vec<&AcceptedUsage> = parts.iter().flatten().collect();
+            shard.add_all(&records)
         })
         .min();
     match overflow {
@@ -1144,6 +1226,62 @@ mod line_tests {
         assert_eq!(keys(0), expect(100000000001, &|h| h % 3 != 0));
         let one_and_a_half = Rated::from_exact8(Exact8::parse("1.5").unwrap());
         assert!(orgs[0].iter().chain(&orgs[64]).all(|(_, g)| g.records == 2 && g.list == one_and_a_half));
+    }
+
+    #[test]
+    fn records_added_in_a_run_give_the_lines_of_adding_them_one_by_one_and_stop_at_an_overflow() {
+        // Enough lines for the table to grow several times while prefetching ahead,
+        // each line met three times, in an order that mixes them.
+        let records: Vec<AcceptedUsage> = (0..3 * 5000u64)
+            .map(|i| {
+                let line = (i * 7919) % 5000;
+                ((line % 3) as usize, key(100000000000 + line % 97, "cvm", (line / 97) as i64), part("0.01", "1"), i + 2)
+            })
+            .collect();
+        let refs: Vec<&AcceptedUsage> = records.iter().collect();
+        let (mut in_a_run, mut one_by_one) = (LineShard::default(), LineShard::default());
+        assert_eq!(in_a_run.add_all(&refs), None);
+        for (local, k, group, _) in &records {
+            one_by_one.add(*local, k.clone(), group.clone()).unwrap();
+        }
+        assert_eq!(in_a_run.len(), 5000);
+        assert!(in_a_run.slots.len() >= 5000 * 4 / 3 && in_a_run.slots.len().is_power_of_two());
+        let lines = |s: &LineShard| s.segments.concat();
+        assert_eq!(lines(&in_a_run), lines(&one_by_one));
+        assert_eq!(in_a_run.org_of, one_by_one.org_of);
+        assert!(lines(&in_a_run).iter().all(|(_, g)| g.records == 3));
+
+        // The record that overflows is reported by its file line; none after it is added.
+        let huge = UsageGroup { list: Rated::from_exact8(Exact8(i128::MAX / 300_000_000)), ..part("1", "1") };
+        let mut run: Vec<AcceptedUsage> = (0..4).map(|i| (0, key(100000000001, "cos", 0), huge.clone(), 10 + i)).collect();
+        run.push((0, key(100000000002, "cos", 0), part("1", "1"), 20));
+        let mut shard = LineShard::default();
+        assert_eq!(shard.add_all(&run.iter().collect::<Vec<_>>()), Some(13));
+        assert_eq!(shard.len(), 1);
+        assert_eq!(shard.segments[0][0].1.records, 3);
+    }
+
+    #[test]
+    fn two_keys_with_one_tag_are_two_lines() {
+        // Two keys whose hashes share their top 32 bits, found by a birthday search
+        // over keys of scattered owners and hours.
+        let scattered = |i: u64| {
+            let x = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
+            key(100000000000 + x % 1_000_000_000, "cvm", ((x >> 40) % 10_000) as i64)
+        };
+        let mut by_tag = std::collections::HashMap::new();
+        let (a, b) = (0..1_000_000u64)
+            .find_map(|i| by_tag.insert(LineShard::key_tag(&scattered(i)), i).map(|earlier| (scattered(earlier), scattered(i))))
+            .expect("a shared tag among a million keys");
+        assert_ne!(a, b);
+        let mut shard = LineShard::default();
+        for (k, list) in [(&a, "1"), (&b, "2"), (&a, "3"), (&b, "4")] {
+            shard.add(0, k.clone(), part(list, "1")).unwrap();
+        }
+        assert_eq!(shard.len(), 2);
+        let lists: Vec<(GroupKey, Rated)> = shard.segments[0].iter().map(|(k, g)| (k.clone(), g.list)).collect();
+        let rated = |t: &str| Rated::from_exact8(Exact8::parse(t).unwrap());
+        assert_eq!(lists, [(a, rated("4")), (b, rated("6"))]);
     }
 
     #[test]
