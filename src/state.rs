@@ -74,8 +74,8 @@ pub const ID_SHARDS: usize = 64;
 /// Two tiers. The ids of earlier days (read from their files) are `remembered`:
 /// per shard a sorted array, 28 bytes an id with no empty slots, found through an
 /// index of where each prefix of the digest starts; they never change during a
-/// run. The ids added by the run (the day's own) go to hash tables, 32 bytes an
-/// entry in tables at most 7/8 full. Holding every remembered id in hash tables
+/// run. The ids added by the run (the day's own) go to open-addressing tables
+/// (`idtable::DayIds`), 32 bytes a slot in tables at most 3/4 full. Holding every remembered id in hash tables
 /// took ~70 bytes an id at their usual load (two months of 10M-row days would not
 /// fit in this machine's memory; BENCHMARKS.md).
 #[derive(Clone, Debug)]
