@@ -772,12 +772,7 @@ impl<R: Keyed + Sync + Send> Merged<R> {
     pub fn new(parts: Vec<Vec<R>>) -> Merged<R> {
         let total: usize = parts.iter().map(Vec::len).sum();
         let pieces = if total < 1 << 16 { 1 } else { 4 * rayon::current_num_threads() };
-        // Every `step`-th row of each part, sorted: the pivots are evenly spaced
-        // among them.
-        let step = (total / (pieces * 64)).max(1);
-        let mut samples: Vec<std::borrow::Cow<'_, EventKey>> =
-            parts.iter().flat_map(|rows| rows.iter().step_by(step).map(Keyed::key)).collect();
-        samples.sort_unstable();
+        let samples = pivot_samples(&parts, pieces);
         let pivots: Vec<&EventKey> = (1..pieces).map(|j| &*samples[j * samples.len() / pieces]).collect();
         // Piece j holds the rows whose key lies in [pivots[j-1], pivots[j]).
         let bound = |rows: &[R], j: usize| match j {
@@ -799,6 +794,25 @@ impl<R: Keyed + Sync + Send> Merged<R> {
         debug_assert_eq!(order.len(), total);
         Merged { parts, order }
     }
+}
+
+/// About 64 keys a piece, sorted, evenly spaced over the parts' rows taken end to
+/// end: piece j of `pieces` is cut at the `j * len / pieces`-th. (Every `step`-th
+/// row of each part took only the first row of each of thousands of short parts,
+/// the day's earliest rows: nearly all rows fell in the last piece, merged on one
+/// core.)
+fn pivot_samples<R: Keyed>(parts: &[Vec<R>], pieces: usize) -> Vec<std::borrow::Cow<'_, EventKey>> {
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let step = (total / (pieces * 64)).max(1);
+    let mut samples = Vec::with_capacity(total / step + 1);
+    let mut offset = 0;
+    for rows in parts {
+        let first = (step - offset % step) % step;
+        samples.extend(rows.iter().skip(first).step_by(step).map(Keyed::key));
+        offset += rows.len();
+    }
+    samples.sort_unstable();
+    samples
 }
 
 /// The k-way merge of sorted runs `(part, from, to)` of `parts` into handles, by
@@ -962,6 +976,27 @@ mod tests {
             assert_eq!(merged.handles(), &expected[..], "{n_parts} parts, {rows} events");
             let rows: Vec<u32> = merged.into_vec();
             assert_eq!(rows, expected.iter().map(|&(p, i)| parts[p as usize][i as usize].1).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_pivots_cut_many_short_parts_into_pieces_of_about_equal_size() {
+        // A day's shape: thousands of organizations, each with a few rows spread
+        // over the whole day.
+        let parts = parts(4_000, 200_000, 7);
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let pieces = 8;
+        let samples = pivot_samples(&parts, pieces);
+        assert!(samples.windows(2).all(|w| w[0] <= w[1]));
+        let pivots: Vec<&EventKey> = (1..pieces).map(|j| &*samples[j * samples.len() / pieces]).collect();
+        let mut sizes = vec![0usize; pieces];
+        for (key, _) in parts.iter().flatten() {
+            sizes[pivots.partition_point(|p| *p <= key)] += 1;
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), total);
+        // Keys repeat (30 hours of a few hundred keys), so pieces are not exactly equal.
+        for (j, &n) in sizes.iter().enumerate() {
+            assert!(n < 2 * total / pieces, "piece {j} holds {n} of {total} rows: {sizes:?}");
         }
     }
 }
