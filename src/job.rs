@@ -150,23 +150,35 @@ impl DayResult {
     /// The day's files (its FOCUS rows go to the month files: `Store::append_focus`).
     pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day) -> Vec<OutFile<'a>> {
         let mut t = std::time::Instant::now();
-        let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
-        summary.push(b'\n');
-        // The month-to-date overview: the month of D, every line settled so far.
-        let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
-        stage("  overview", &mut t);
-        let ledger = &self.ledger;
-        let files: Vec<OutFile> = vec![
-            ("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w)))),
-            ("voucher_usage.csv", Body::Bytes(reports::voucher_usage_csv(&self.voucher_usage))),
-            ("events.csv", Body::Bytes(reports::events_csv(&self.events))),
-            ("transfers.csv", Body::Bytes(reports::transfers_csv(&self.transfers))),
-            ("balances.csv", Body::Bytes(reports::balances_csv(&inputs.snapshot, &self.state.accounts))),
-            ("rejects.csv", Body::Bytes(reports::rejects_csv(&self.rejects))),
-            ("overview_mtd_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&mtd.by_member))),
-            ("overview_mtd_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&mtd.by_product))),
-            ("summary.json", Body::Bytes(summary)),
+        // The small files are rendered at once, each on whichever core is free; the
+        // month-to-date overview (the month of D, every line settled so far) beside them.
+        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 6] = [
+            ("voucher_usage.csv", &|| reports::voucher_usage_csv(&self.voucher_usage)),
+            ("events.csv", &|| reports::events_csv(&self.events)),
+            ("transfers.csv", &|| reports::transfers_csv(&self.transfers)),
+            ("balances.csv", &|| reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
+            ("rejects.csv", &|| reports::rejects_csv(&self.rejects)),
+            ("summary.json", &|| {
+                let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
+                summary.push(b'\n');
+                summary
+            }),
         ];
+        let (mtd, mut small) = rayon::join(
+            || {
+                let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
+                rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product))
+            },
+            || render.par_iter().map(|(name, body)| (*name, body())).collect::<Vec<_>>(),
+        );
+        let summary = small.pop().expect("the summary is rendered last");
+        let ledger = &self.ledger;
+        let mut files: Vec<OutFile> =
+            vec![("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w))))];
+        files.extend(small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))));
+        files.push(("overview_mtd_by_member.csv", Body::Bytes(mtd.0)));
+        files.push(("overview_mtd_by_product.csv", Body::Bytes(mtd.1)));
+        files.push((summary.0, Body::Bytes(summary.1)));
         stage("  other files", &mut t);
         files
     }

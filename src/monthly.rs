@@ -338,42 +338,55 @@ pub fn overview(
     months_back: usize,
     with_summary: bool,
 ) -> Overview {
-    let mut out = Overview::default();
+    use rayon::prelude::*;
     let mut history_by_org: BTreeMap<(&str, Month), Vec<&HistoryRow>> = BTreeMap::new();
     for h in history {
         history_by_org.entry((h.org_id.as_str(), h.month)).or_default().push(h);
     }
-    for org in &snapshot.orgs {
-        let mut months = window(org, end_month);
-        if months.len() > months_back {
-            months.drain(..months.len() - months_back);
-        }
-        let mut window_total = Money::ZERO;
-        for &month in &months {
-            let data = month_data(org, month, aggregates, &history_by_org);
-            let mut by_member: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
-            let mut by_product: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
-            for ((member, product), total) in data {
-                let name = org.member(member).map(|m| m.name.clone()).unwrap_or_default();
-                by_member.entry(member.to_string()).or_insert((Money::ZERO, Some(name))).0 += total;
-                by_product.entry(product).or_insert((Money::ZERO, None)).0 += total;
-                window_total += total;
+    // Each org's tables on whichever core is free, joined in org order.
+    let per_org: Vec<Overview> = snapshot
+        .orgs
+        .par_iter()
+        .map(|org| {
+            let mut out = Overview::default();
+            let mut months = window(org, end_month);
+            if months.len() > months_back {
+                months.drain(..months.len() - months_back);
             }
-            out.by_member.extend(ranked(org, month, by_member, true));
-            out.by_product.extend(ranked(org, month, by_product, false));
-        }
-        if with_summary && !months.is_empty() {
-            let n = months.len() as i128;
-            let average = ratio_half_away_from_zero(i128::from(window_total.fen()), n * 100, 2);
-            out.summary.push(SummaryRow {
-                org_id: org.org_id.clone(),
-                window_start: months[0],
-                window_end: *months.last().expect("non-empty"),
-                months: months.len() as u64,
-                total: window_total,
-                monthly_average: Money::parse(&average).expect("a two-decimal ratio"),
-            });
-        }
+            let mut window_total = Money::ZERO;
+            for &month in &months {
+                let data = month_data(org, month, aggregates, &history_by_org);
+                let mut by_member: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
+                let mut by_product: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
+                for ((member, product), total) in data {
+                    let name = org.member(member).map(|m| m.name.clone()).unwrap_or_default();
+                    by_member.entry(member.to_string()).or_insert((Money::ZERO, Some(name))).0 += total;
+                    by_product.entry(product).or_insert((Money::ZERO, None)).0 += total;
+                    window_total += total;
+                }
+                out.by_member.extend(ranked(org, month, by_member, true));
+                out.by_product.extend(ranked(org, month, by_product, false));
+            }
+            if with_summary && !months.is_empty() {
+                let n = months.len() as i128;
+                let average = ratio_half_away_from_zero(i128::from(window_total.fen()), n * 100, 2);
+                out.summary.push(SummaryRow {
+                    org_id: org.org_id.clone(),
+                    window_start: months[0],
+                    window_end: *months.last().expect("non-empty"),
+                    months: months.len() as u64,
+                    total: window_total,
+                    monthly_average: Money::parse(&average).expect("a two-decimal ratio"),
+                });
+            }
+            out
+        })
+        .collect();
+    let mut out = Overview::default();
+    for part in per_org {
+        out.by_member.extend(part.by_member);
+        out.by_product.extend(part.by_product);
+        out.summary.extend(part.summary);
     }
     // Sorted by org, month, rank: orgs are in org_id order and months ascend.
     out
