@@ -503,13 +503,18 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     stage("settle", &mut t);
     let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);
-    store.publish_day(day, files).map_err(Failure::Internal)?;
-    stage("write files", &mut t);
+    // The day's folder and its FOCUS rows are written at once (each renders on
+    // whichever core the other leaves free while it waits on the disk), after D
+    // is uncommitted: no state names D while its FOCUS rows change.
+    store.uncommit_day(day).map_err(Failure::Internal)?;
     let ledger = &result.ledger;
-    result.state.focus = store
-        .append_focus(&result.state.focus, |sink| focus::write_focus_rows(&inputs.snapshot, ledger.handles(), |h| ledger.get(*h), sink))
-        .map_err(Failure::Internal)?;
-    stage("write FOCUS rows", &mut t);
+    let (published, focus) = rayon::join(
+        || store.publish_day(day, files),
+        || store.append_focus(&result.state.focus, |sink| focus::write_focus_rows(&inputs.snapshot, ledger.handles(), |h| ledger.get(*h), sink)),
+    );
+    published.map_err(Failure::Internal)?;
+    result.state.focus = focus.map_err(Failure::Internal)?;
+    stage("write files and FOCUS rows", &mut t);
     store.commit_state(day, &result.state).map_err(Failure::Internal)?;
     stage("commit state", &mut t);
     if !opts.quiet {

@@ -82,7 +82,9 @@ pub fn write_in_parallel_chunks<'r, T: Sync>(
 ) -> std::io::Result<()> {
     use rayon::prelude::*;
     const CHUNK: usize = 16 * 1024;
-    const BLOCK: usize = 8 * CHUNK;
+    // Four chunks a block: the ledger and the FOCUS rows are written at once, and
+    // two blocks of each (~70 MB in all at 10M rows) are held.
+    const BLOCK: usize = 4 * CHUNK;
     let render_block = |block: &'r [T]| -> Vec<String> {
         block
             .par_chunks(CHUNK)

@@ -23,7 +23,7 @@ pub struct Store {
 pub enum Body<'a> {
     Bytes(Vec<u8>),
     /// Written by the function, streamed to disk (the large outputs).
-    Stream(Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + 'a>),
+    Stream(Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + Send + 'a>),
     /// Converted from the bytes of another file of the same folder, written before it
     /// (the Parquet copies).
     Derived { from: &'static str, convert: fn(&[u8]) -> Result<Vec<u8>, String> },
@@ -193,16 +193,24 @@ impl Store {
     /// Day D stays uncommitted until `commit_state`; a crash at any point leaves
     /// the previous state usable.
     pub fn publish_day(&self, day: Day, files: Vec<OutFile<'_>>) -> Result<(), String> {
+        self.uncommit_day(day)?;
+        publish_dir(&self.out.join("days"), &day.to_string(), files)
+    }
+
+    /// Uncommit D: from here until the state is renamed in, D is not settled. The
+    /// first step of publishing D (`publish_day` does it too); a caller that
+    /// appends D's FOCUS rows while D's folder is published does it before both,
+    /// so no state still names D while its FOCUS rows change.
+    pub fn uncommit_day(&self, day: Day) -> Result<(), String> {
         let days = self.out.join("days");
         fs::create_dir_all(&days).map_err(|e| io_error("cannot create", &days, e))?;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
-        // Uncommit D first: from here until the state is renamed in, D is not settled.
         let state_path = self.state_file(day);
         if state_path.exists() {
             failpoint("uncommit day");
             fs::remove_file(&state_path).map_err(|e| io_error("cannot remove", &state_path, e))?;
         }
-        publish_dir(&days, &day.to_string(), files)
+        Ok(())
     }
 
     fn staged_usage_ids(&self, day: Day) -> PathBuf {
