@@ -82,7 +82,9 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn load(dir: &Path) -> Result<Inputs, Failure> {
+        let mut t = std::time::Instant::now();
         let snapshot = Snapshot::load(&dir.join("org.json")).map_err(Failure::Unusable)?;
+        stage("  snapshot", &mut t);
         let mut problems = Vec::new();
         let reference = match Reference::load(dir, &snapshot) {
             Ok(r) => Some(r),
@@ -279,6 +281,7 @@ pub fn settle_day(
     if next.seen.usage_files.contains_key(&day) {
         stage_ids(&next.seen).map_err(Failure::Internal)?;
     }
+    stage("  ids aside", &mut t);
     next.seen.usage = Default::default();
     // The id table was the largest thing reading held: handed back before each
     // organization's lines are copied out of the shards, and the shards after.
@@ -286,6 +289,7 @@ pub fn settle_day(
     let lines: Vec<Vec<(GroupKey, UsageGroup)>> = crate::ingest::lists_by_organization(&usage, snapshot.orgs.len());
     drop(usage);
     crate::memory::release_freed_memory();
+    stage("  lines by organization", &mut t);
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
     for (id, source) in &next.transfer_sources {
