@@ -215,15 +215,11 @@ impl State {
 }
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one).
-/// `stage_ids` receives the remembered ids once the day's rows are read (to write
-/// the day's own aside); their table is dropped after it.
-pub fn settle_day(
-    inputs: &Inputs,
-    day: Day,
-    mut base: State,
-    fresh_start: bool,
-    stage_ids: &dyn Fn(&SeenIds) -> Result<(), String>,
-) -> Result<DayResult, Failure> {
+/// What the commit will need but settling no longer does is written aside to
+/// `store` as soon as it is final, nothing published: the day's own usage ids once
+/// the rows are read (their table is dropped after it), the month aggregates the
+/// day changed while the rows are merged.
+pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool, store: &Store) -> Result<DayResult, Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
     // of millions late in a month), the month aggregates, refund bases and transfer
     // sources. `base` keeps what the books check compares against.
@@ -279,7 +275,7 @@ pub fn settle_day(
     // The day's ids go to their file now (published by the commit); the rest of
     // the day needs only their count, and the next day reads them from the files.
     if next.seen.usage_files.contains_key(&day) {
-        stage_ids(&next.seen).map_err(Failure::Internal)?;
+        store.stage_usage_ids(day, &next.seen).map_err(Failure::Internal)?;
     }
     stage("  ids aside", &mut t);
     next.seen.usage = Default::default();
@@ -396,9 +392,17 @@ pub fn settle_day(
     for month in crate::monthly::add_sums_to_months(&mut next.months, sums) {
         next.month_files.insert(month, day);
     }
+    let keep_from = crate::state::months_kept_from(day);
+    next.months.retain(|m, _| *m >= keep_from);
+    next.month_files.retain(|m, _| *m >= keep_from);
+    // Kept as long as the month's aggregates, so a closed month can be closed again.
+    next.focus.retain(|m, _| *m >= keep_from);
     crate::memory::release_freed_memory();
     stage("  month aggregates", &mut t);
-    let ledger = Merged::new(ledger_parts);
+    // The month files are written aside while the rows are merged (memory-bound
+    // on all cores; the encoding fills a core's gaps).
+    let (ledger, staged) = rayon::join(|| Merged::new(ledger_parts), || store.stage_month_files(day, &next));
+    staged.map_err(Failure::Internal)?;
     let voucher_usage = merge_in_processing_order(voucher_parts);
     let service = merge_in_processing_order(event_parts);
     let transfer_rows = merge_in_processing_order(transfer_parts);
@@ -409,12 +413,6 @@ pub fn settle_day(
         c.accepted -= processing_rejects;
         c.rejected += processing_rejects;
     }
-
-    let keep_from = crate::state::months_kept_from(day);
-    next.months.retain(|m, _| *m >= keep_from);
-    next.month_files.retain(|m, _| *m >= keep_from);
-    // Kept as long as the month's aggregates, so a closed month can be closed again.
-    next.focus.retain(|m, _| *m >= keep_from);
 
     let result = DayResult {
         ledger,
@@ -502,8 +500,8 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
-    let settled = settle_day(inputs, day, base, fresh, &|seen| store.stage_usage_ids(day, seen));
-    let mut result = settled.inspect_err(|_| store.discard_staged_usage_ids(day))?;
+    let settled = settle_day(inputs, day, base, fresh, store);
+    let mut result = settled.inspect_err(|_| store.discard_staged(day))?;
     stage("settle", &mut t);
     let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);

@@ -233,14 +233,40 @@ impl Store {
         file.sync_all().map_err(|e| io_error("cannot sync", &ids_tmp, e))
     }
 
-    /// Remove what `stage_usage_ids` wrote for a day that is not committed.
-    pub fn discard_staged_usage_ids(&self, day: Day) {
-        let _ = fs::remove_file(self.staged_usage_ids(day));
+    fn staged_month_file(&self, day: Day, month: Month) -> PathBuf {
+        self.state_dir().join(format!(".{day}.month-{month}.bin.tmp"))
     }
 
-    /// Commit day `day` (after `publish_day`): the usage ids first (aside, then
-    /// renamed); the state file, renamed last, commits the day and records how many
-    /// ids its companion holds.
+    /// Write the aggregates of each month day `day` changed aside
+    /// (`state/.D.month-M.bin.tmp`, synced), once they are final; `commit_state`
+    /// renames them. Nothing is published; a crash leaves only dot files.
+    pub fn stage_month_files(&self, day: Day, state: &State) -> Result<(), String> {
+        use rayon::prelude::*;
+        fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
+        let changed: Vec<(Month, &crate::state::MonthAggregates)> =
+            state.month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &state.months[m])).collect();
+        let encoded: Vec<(Month, Vec<u8>)> = changed.into_par_iter().map(|(m, a)| (m, crate::state::encode_month(a))).collect();
+        for (month, bytes) in encoded {
+            write_synced(&self.staged_month_file(day, month), &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Remove what `stage_usage_ids` and `stage_month_files` wrote for a day that
+    /// is not committed.
+    pub fn discard_staged(&self, day: Day) {
+        let _ = fs::remove_file(self.staged_usage_ids(day));
+        if let Ok(names) = entry_names(&self.state_dir()) {
+            let prefix = format!(".{day}.month-");
+            for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".bin.tmp")) {
+                let _ = fs::remove_file(self.state_dir().join(name));
+            }
+        }
+    }
+
+    /// Commit day `day` (after `publish_day`): the usage ids and the month files
+    /// first (written aside, renamed here); the state file, renamed last, commits
+    /// the day and records how many ids its companion holds.
     pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
         if state.seen.usage_files.contains_key(&day) {
             let ids_tmp = self.staged_usage_ids(day);
@@ -253,22 +279,18 @@ impl Store {
             // An earlier run of D may have left ids D no longer has.
             remove_if_present(&self.usage_ids_file(day))?;
         }
-        // The months the day changed, each aside then renamed; files an earlier run
-        // of D left for months this one did not change are removed.
-        {
-            use rayon::prelude::*;
-            let changed: Vec<(Month, &crate::state::MonthAggregates)> =
-                state.month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &state.months[m])).collect();
-            let encoded: Vec<(Month, Vec<u8>)> = changed.into_par_iter().map(|(m, a)| (m, crate::state::encode_month(a))).collect();
-            for (month, bytes) in encoded {
-                let tmp = self.state_dir().join(format!(".{day}.month-{month}.bin.tmp"));
-                write_synced(&tmp, &bytes)?;
-                failpoint("publish month aggregates");
-                let path = self.month_file(day, month);
-                fs::rename(&tmp, &path).map_err(|e| io_error("cannot publish", &path, e))?;
+        // The months the day changed (staged by `stage_month_files`), renamed; files
+        // an earlier run of D left for months this one did not change are removed.
+        for month in state.month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| *m) {
+            let tmp = self.staged_month_file(day, month);
+            if !tmp.exists() {
+                return Err(format!("{}: the day's month aggregates were not staged", tmp.display()));
             }
-            self.remove_month_files(|d, m| d == day && state.month_files.get(&m) != Some(&day))?;
+            failpoint("publish month aggregates");
+            let path = self.month_file(day, month);
+            fs::rename(&tmp, &path).map_err(|e| io_error("cannot publish", &path, e))?;
         }
+        self.remove_month_files(|d, m| d == day && state.month_files.get(&m) != Some(&day))?;
         let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
         let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
         write_synced(&tmp, &json)?;
@@ -786,6 +808,31 @@ mod tests {
     /// Bytes that differ at every offset, so a block written at a wrong place shows.
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
         (0..n).map(|i| (i as u64 * 31 + u64::from(seed) + (i as u64 >> 12)) as u8).collect()
+    }
+
+    #[test]
+    fn discarding_a_days_staged_files_removes_them_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let state = dir.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        let day = Day::parse("2026-10-31").unwrap();
+        let names = [
+            ".2026-10-31.usage-ids.tmp",
+            ".2026-10-31.month-2026-10.bin.tmp",
+            ".2026-10-31.month-2026-09.bin.tmp",
+            ".2026-10-30.month-2026-10.bin.tmp",
+            ".2026-10-30.usage-ids.tmp",
+            "2026-10-31.month-2026-10.bin",
+            "2026-10-30.json",
+        ];
+        for name in names {
+            fs::write(state.join(name), name).unwrap();
+        }
+        store.discard_staged(day);
+        let mut left = entry_names(&state).unwrap();
+        left.sort();
+        assert_eq!(left, [".2026-10-30.month-2026-10.bin.tmp", ".2026-10-30.usage-ids.tmp", "2026-10-30.json", "2026-10-31.month-2026-10.bin"]);
     }
 
     #[test]
