@@ -169,6 +169,12 @@ pub struct LedgerLine {
 impl LedgerLine {
     /// Append the line's id.
     pub fn write_line_id(&self, out: &mut String) {
+        self.write_line_id_with(out, |start, out| start.write_to(out));
+    }
+
+    /// Append the line's id, its period start (postpaid lines) written by
+    /// `write_start` (the ledger keeps the text of the last one).
+    pub fn write_line_id_with(&self, out: &mut String, write_start: impl FnOnce(Ts, &mut String)) {
         match (&self.order, self.usage) {
             (None, Some(PostpaidUsage { cycle, start, late, .. })) => {
                 out.push_str("P|");
@@ -178,7 +184,7 @@ impl LedgerLine {
                 out.push('|');
                 out.push_str(cycle.as_str());
                 out.push('|');
-                start.write_to(out);
+                write_start(start, out);
                 if let Some(day) = late {
                     out.push_str("|late-");
                     out.push_str(&day.to_string());

@@ -10,7 +10,7 @@ use crate::ids::Uin;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 use crate::state::AccountState;
-use crate::time::Day;
+use crate::time::{Day, Ts};
 use std::collections::BTreeMap;
 
 fn writer() -> csv::Writer<Vec<u8>> {
@@ -112,17 +112,44 @@ pub fn write_in_parallel_chunks<'r, T: Sync>(
     }
 }
 
+/// The text of the last instant written, kept: rows in processing order share
+/// their charge time (and, per cycle, their period start) with the rows before.
+#[derive(Default)]
+struct InstantText {
+    at: Option<Ts>,
+    text: String,
+}
+
+impl InstantText {
+    fn of(&mut self, t: Ts) -> &str {
+        if self.at != Some(t) {
+            self.text.clear();
+            t.write_to(&mut self.text);
+            self.at = Some(t);
+        }
+        &self.text
+    }
+}
+
+/// Which kept period start a postpaid line's is compared with: one per cycle.
+fn start_slot(line: &LedgerLine) -> usize {
+    line.usage.map_or(0, |u| u.cycle as usize)
+}
+
 fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &mut String) {
     let run_day = day.to_string();
     let mut numbers = itoa::Buffer::new();
+    let mut charge_time = InstantText::default();
+    let mut period_start: [InstantText; 3] = Default::default();
     for l in lines {
         let id_start = out.len();
-        l.write_line_id(out);
+        l.write_line_id_with(out, |start, out| out.push_str(period_start[start_slot(l)].of(start)));
         debug_assert!(!out[id_start..].contains([',', '"', '\n']), "ledger fields never need quoting");
         out.push(',');
         out.push_str(&run_day);
         out.push(',');
-        l.charge_time.write_to(out);
+        let charged = charge_time.of(l.charge_time);
+        out.push_str(charged);
         out.push(',');
         l.bill_month.write_to(out);
         out.push(',');
@@ -140,9 +167,9 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
             Some(usage) => {
                 out.push_str(usage.cycle.as_str());
                 out.push(',');
-                usage.start.write_to(out);
+                out.push_str(period_start[start_slot(l)].of(usage.start));
                 out.push(',');
-                l.charge_time.write_to(out);
+                out.push_str(charge_time.of(l.charge_time));
                 out.push_str(",,,");
                 out.push_str(numbers.format(usage.records));
             }
@@ -365,6 +392,66 @@ mod tests {
     use super::*;
     use crate::money::Money;
     use crate::state::{BillKey, BillSums, Text};
+
+    #[test]
+    fn ledger_rows_rendered_in_one_run_equal_rows_rendered_one_at_a_time() {
+        // Postpaid lines of several cycles sharing and changing their instants, and
+        // a late one, as processing order interleaves them.
+        use crate::engine::{LineKind, LineStatus, PostpaidUsage};
+        use crate::money::Exact8;
+        use crate::time::Cycle;
+        let org: crate::engine::OrgName = Box::leak(Box::new("org-1".to_string()));
+        let at = |text: &str| Ts::parse(text).expect("an instant");
+        let line = |end: &str, cycle: Cycle, start: &str, late: Option<&str>, fen: i64| LedgerLine {
+            charge_time: at(end),
+            bill_month: at(end).pred().month(),
+            kind: LineKind::Postpaid,
+            org_id: org,
+            owner_uin: 100 + fen as u64 % 3,
+            responsible_uin: 100,
+            product: "cvm",
+            usage: Some(PostpaidUsage {
+                cycle,
+                late: late.map(|d| Day::parse(d).expect("a day")),
+                start: at(start),
+                records: 1,
+                quantity: Exact8::parse("1").expect("a quantity"),
+            }),
+            order: None,
+            list_amount: Money::from_fen(fen),
+            discount_amount: Money::ZERO,
+            payable_amount: Money::from_fen(fen),
+            contract: None,
+            voucher_amount: Money::ZERO,
+            cash_amount: Money::from_fen(fen),
+            gift_amount: Money::ZERO,
+            credit_amount: Money::ZERO,
+            status: LineStatus::Settled,
+        };
+        let lines = [
+            line("2026-10-31T00:00:00+08:00", Cycle::Daily, "2026-10-30T00:00:00+08:00", None, 1),
+            line("2026-10-31T00:00:00+08:00", Cycle::Hourly, "2026-10-30T23:00:00+08:00", None, 2),
+            line("2026-10-31T00:00:00+08:00", Cycle::Daily, "2026-10-30T00:00:00+08:00", None, 3),
+            line("2026-10-31T01:00:00+08:00", Cycle::Hourly, "2026-10-31T00:00:00+08:00", None, 4),
+            line("2026-10-31T01:00:00+08:00", Cycle::Hourly, "2026-10-31T00:00:00+08:00", Some("2026-10-31"), 5),
+            line("2026-10-31T01:00:00.5+08:00", Cycle::Hourly, "2026-10-31T00:00:00.5+08:00", None, 6),
+            line("2026-11-01T00:00:00+08:00", Cycle::Monthly, "2026-10-01T00:00:00+08:00", None, 7),
+            line("2026-11-01T00:00:00+08:00", Cycle::Hourly, "2026-10-31T23:00:00+08:00", None, 8),
+        ];
+        let day = Day::parse("2026-10-31").expect("a day");
+        let mut together = String::new();
+        ledger_rows(day, lines.iter(), &mut together);
+        let mut one_by_one = String::new();
+        for l in &lines {
+            ledger_rows(day, std::iter::once(l), &mut one_by_one);
+        }
+        assert_eq!(together, one_by_one);
+        let rows: Vec<&str> = together.lines().collect();
+        assert_eq!(rows.len(), lines.len());
+        assert!(rows[4].starts_with("P|102|cvm|hourly|2026-10-31T00:00:00+08:00|late-2026-10-31,2026-10-31,2026-10-31T01:00:00+08:00,"));
+        assert!(rows[5].contains(",hourly,2026-10-31T00:00:00.5+08:00,2026-10-31T01:00:00.5+08:00,"));
+        assert!(rows[6].contains(",monthly,2026-10-01T00:00:00+08:00,2026-11-01T00:00:00+08:00,"));
+    }
 
     /// The merged bill as the csv crate's writer wrote it before the rows were
     /// rendered in place.
