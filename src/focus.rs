@@ -239,32 +239,53 @@ pub fn write_focus_rows<'r, T: Sync>(
             self.inner.flush()
         }
     }
-    // Rows and Σ BilledCost of the month being written, summed as its rows are.
+    // Rows and Σ BilledCost of the month being written, summed as its rows are;
+    // and whether a row of another month was met among them.
     let totals = std::sync::Mutex::new((0u64, Money::ZERO));
-    let render = |chunk: &'r [T], text: &mut String| {
-        let mut instants = Instants::default();
-        let (mut count, mut billed) = (0u64, Money::ZERO);
-        for row in chunk {
-            let line = line(row);
-            if write_row(text, snapshot, line, &mut instants) {
-                count += 1;
-                billed += line.payable_amount;
+    let strays = std::sync::atomic::AtomicBool::new(false);
+    let render = |month: Month| {
+        let (totals, strays, line) = (&totals, &strays, &line);
+        move |chunk: &'r [T], text: &mut String| {
+            let mut instants = Instants::default();
+            let (mut count, mut billed) = (0u64, Money::ZERO);
+            for line in crate::reports::ahead(chunk, line) {
+                if line.bill_month != month {
+                    strays.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if write_row(text, snapshot, line, &mut instants) {
+                    count += 1;
+                    billed += line.payable_amount;
+                }
             }
+            let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+            totals.0 += count;
+            totals.1 += billed;
         }
-        let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
-        totals.0 += count;
-        totals.1 += billed;
     };
     let mut months: Vec<MonthRows> = Vec::new();
+    let mut previous: Option<Month> = None;
     let mut start = 0;
     while start < rows.len() {
         let month = line(&rows[start]).bill_month;
-        let end = start + rows[start..].iter().position(|r| line(r).bill_month != month).unwrap_or(rows.len() - start);
-        let run: &'r [T] = &rows[start..end];
-        start = end;
-        if months.last().is_some_and(|r| r.month >= month) {
+        if previous.is_some_and(|p| p >= month) {
             return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
         }
+        previous = Some(month);
+        // Bill months ascend in processing order, so a month's run ends where the
+        // first row of a later month is (found by bisection: a scan touched every
+        // line, one core's cache miss at a time); a row of another month inside the
+        // run is caught as it is rendered.
+        let (mut end, mut beyond) = (start + 1, rows.len());
+        while end < beyond {
+            let mid = end + (beyond - end) / 2;
+            if line(&rows[mid]).bill_month <= month {
+                end = mid + 1;
+            } else {
+                beyond = mid;
+            }
+        }
+        let run: &'r [T] = &rows[start..end];
+        start = end;
         // A month none of whose lines is on a merged bill gets no file.
         if !run.par_iter().any(|row| on_merged_bill(snapshot, line(row))) {
             continue;
@@ -272,7 +293,10 @@ pub fn write_focus_rows<'r, T: Sync>(
         *totals.lock().unwrap_or_else(|e| e.into_inner()) = (0, Money::ZERO);
         sink.begin(month)?;
         let mut out = Counting { inner: &mut *sink, bytes: 0 };
-        crate::reports::write_in_parallel_chunks("", run, &render, &mut out)?;
+        crate::reports::write_in_parallel_chunks("", run, render(month), &mut out)?;
+        if strays.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
+        }
         let (rows, billed) = *totals.lock().unwrap_or_else(|e| e.into_inner());
         months.push(MonthRows { month, len: out.bytes, rows, billed });
     }

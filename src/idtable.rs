@@ -163,6 +163,22 @@ pub fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// Ask for every cache line `value` spans (a hint, as `prefetch`).
+#[inline]
+pub fn prefetch_whole<T>(value: &T) {
+    let start = std::ptr::from_ref(value).cast::<u8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_prefetch` only hints the cache and never faults; the address
+        // lies inside a live value (`wrapping_add` stays within its bytes).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(offset).cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, offset);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
