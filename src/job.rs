@@ -799,17 +799,20 @@ impl<R: Keyed + Sync + Send> Merged<R> {
             j if j == pieces => rows.len(),
             j => rows.partition_point(|r| *r.key() < *pivots[j - 1]),
         };
-        let merged: Vec<Vec<(u32, u32)>> = (0..pieces)
+        let runs: Vec<Vec<(u32, u32, u32)>> = (0..pieces)
             .into_par_iter()
             .map(|j| {
                 let runs = parts.iter().enumerate().filter_map(|(p, rows)| {
                     let (from, to) = (bound(rows, j), bound(rows, j + 1));
                     (from < to).then_some((p as u32, from as u32, to as u32))
                 });
-                merge_runs(&parts, runs.collect())
+                runs.collect()
             })
             .collect();
-        let order = crate::parallel::flatten(merged, (0, 0));
+        // Each piece merged straight into its place in the order (no piece is held
+        // apart and copied after).
+        let length = |runs: &Vec<(u32, u32, u32)>| runs.iter().map(|&(_, from, to)| (to - from) as usize).sum();
+        let order = crate::parallel::concat(runs, (0, 0), length, |_, runs, slot| merge_runs(&parts, runs, slot));
         debug_assert_eq!(order.len(), total);
         Merged { parts, order }
     }
@@ -834,11 +837,11 @@ fn pivot_samples<R: Keyed>(parts: &[Vec<R>], pieces: usize) -> Vec<std::borrow::
     samples
 }
 
-/// The k-way merge of sorted runs `(part, from, to)` of `parts` into handles, by
-/// (key, part, position), with a binary heap of the runs' next rows. A run's next
-/// row is compared by (time, rank, leading uin) first, kept beside it, so most
-/// comparisons touch no row.
-fn merge_runs<R: Keyed>(parts: &[Vec<R>], runs: Vec<(u32, u32, u32)>) -> Vec<(u32, u32)> {
+/// The k-way merge of sorted runs `(part, from, to)` of `parts` into handles in
+/// `out` (exactly as long as the runs), by (key, part, position), with a binary
+/// heap of the runs' next rows. A run's next row is compared by (time, rank,
+/// leading uin) first, kept beside it, so most comparisons touch no row.
+fn merge_runs<R: Keyed>(parts: &[Vec<R>], runs: Vec<(u32, u32, u32)>, out: &mut [(u32, u32)]) {
     struct Head {
         prefix: (i64, u8, u64),
         part: u32,
@@ -862,8 +865,8 @@ fn merge_runs<R: Keyed>(parts: &[Vec<R>], runs: Vec<(u32, u32, u32)>) -> Vec<(u3
             .then((a.part, a.at).cmp(&(b.part, b.at)))
             .is_lt()
     };
-    let len: usize = runs.iter().map(|&(_, from, to)| (to - from) as usize).sum();
-    let mut out = Vec::with_capacity(len);
+    assert_eq!(out.len(), runs.iter().map(|&(_, from, to)| (to - from) as usize).sum::<usize>(), "one handle a row");
+    let mut written = 0;
     let mut heap: Vec<Head> = runs
         .into_iter()
         .map(|(part, from, to)| Head { prefix: prefix(&parts[part as usize][from as usize]), part, at: from, to })
@@ -887,7 +890,8 @@ fn merge_runs<R: Keyed>(parts: &[Vec<R>], runs: Vec<(u32, u32, u32)>) -> Vec<(u3
         sift_down(&mut heap, i);
     }
     while let Some(top) = heap.first_mut() {
-        out.push((top.part, top.at));
+        out[written] = (top.part, top.at);
+        written += 1;
         top.at += 1;
         if top.at < top.to {
             top.prefix = prefix(&parts[top.part as usize][top.at as usize]);
@@ -896,7 +900,7 @@ fn merge_runs<R: Keyed>(parts: &[Vec<R>], runs: Vec<(u32, u32, u32)>) -> Vec<(u3
         }
         sift_down(&mut heap, 0);
     }
-    out
+    debug_assert_eq!(written, out.len());
 }
 
 impl<R: Keyed> Merged<R> {

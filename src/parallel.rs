@@ -31,15 +31,6 @@ where
     out
 }
 
-/// Owned parts concatenated in order, on all cores.
-pub fn flatten<T: Clone + Send + Sync>(parts: Vec<Vec<T>>, blank: T) -> Vec<T> {
-    concat(parts, blank, Vec::len, |_, part, slot| {
-        for (to, item) in slot.iter_mut().zip(part) {
-            *to = item;
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,7 +39,8 @@ mod tests {
     fn parts_are_concatenated_in_order_whatever_their_sizes() {
         let parts: Vec<Vec<u32>> = (0..300).map(|p| (0..(p * 7 % 13)).map(|i| p * 100 + i).collect()).collect();
         let expected: Vec<u32> = parts.iter().flatten().copied().collect();
-        assert_eq!(flatten(parts.clone(), 0), expected);
+        let copied = concat(parts.clone(), 0, Vec::len, |_, part, slot| slot.copy_from_slice(&part));
+        assert_eq!(copied, expected);
         let indexed = concat(parts, (0, 0), Vec::len, |p, part, slot| {
             for (to, v) in slot.iter_mut().zip(part) {
                 *to = (p, v);
@@ -56,6 +48,6 @@ mod tests {
         });
         assert_eq!(indexed.iter().map(|x| x.1).collect::<Vec<_>>(), expected);
         assert!(indexed.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert!(flatten(Vec::<Vec<u8>>::new(), 0).is_empty());
+        assert!(concat(Vec::<Vec<u8>>::new(), 0, Vec::len, |_, part, slot| slot.copy_from_slice(&part)).is_empty());
     }
 }
