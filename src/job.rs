@@ -486,16 +486,19 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
 /// With `ORGSETTLE_TIMINGS` set, print how long each stage took (for profiling).
 pub(crate) fn stage(name: &str, since: &mut std::time::Instant) {
     if std::env::var_os("ORGSETTLE_TIMINGS").is_some() {
-        // The resident set after the stage (Linux), to see what holds memory.
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l["VmRSS:".len()..].trim().to_string()))
-            .unwrap_or_default();
-        eprintln!("timing: {name}: {:.3} s (RSS {rss})", since.elapsed().as_secs_f64());
+        // The resident set after the stage and its peak so far (Linux), to see
+        // what holds memory.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_string()).unwrap_or_default()
+        };
+        eprintln!("timing: {name}: {:.3} s (RSS {}, peak {})", since.elapsed().as_secs_f64(), field("VmRSS:"), field("VmHWM:"));
     }
     *since = std::time::Instant::now();
 }
 
+/// Settle, publish and commit `day`; the result's state no longer holds the month
+/// aggregates (written aside before the day's files).
 fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
     let mut t = std::time::Instant::now();
     let (base, fresh) = prepare(inputs, store, day)?;
