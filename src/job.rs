@@ -149,11 +149,10 @@ pub struct DayResult {
 }
 
 impl DayResult {
-    /// The day's files (its FOCUS rows go to the month files: `Store::append_focus`).
-    pub fn files<'a>(&'a self, inputs: &'a Inputs, day: Day) -> Vec<OutFile<'a>> {
-        let mut t = std::time::Instant::now();
-        // The small files are rendered at once, each on whichever core is free; the
-        // month-to-date overview (the month of D, every line settled so far) beside them.
+    /// The day's files but the ledger, in the order they are published, rendered at
+    /// once, each on whichever core is free; the month-to-date overview (the month
+    /// of D, every line settled so far) beside them.
+    pub fn small_files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
         let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 6] = [
             ("voucher_usage.csv", &|| reports::voucher_usage_csv(&self.voucher_usage)),
             ("events.csv", &|| reports::events_csv(&self.events)),
@@ -174,14 +173,19 @@ impl DayResult {
             || render.par_iter().map(|(name, body)| (*name, body())).collect::<Vec<_>>(),
         );
         let summary = small.pop().expect("the summary is rendered last");
+        small.push(("overview_mtd_by_member.csv", mtd.0));
+        small.push(("overview_mtd_by_product.csv", mtd.1));
+        small.push(summary);
+        small
+    }
+
+    /// The day's files: the ledger, streamed from its lines, then `small` (its FOCUS
+    /// rows go to the month files: `Store::append_focus`).
+    pub fn files(&self, day: Day, small: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
         let ledger = &self.ledger;
         let mut files: Vec<OutFile> =
             vec![("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w))))];
         files.extend(small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))));
-        files.push(("overview_mtd_by_member.csv", Body::Bytes(mtd.0)));
-        files.push(("overview_mtd_by_product.csv", Body::Bytes(mtd.1)));
-        files.push((summary.0, Body::Bytes(summary.1)));
-        stage("  other files", &mut t);
         files
     }
 }
@@ -215,10 +219,8 @@ impl State {
 }
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one).
-/// What the commit will need but settling no longer does is written aside to
-/// `store` as soon as it is final, nothing published: the day's own usage ids once
-/// the rows are read (their table is dropped after it), the month aggregates the
-/// day changed while the rows are merged.
+/// The day's own usage ids are written aside to `store` (nothing published) once
+/// the rows are read: settling never holds their table.
 pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool, store: &Store) -> Result<DayResult, Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
     // of millions late in a month), the month aggregates, refund bases and transfer
@@ -399,10 +401,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     next.focus.retain(|m, _| *m >= keep_from);
     crate::memory::release_freed_memory();
     stage("  month aggregates", &mut t);
-    // The month files are written aside while the rows are merged (memory-bound
-    // on all cores; the encoding fills a core's gaps).
-    let (ledger, staged) = rayon::join(|| Merged::new(ledger_parts), || store.stage_month_files(day, &next));
-    staged.map_err(Failure::Internal)?;
+    let ledger = Merged::new(ledger_parts);
     let voucher_usage = merge_in_processing_order(voucher_parts);
     let service = merge_in_processing_order(event_parts);
     let transfer_rows = merge_in_processing_order(transfer_parts);
@@ -506,7 +505,18 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let settled = settle_day(inputs, day, base, fresh, store);
     let mut result = settled.inspect_err(|_| store.discard_staged(day))?;
     stage("settle", &mut t);
-    let files = with_parquet(result.files(inputs, day), &[("ledger.csv", "ledger.parquet")], opts)?;
+    // The month aggregates the day changed are written aside (state/.D.month-M.bin.tmp,
+    // renamed by the commit) while the small files are rendered; then neither the
+    // writes, where the day's memory peaks, nor the commit needs them (~150 MB at
+    // 10M rows).
+    let (small, staged) = rayon::join(|| result.small_files(inputs, day), || store.stage_month_files(day, &result.state));
+    if let Err(e) = staged {
+        store.discard_staged(day);
+        return Err(Failure::Internal(e));
+    }
+    drop(std::mem::take(&mut result.state.months));
+    crate::memory::release_freed_memory();
+    let files = with_parquet(result.files(day, small), &[("ledger.csv", "ledger.parquet")], opts)?;
     stage("render small files", &mut t);
     // The day's folder and its FOCUS rows are written at once (each renders on
     // whichever core the other leaves free while it waits on the disk), after D
