@@ -10,7 +10,7 @@
 use crate::csvread::{read_rows, Columns, Fields, RawRow, Row, RowReader, UnusableFile};
 use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Product, Uin};
 use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
-use crate::pricing::{choose_contract, price_usage};
+use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
@@ -930,11 +930,11 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
         first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {}", last_instant.month()));
     }
     // The account checks of `account_checks`, with one lookup for them and pricing.
-    let location = ctx.snapshot.locate(owner);
-    match location {
+    let card = ctx.snapshot.card(owner);
+    match card {
         None => first.refuse(Reason::UnknownAccount, format!("owner_uin {owner} is not an account of the snapshot")),
-        Some((o, _)) if last_instant < ctx.snapshot.orgs[o].created_at => {
-            let org = &ctx.snapshot.orgs[o];
+        Some(c) if last_instant < c.org_created_at => {
+            let org = &ctx.snapshot.orgs[c.org as usize];
             first.refuse(
                 Reason::BeforeOrg,
                 format!("the period's last instant {last_instant} is before org {} was created ({})", org.org_id, org.created_at),
@@ -946,14 +946,14 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
         return UsageCheck::Refused(refusal);
     }
 
-    let (org_index, member_index) = location.expect("account checked");
-    let org = &ctx.snapshot.orgs[org_index];
-    let member = &org.members[member_index];
-    let contract = choose_contract(
+    let card = card.expect("account checked");
+    let org_index = card.org as usize;
+    let contract = choose_contract_by_card(
         ctx.snapshot,
         ctx.contracts,
-        org,
-        member,
+        owner,
+        card,
+        || &ctx.snapshot.orgs[org_index].members[card.member as usize],
         product,
         ContractCycle::Postpaid(cycle),
         last_instant,

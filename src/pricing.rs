@@ -5,7 +5,7 @@
 use crate::ids::Product;
 use crate::money::{Exact8, Rated};
 use crate::reference::{Contract, ContractCycle, ContractKind, Contracts};
-use crate::snapshot::{Member, Org, Snapshot};
+use crate::snapshot::{AccountCard, Member, Org, Snapshot};
 use crate::time::Ts;
 
 /// Which contract prices a line of `owner` for `product` (SPEC §5.2).
@@ -23,15 +23,38 @@ pub fn choose_contract<'c>(
     decided_at: Ts,
     valid_at: Ts,
 ) -> Option<&'c Contract> {
-    let inherits = owner.permissions.discount_inheritance
-        && !snapshot.inheritance_blacklist.contains(product)
-        && decided_at >= owner.joined_at;
+    let card = AccountCard {
+        org: 0,
+        member: 0,
+        org_created_at: org.created_at,
+        management_uin: org.management_uin,
+        joined_at: owner.joined_at,
+        discount_inheritance: owner.permissions.discount_inheritance,
+    };
+    choose_contract_by_card(snapshot, contracts, owner.uin, &card, || owner, product, cycle, decided_at, valid_at)
+}
+
+/// `choose_contract` for the account `uin` with `card`: `owner` gives its member
+/// struct, read only when the account inherits (for its payer periods).
+#[allow(clippy::too_many_arguments)]
+pub fn choose_contract_by_card<'c, 'm>(
+    snapshot: &Snapshot,
+    contracts: &'c Contracts,
+    uin: crate::ids::Uin,
+    card: &AccountCard,
+    owner: impl FnOnce() -> &'m Member,
+    product: Product,
+    cycle: ContractCycle,
+    decided_at: Ts,
+    valid_at: Ts,
+) -> Option<&'c Contract> {
+    let inherits = card.discount_inheritance && !snapshot.inheritance_blacklist.contains(product) && decided_at >= card.joined_at;
     if !inherits {
-        return contracts.applicable(owner.uin, product, cycle, valid_at);
+        return contracts.applicable(uin, product, cycle, valid_at);
     }
     // Inheritance outlives membership: a former member keeps its former
     // management account as its source.
-    let source = owner.payer_at(decided_at).unwrap_or(org.management_uin);
+    let source = owner().payer_at(decided_at).unwrap_or(card.management_uin);
     contracts.applicable(source, product, cycle, valid_at)
 }
 
