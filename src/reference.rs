@@ -68,10 +68,17 @@ impl Contract {
 #[derive(Default, Debug)]
 pub struct Contracts {
     by_key: rustc_hash::FxHashMap<(Uin, Product, ContractCycle), Vec<Contract>>,
+    /// The owners of any contract: most accounts have none, and this small set
+    /// (kilobytes, in cache) turns them away before the product's text is hashed
+    /// and the large map probed.
+    owners: rustc_hash::FxHashSet<Uin>,
 }
 
 impl Contracts {
     pub fn applicable(&self, owner: Uin, product: Product, cycle: ContractCycle, t: Ts) -> Option<&Contract> {
+        if !self.owners.contains(&owner) {
+            return None;
+        }
         self.by_key.get(&(owner, product, cycle))?.iter().find(|c| c.is_valid_at(t))
     }
 }
@@ -304,6 +311,7 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
     ambiguous.sort();
     problems.extend(ambiguous);
     Contracts {
+        owners: by_key.keys().map(|k| k.0).collect(),
         by_key: by_key.into_iter().map(|(k, v)| (k, v.into_iter().map(|(_, c)| c).collect())).collect(),
     }
 }
