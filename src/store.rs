@@ -23,7 +23,7 @@ pub struct Store {
 pub enum Body<'a> {
     Bytes(Vec<u8>),
     /// Written by the function, streamed to disk (the large outputs).
-    Stream(Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + Send + 'a>),
+    Stream(StreamBody<'a>),
     /// Converted from the bytes of another file of the same folder, written before it
     /// (the Parquet copies).
     Derived { from: &'static str, convert: fn(&[u8]) -> Result<Vec<u8>, String> },
@@ -31,6 +31,9 @@ pub enum Body<'a> {
     /// copied). It must never change afterwards.
     Link(PathBuf),
 }
+
+/// What writes a streamed file (sent to the thread that publishes the folder).
+pub type StreamBody<'a> = Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + Send + 'a>;
 
 /// A published file: its name and contents.
 pub type OutFile<'a> = (&'static str, Body<'a>);
