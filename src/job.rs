@@ -149,12 +149,12 @@ pub struct DayResult {
 }
 
 impl DayResult {
-    /// The day's files but the ledger, in the order they are published, rendered at
-    /// once, each on whichever core is free; the month-to-date overview (the month
-    /// of D, every line settled so far) beside them.
+    /// The day's files but the two it streams (the ledger and the voucher usage),
+    /// in the order they are published, rendered at once, each on whichever core
+    /// is free; the month-to-date overview (the month of D, every line settled so
+    /// far) beside them.
     pub fn small_files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
-        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 6] = [
-            ("voucher_usage.csv", &|| reports::voucher_usage_csv(&self.voucher_usage)),
+        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 5] = [
             ("events.csv", &|| reports::events_csv(&self.events)),
             ("transfers.csv", &|| reports::transfers_csv(&self.transfers)),
             ("balances.csv", &|| reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
@@ -179,12 +179,14 @@ impl DayResult {
         small
     }
 
-    /// The day's files: the ledger, streamed from its lines, then `small` (its FOCUS
-    /// rows go to the month files: `Store::append_focus`).
+    /// The day's files: the ledger and the voucher usage, streamed from their rows,
+    /// then `small` (its FOCUS rows go to the month files: `Store::append_focus`).
     pub fn files(&self, day: Day, small: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
-        let ledger = &self.ledger;
-        let mut files: Vec<OutFile> =
-            vec![("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w))))];
+        let (ledger, uses) = (&self.ledger, &self.voucher_usage);
+        let mut files: Vec<OutFile> = vec![
+            ("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w)))),
+            ("voucher_usage.csv", Body::Stream(Box::new(move |w| reports::write_voucher_usage(uses, w)))),
+        ];
         files.extend(small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))));
         files
     }

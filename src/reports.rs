@@ -220,14 +220,15 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
     }
 }
 
-pub fn voucher_usage_csv(uses: &[VoucherUse]) -> Vec<u8> {
-    let mut w = writer();
-    w.write_record(["line_id", "voucher_id", "voucher_owner_uin", "amount"]).expect("write header");
+/// `voucher_usage.csv`, streamed to `w` (tens of MB at 10M rows: rendered in memory
+/// it was a buffer grown by doubling, at the day's peak).
+pub fn write_voucher_usage(uses: &[VoucherUse], w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).buffer_capacity(1 << 16).from_writer(w);
+    w.write_record(["line_id", "voucher_id", "voucher_owner_uin", "amount"])?;
     for u in uses {
-        w.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()])
-            .expect("write row");
+        w.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()])?;
     }
-    finish(w)
+    w.flush()
 }
 
 pub fn events_csv(events: &[ServiceEvent]) -> Vec<u8> {
