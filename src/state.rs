@@ -86,6 +86,42 @@ pub struct UsageIds {
     shards: Vec<crate::idtable::DayIds>,
 }
 
+/// `entries` (of one id shard: their ids share the shard's top bits) sorted by id.
+/// Ids are uniform digests, so one counting pass on the 16 bits below the shard's
+/// spreads them into buckets of a few ids each, which are then sorted on their own
+/// (a comparison sort of a 10M-row day's 64 shards took 0.28 s of CPU). Entries
+/// that do not share their top bits, or too few to pay for the buckets, are sorted
+/// by comparison.
+fn sorted_by_id<V: Copy>(mut entries: Vec<(u128, V)>) -> Vec<(u128, V)> {
+    const BITS: u32 = 16;
+    let shift = 128 - ID_SHARDS.trailing_zeros() - BITS;
+    let shard_of = |id: u128| id >> (shift + BITS);
+    let Some(first) = entries.first().map(|e| shard_of(e.0)) else { return entries };
+    if entries.len() < 1 << 12 || entries.iter().any(|e| shard_of(e.0) != first) {
+        entries.sort_unstable_by_key(|e| e.0);
+        return entries;
+    }
+    let bucket = |id: u128| (id >> shift) as usize & ((1 << BITS) - 1);
+    let mut starts = vec![0usize; (1 << BITS) + 1];
+    for e in &entries {
+        starts[bucket(e.0) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut out = vec![entries[0]; entries.len()];
+    for e in &entries {
+        let b = bucket(e.0);
+        out[next[b]] = *e;
+        next[b] += 1;
+    }
+    for b in 0..1 << BITS {
+        out[starts[b]..starts[b + 1]].sort_unstable_by_key(|e| e.0);
+    }
+    out
+}
+
 /// One remembered id; packed: 28 bytes, not 32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, packed(4))]
@@ -503,7 +539,7 @@ impl SeenIds {
                         let of_day = remembered.ids.iter().filter(|e| { e.day } == day);
                         entries.extend(of_day.map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
                     }
-                    entries.sort_unstable_by_key(|e| e.0);
+                    let entries = sorted_by_id(entries);
                     let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
                     for (id, seen) in entries {
                         out.extend_from_slice(&id.to_le_bytes());
@@ -600,6 +636,41 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Sorting a shard's entries by buckets gives the order of a comparison sort.
+        #[test]
+        fn a_shards_ids_sorted_by_buckets_are_sorted_as_by_comparison(
+            shard in 0u128..64,
+            lows in proptest::collection::vec(proptest::prelude::any::<u128>(), 0..9_000),
+            crowded in proptest::prelude::any::<bool>(),
+            strays in 0usize..3,
+        ) {
+            // Ids of one shard (top 6 bits), uniform below, or crowded into a few
+            // buckets; a stray from another shard now and then.
+            let mut entries: Vec<(u128, u32)> = lows
+                .iter()
+                .enumerate()
+                .map(|(i, &low)| {
+                    let below = if crowded { low & 0xff } else { low >> 6 };
+                    ((shard << 122) | below, i as u32)
+                })
+                .collect();
+            for k in 0..strays.min(entries.len()) {
+                entries[k].0 ^= 1 << 127;
+            }
+            let mut expected = entries.clone();
+            expected.sort_by_key(|e| e.0);
+            let got = sorted_by_id(entries);
+            // Ids may repeat (crowded): compare the ids, then each id's records as sets.
+            proptest::prop_assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), expected.iter().map(|e| e.0).collect::<Vec<_>>());
+            let mut got_all = got.clone();
+            got_all.sort();
+            let mut expected_all = expected.clone();
+            expected_all.sort();
+            proptest::prop_assert_eq!(got_all, expected_all);
+        }
+    }
 
     #[test]
     fn the_filter_keeps_every_remembered_id_and_turns_most_others_away() {
