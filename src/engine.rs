@@ -70,8 +70,12 @@ impl Event {
         Event { key, body: if charge { EventBody::ChargeOrder(o) } else { EventBody::MoneyBack(o) } }
     }
     pub fn postpaid(key: GroupKey, group: UsageGroup) -> Event {
-        let k = EventKey { time: key.period_end().pred(), rank: POSTPAID_RANK, key: KeyPart::Postpaid(key.clone()) };
-        Event { key: k, body: EventBody::Postpaid(key, group) }
+        Event { key: Event::postpaid_key(&key), body: EventBody::Postpaid(key, group) }
+    }
+
+    /// The processing key of a settlement line's event.
+    pub fn postpaid_key(key: &GroupKey) -> EventKey {
+        EventKey { time: key.period_end().pred(), rank: POSTPAID_RANK, key: KeyPart::Postpaid(key.clone()) }
     }
 }
 
@@ -388,18 +392,44 @@ impl<'a> OrgBooks<'a> {
         self.current_payer.get(&uin).copied().flatten().unwrap_or(uin)
     }
 
-    /// Settle the day's events of this organization.
-    pub fn settle(&mut self, day: Day, snapshot: &Snapshot, reference: &Reference, mut events: Vec<Event>) -> Result<OrgOutput, String> {
+    /// Settle the day's events of this organization: `events` (any kind) and its
+    /// settlement `lines`, each line one postpaid event. The lines are sorted on
+    /// their own (104 bytes each) and merged with the few other events as they are
+    /// processed: a line becomes an event (200 bytes) only when its turn comes.
+    pub fn settle(
+        &mut self,
+        day: Day,
+        snapshot: &Snapshot,
+        reference: &Reference,
+        mut events: Vec<Event>,
+        lines: Vec<(GroupKey, UsageGroup)>,
+    ) -> Result<OrgOutput, String> {
         for (&(at, uin), ()) in self.org.snapshot_instants().range((day.start(), 0)..(day.end(), 0)) {
             events.push(Event::snapshot(at, uin));
         }
-        // Keys are unique (§4.4), so an unstable sort gives the one order (and
-        // needs no scratch copy of the events).
+        // Keys are unique (§4.4), so unstable sorts give the one order. A line's
+        // event key orders as (period end, group key): the lines are ordered by
+        // handles of (period end, position), each end computed once.
         events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let mut order: Vec<(Ts, u32)> = lines.iter().enumerate().map(|(i, (key, _))| (key.period_end(), i as u32)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| lines[a.1 as usize].0.cmp(&lines[b.1 as usize].0)));
         let mut out = OrgOutput::default();
-        let lines = events.iter().filter(|e| matches!(e.body, EventBody::ChargeOrder(_) | EventBody::MoneyBack(_) | EventBody::Postpaid(..))).count();
-        out.ledger.reserve_exact(lines);
-        for event in events {
+        let orders = events.iter().filter(|e| matches!(e.body, EventBody::ChargeOrder(_) | EventBody::MoneyBack(_) | EventBody::Postpaid(..))).count();
+        out.ledger.reserve_exact(orders + lines.len());
+        let mut events = events.into_iter().peekable();
+        let mut ordered = order.iter().map(|&(_, i)| &lines[i as usize]).peekable();
+        loop {
+            let line_first = match (events.peek(), ordered.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(event), Some((group_key, _))) => Event::postpaid_key(group_key) < event.key,
+            };
+            let event = match line_first {
+                true => ordered.next().map(|(group_key, group)| Event::postpaid(group_key.clone(), group.clone())),
+                false => events.next(),
+            }
+            .expect("peeked");
             let key = event.key;
             match event.body {
                 EventBody::Recharge(r) => {

@@ -344,10 +344,8 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     let outputs: Vec<Result<(OrgOutput, LineSums), String>> = books
         .par_iter_mut()
         .zip(events.into_par_iter().zip(lines.into_par_iter()))
-        .map(|(b, (mut ev, org_lines))| {
-            ev.reserve_exact(org_lines.len());
-            ev.extend(org_lines.into_iter().map(|(key, group)| Event::postpaid(key, group)));
-            let out = b.settle(day, snapshot, &inputs.reference, ev).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
+        .map(|(b, (ev, org_lines))| {
+            let out = b.settle(day, snapshot, &inputs.reference, ev, org_lines).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
             let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|k| &k.line));
             Ok((out, sums))
         })
