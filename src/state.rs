@@ -75,7 +75,7 @@ pub const ID_SHARDS: usize = 64;
 /// per shard a sorted array, 28 bytes an id with no empty slots, found through an
 /// index of where each prefix of the digest starts; they never change during a
 /// run. The ids added by the run (the day's own) go to open-addressing tables
-/// (`idtable::DayIds`), 32 bytes a slot in tables at most 3/4 full. Holding every remembered id in hash tables
+/// (`idtable::DayIds`, one day's), 24 bytes a slot in tables at most 3/4 full. Holding every remembered id in hash tables
 /// took ~70 bytes an id at their usual load (two months of 10M-row days would not
 /// fit in this machine's memory; BENCHMARKS.md).
 #[derive(Clone, Debug)]
@@ -739,12 +739,20 @@ mod tests {
     #[test]
     fn usage_ids_round_trip_through_per_day_files() {
         let (d1, d2) = (Day::parse("2026-10-31").unwrap(), Day::parse("2026-11-01").unwrap());
-        let mut seen = SeenIds::default();
-        for i in 0..1000u128 {
-            let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-            seen.usage.insert(id, SeenUsage { day: if i % 3 == 0 { d1 } else { d2 }, content: (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) });
-        }
-        seen.usage_files = [(d1, seen.usage_count_of(d1)), (d2, seen.usage_count_of(d2))].into();
+        // d1's ids remembered (read from the file of a run of d1), d2's added.
+        let ids_of = |day: Day| {
+            (0..1000u128).filter(move |i| (i % 3 == 0) == (day == d1)).map(move |i| {
+                let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+                (id, SeenUsage { day, content: (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) })
+            })
+        };
+        let mut run_of_d1 = SeenIds::default();
+        ids_of(d1).for_each(|(id, seen)| run_of_d1.usage.insert(id, seen));
+        let mut seen = SeenIds { usage_files: [(d1, run_of_d1.usage_count_of(d1))].into(), ..Default::default() };
+        seen.decode_usage_of(d1, &run_of_d1.encode_usage_of(d1)).unwrap();
+        seen.finish_decoding().unwrap();
+        ids_of(d2).for_each(|(id, s)| seen.usage.insert(id, s));
+        seen.usage_files.insert(d2, seen.usage_count_of(d2));
         assert_eq!(seen.usage_files[&d1], 334);
         let mut loaded = SeenIds { usage_files: seen.usage_files.clone(), ..Default::default() };
         for d in [d1, d2] {
