@@ -425,6 +425,12 @@ impl LineShard {
         (positions, starts)
     }
 
+    /// Drop the table that finds a line by its key (once no record is added):
+    /// the lines and their organizations stay.
+    pub fn drop_table(&mut self) {
+        self.slots = Vec::new();
+    }
+
     /// How many lines the shard holds.
     pub fn len(&self) -> usize {
         self.org_of.len()

@@ -223,6 +223,8 @@ impl State {
 /// Settle `day` from `base` (the state after the previous day, or a fresh one).
 /// The day's own usage ids are written aside to `store` (nothing published) once
 /// the rows are read: settling never holds their table.
+const SETTLE_CHUNKS: usize = 4;
+
 pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool, store: &Store) -> Result<DayResult, Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
     // of millions late in a month), the month aggregates, refund bases and transfer
@@ -284,7 +286,10 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     stage("  ids aside", &mut t);
     next.seen.usage = Default::default();
     // The id table was the largest thing reading held: handed back before each
-    // organization's lines are copied out of the shards, and the shards after.
+    // organization's lines are copied out of the shards, and the shards after
+    // (their tables of keys before: ~70 MB at 10M rows).
+    let mut usage = usage;
+    usage.iter_mut().for_each(crate::ingest::LineShard::drop_table);
     crate::memory::release_freed_memory();
     let lines: Vec<Vec<(GroupKey, UsageGroup)>> = crate::ingest::lists_by_organization(&usage, snapshot.orgs.len());
     drop(usage);
@@ -341,17 +346,19 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     stage("books", &mut t);
     // Organizations never interact: settle them in parallel.
     // Each organization's lines are also summed for the month aggregates there.
-    let outputs: Vec<Result<(OrgOutput, LineSums), String>> = books
-        .par_iter_mut()
-        .zip(events.into_par_iter().zip(lines.into_par_iter()))
-        .map(|(b, (ev, org_lines))| {
+    let mut outputs: Vec<Result<(OrgOutput, LineSums), String>> = Vec::with_capacity(books.len());
+    let (mut events, mut lines) = (events.into_iter(), lines.into_iter());
+    let chunk = books.len().div_ceil(SETTLE_CHUNKS).max(1);
+    for part in books.chunks_mut(chunk) {
+        let events: Vec<_> = events.by_ref().take(part.len()).collect();
+        let lines: Vec<_> = lines.by_ref().take(part.len()).collect();
+        outputs.par_extend(part.par_iter_mut().zip(events.into_par_iter().zip(lines.into_par_iter())).map(|(b, (ev, org_lines))| {
             let out = b.settle(day, snapshot, &inputs.reference, ev, org_lines).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
             let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|k| &k.line));
             Ok((out, sums))
-        })
-        .collect();
-
-    crate::memory::release_freed_memory();
+        }));
+        crate::memory::release_freed_memory();
+    }
     stage("settle orgs", &mut t);
     // Put the books back into the state.
     for b in books {
