@@ -2,7 +2,7 @@
 //! pricing, the waterfall, refund allocation and writing the ledger.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use orgsettle::engine::{LedgerLine, LineKind, LineStatus, PostpaidUsage};
+use orgsettle::engine::{LedgerLine, LineDetail, LineKind, LineStatus, PostpaidUsage};
 use orgsettle::money::{Exact8, Money, Rated};
 use orgsettle::pricing::price_usage;
 use orgsettle::reference::{parse_tiers, Contract, ContractCycle, ContractKind, Voucher, VoucherScope};
@@ -77,16 +77,14 @@ fn ledger(c: &mut Criterion) {
         owner_uin: 100000000003,
         responsible_uin: 100000000002,
         product: "cvm".into(),
-        usage: Some(PostpaidUsage {
+        detail: LineDetail::Postpaid(PostpaidUsage {
             cycle: Cycle::Hourly,
             late: None,
             start: Ts::parse("2026-11-01T10:00:00+08:00").unwrap(),
             records: 3,
             quantity: Exact8::parse("3").unwrap(),
         }),
-        order: None,
         list_amount: Money::from_fen(1583),
-        discount_amount: Money::from_fen(475),
         payable_amount: Money::from_fen(1108),
         contract: Some(orgsettle::reference::ContractName::leak(100000000002, "c-fin")),
         voucher_amount: Money::from_fen(1108),

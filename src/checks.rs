@@ -44,7 +44,7 @@ pub fn check_and_summarize(
     let add = |mut f: Fold, l: &LedgerLine| {
         for (t, v) in f.totals.iter_mut().zip([
             l.list_amount,
-            l.discount_amount,
+            l.discount_amount(),
             l.payable_amount,
             l.voucher_amount,
             l.cash_amount,

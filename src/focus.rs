@@ -101,8 +101,8 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         return false;
     }
     let mut number = itoa::Buffer::new();
-    let order_id = line.order.as_deref().map(|o| o.order_id.as_str()).unwrap_or("");
-    let (category, unit, start, end) = match (line.kind, line.usage) {
+    let order_id = line.order().map(|o| o.order_id.as_str()).unwrap_or("");
+    let (category, unit, start, end) = match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => ("Usage", "Units", usage.start, line.charge_time),
         (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
         _ => ("Purchase", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
@@ -134,7 +134,7 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     // ids and numbers, which never need quotes; quoted anyway if one did.
     let description = out.len();
     out.push_str(line.product);
-    match (line.kind, line.usage) {
+    match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => {
             out.push(' ');
             out.push_str(usage.cycle.as_str());
@@ -172,7 +172,7 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         out.push_str(PROVIDER_NAME);
         out.push(',');
     }
-    match (line.kind, line.usage) {
+    match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => usage.quantity.write_to(out),
         (LineKind::Postpaid, None) => out.push('0'),
         _ => out.push('1'),

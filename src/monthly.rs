@@ -28,7 +28,7 @@ pub fn merged_bill_owner(org: &Org, line: &LedgerLine) -> Option<(Uin, &'static 
 
 /// The instant a line was processed at: its period's last instant, or `created_at`.
 pub fn processing_time(line: &LedgerLine) -> Ts {
-    match (line.kind, line.usage) {
+    match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(_)) => line.charge_time.pred(),
         _ => line.charge_time,
     }
@@ -83,7 +83,7 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
             let one = BillSums {
                 lines: 1,
                 list: line.list_amount,
-                discount: line.discount_amount,
+                discount: line.discount_amount(),
                 payable: line.payable_amount,
                 voucher: line.voucher_amount,
                 cash: line.cash_amount,

@@ -148,7 +148,7 @@ impl InstantText {
 
 /// Which kept period start a postpaid line's is compared with: one per cycle.
 fn start_slot(line: &LedgerLine) -> usize {
-    line.usage.map_or(0, |u| u.cycle as usize)
+    line.usage().map_or(0, |u| u.cycle as usize)
 }
 
 fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &mut String) {
@@ -178,7 +178,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         out.push(',');
         out.push_str(l.product);
         out.push(',');
-        match l.usage {
+        match l.usage() {
             Some(usage) => {
                 out.push_str(usage.cycle.as_str());
                 out.push(',');
@@ -189,7 +189,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
                 out.push_str(numbers.format(usage.records));
             }
             None => {
-                let (order_id, resource_id) = l.order.as_deref().map(|o| (o.order_id.as_str(), o.resource_id.as_str())).unwrap_or(("", ""));
+                let (order_id, resource_id) = l.order().map(|o| (o.order_id.as_str(), o.resource_id.as_str())).unwrap_or(("", ""));
                 out.push_str(",,,");
                 out.push_str(order_id);
                 out.push(',');
@@ -197,7 +197,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
                 out.push(',');
             }
         }
-        for amount in [l.list_amount, l.discount_amount, l.payable_amount] {
+        for amount in [l.list_amount, l.discount_amount(), l.payable_amount] {
             out.push(',');
             amount.write_to(out);
         }
@@ -413,7 +413,7 @@ mod tests {
     fn ledger_rows_rendered_in_one_run_equal_rows_rendered_one_at_a_time() {
         // Postpaid lines of several cycles sharing and changing their instants, and
         // a late one, as processing order interleaves them.
-        use crate::engine::{LineKind, LineStatus, PostpaidUsage};
+        use crate::engine::{LineDetail, LineKind, LineStatus, PostpaidUsage};
         use crate::money::Exact8;
         use crate::time::Cycle;
         let org: crate::engine::OrgName = Box::leak(Box::new("org-1".to_string()));
@@ -426,16 +426,14 @@ mod tests {
             owner_uin: 100 + fen as u64 % 3,
             responsible_uin: 100,
             product: "cvm",
-            usage: Some(PostpaidUsage {
+            detail: LineDetail::Postpaid(PostpaidUsage {
                 cycle,
                 late: late.map(|d| Day::parse(d).expect("a day")),
                 start: at(start),
                 records: 1,
                 quantity: Exact8::parse("1").expect("a quantity"),
             }),
-            order: None,
             list_amount: Money::from_fen(fen),
-            discount_amount: Money::ZERO,
             payable_amount: Money::from_fen(fen),
             contract: None,
             voucher_amount: Money::ZERO,
