@@ -76,7 +76,7 @@ fn ledger(c: &mut Criterion) {
         org_id: Box::leak(Box::new("org-1".to_string())),
         owner_uin: 100000000003,
         responsible_uin: 100000000002,
-        product: "cvm".into(),
+        product: orgsettle::ids::intern_product("cvm"),
         detail: LineDetail::Postpaid(PostpaidUsage {
             cycle: Cycle::Hourly,
             late: None,

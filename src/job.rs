@@ -989,7 +989,7 @@ mod tests {
                     rank: 5,
                     key: KeyPart::Postpaid(GroupKey {
                         owner_uin: 1000 * p as u64 + next(5),
-                        product: ["cbs", "cvm", "cos"][next(3) as usize],
+                        product: crate::ids::intern_product(["cbs", "cvm", "cos"][next(3) as usize]),
                         cycle: Cycle::Hourly,
                         period_start: Ts(time.0 - 3_600_000_000_000 * next(2) as i64),
                     }),

@@ -425,7 +425,7 @@ mod tests {
             org_id: org,
             owner_uin: 100 + fen as u64 % 3,
             responsible_uin: 100,
-            product: "cvm",
+            product: crate::ids::intern_product("cvm"),
             detail: LineDetail::Postpaid(PostpaidUsage {
                 cycle,
                 late: late.map(|d| Day::parse(d).expect("a day")),
