@@ -71,7 +71,7 @@ fn refunds(c: &mut Criterion) {
 fn ledger(c: &mut Criterion) {
     let line = LedgerLine {
         charge_time: Ts::parse("2026-11-01T11:00:00+08:00").unwrap(),
-        bill_month: Day::parse("2026-11-01").unwrap().month(),
+        bill_month: Day::parse("2026-11-01").unwrap().month().into(),
         kind: LineKind::Postpaid,
         org_id: Box::leak(Box::new("org-1".to_string())),
         owner_uin: 100000000003,

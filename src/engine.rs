@@ -17,7 +17,7 @@ use crate::reject::{Reason, Reject};
 use crate::settlement::{apply_payment, plan_payment, prepaid_can_settle, LineTiming, Payment, VoucherBalance};
 use crate::snapshot::{Org, Snapshot};
 use crate::state::{AccountState, Bases, TransferSource};
-use crate::time::{Cycle, Day, Month, Ts};
+use crate::time::{Cycle, Day, PackedMonth, Ts};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The §4.4 key part of an event; only keys of one rank are ever compared.
@@ -157,7 +157,7 @@ pub type OrgName = &'static String;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerLine {
     pub charge_time: Ts,
-    pub bill_month: Month,
+    pub bill_month: PackedMonth,
     pub kind: LineKind,
     pub org_id: OrgName,
     pub owner_uin: Uin,
@@ -550,7 +550,7 @@ impl<'a> OrgBooks<'a> {
         self.commit_payment(responsible, &payment, line_id, key, out);
         let line = LedgerLine {
             charge_time: period_end,
-            bill_month: last_instant.month(),
+            bill_month: last_instant.month().into(),
             kind: LineKind::Postpaid,
             org_id: self.org_id,
             owner_uin: gk.owner_uin,
@@ -601,7 +601,7 @@ impl<'a> OrgBooks<'a> {
         };
         let line = LedgerLine {
             charge_time: o.created_at,
-            bill_month: o.created_at.month(),
+            bill_month: o.created_at.month().into(),
             kind: LineKind::Prepaid,
             org_id: self.org_id,
             owner_uin: o.owner_uin,
@@ -653,7 +653,7 @@ impl<'a> OrgBooks<'a> {
             payers.push(payer);
             let line = LedgerLine {
                 charge_time: o.created_at,
-                bill_month: o.created_at.month(),
+                bill_month: o.created_at.month().into(),
                 kind: LineKind::Refund,
                 org_id: self.org_id,
                 owner_uin: o.owner_uin,

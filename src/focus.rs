@@ -107,8 +107,9 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         (LineKind::Refund, _) => ("Credit", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
         _ => ("Purchase", "Orders", line.charge_time.day().start(), line.charge_time.day().end()),
     };
-    if instants.month.as_ref().is_none_or(|m| m.0 != line.bill_month) {
-        instants.month = Some((line.bill_month, utc(line.bill_month.end()), utc(line.bill_month.start())));
+    if instants.month.as_ref().is_none_or(|m| m.0 != line.bill_month.get()) {
+        let month = line.bill_month.get();
+        instants.month = Some((month, utc(month.end()), utc(month.start())));
     }
     if instants.last.as_ref().is_none_or(|l| (l.0, l.1) != (start, end)) {
         instants.last = Some((start, end, utc(end), utc(start)));
@@ -249,7 +250,7 @@ pub fn write_focus_rows<'r, T: Sync>(
             let mut instants = Instants::default();
             let (mut count, mut billed) = (0u64, Money::ZERO);
             for line in crate::reports::ahead(chunk, line) {
-                if line.bill_month != month {
+                if line.bill_month.get() != month {
                     strays.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if write_row(text, snapshot, line, &mut instants) {
@@ -266,7 +267,7 @@ pub fn write_focus_rows<'r, T: Sync>(
     let mut previous: Option<Month> = None;
     let mut start = 0;
     while start < rows.len() {
-        let month = line(&rows[start]).bill_month;
+        let month = line(&rows[start]).bill_month.get();
         if previous.is_some_and(|p| p >= month) {
             return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
         }
@@ -278,7 +279,7 @@ pub fn write_focus_rows<'r, T: Sync>(
         let (mut end, mut beyond) = (start + 1, rows.len());
         while end < beyond {
             let mid = end + (beyond - end) / 2;
-            if line(&rows[mid]).bill_month <= month {
+            if line(&rows[mid]).bill_month.get() <= month {
                 end = mid + 1;
             } else {
                 beyond = mid;

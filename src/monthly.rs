@@ -79,7 +79,7 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
     for line in lines {
         let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
         if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
-            let key = (line.bill_month, org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product.as_str(), line.kind.as_str());
+            let key = (line.bill_month.get(), org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product.as_str(), line.kind.as_str());
             let one = BillSums {
                 lines: 1,
                 list: line.list_amount,
@@ -93,7 +93,7 @@ pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l
             add_sums(sums.merged.entry(key).or_default(), &one);
         }
         if is_self_paid(org, line) {
-            *sums.self_paid.entry((line.bill_month, org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_default() += line.payable_amount;
+            *sums.self_paid.entry((line.bill_month.get(), org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_default() += line.payable_amount;
         }
     }
     LineSums { merged: sums.merged.into_iter().collect(), self_paid: sums.self_paid.into_iter().collect() }

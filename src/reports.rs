@@ -166,7 +166,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         let charged = charge_time.of(l.charge_time);
         out.push_str(charged);
         out.push(',');
-        l.bill_month.write_to(out);
+        l.bill_month.get().write_to(out);
         out.push(',');
         out.push_str(l.kind.as_str());
         out.push(',');
@@ -420,7 +420,7 @@ mod tests {
         let at = |text: &str| Ts::parse(text).expect("an instant");
         let line = |end: &str, cycle: Cycle, start: &str, late: Option<&str>, fen: i64| LedgerLine {
             charge_time: at(end),
-            bill_month: at(end).pred().month(),
+            bill_month: at(end).pred().month().into(),
             kind: LineKind::Postpaid,
             org_id: org,
             owner_uin: 100 + fen as u64 % 3,
