@@ -663,7 +663,9 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
             }
             RawRow::Record { line, record } => (*line, record),
         };
-        let record_id = Fields::new(record, indices).get(0);
+        // The record's id is read only for a reject: an accepted row's record is
+        // not touched again here (it is cold by now: a cache miss a row).
+        let record_id = || Fields::new(record, indices).get(0);
         let refusal = match check.take().expect("records are checked") {
             UsageCheck::Refused(r) => Some(r),
             UsageCheck::Passed { org, key, group, .. } => match seen_as {
@@ -673,7 +675,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
                 }
                 Seen::Different => Some(Refusal::new(
                     Reason::ConflictingDuplicate,
-                    format!("{record_id} was already accepted in {USAGE_FILE} with different content"),
+                    format!("{} was already accepted in {USAGE_FILE} with different content", record_id()),
                 )),
                 Seen::New => match group {
                     Some(group) => {
@@ -688,7 +690,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
         match refusal {
             Some(r) => {
                 counts.rejected += 1;
-                part.rejects.push(Reject { file: USAGE_FILE, line, id: record_id.to_string(), reason: r.reason, message: r.message });
+                part.rejects.push(Reject { file: USAGE_FILE, line, id: record_id().to_string(), reason: r.reason, message: r.message });
             }
             None => counts.accepted += 1,
         }
