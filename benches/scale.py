@@ -1,7 +1,9 @@
 """The scale benchmark's harness: run by benches/scale.sh (which builds orgsettle and
 installs DuckDB). `scale.py close [ROWS]` runs only the close benchmark (a month of
 ROWS-row days, default 1M; CLOSE_ROWS sets it for the full run). Prints a Markdown table; wall times are medians of RUNS runs
-(default 5), peak RSS is the largest of those runs (from wait4)."""
+(default 5), peak RSS is the largest of those runs (from wait4). It also measures
+how fast the disk takes a synced write and how many bytes each run writes, which
+puts a floor under a run's time that no CPU work removes."""
 import os, platform, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,14 +24,35 @@ con.execute(f\"\"\"COPY (
 """
 
 
-def measure(cmd, env=None):
+def measure(cmd, env=None, written=None):
+    """Wall time (s) and peak RSS (MiB) of `cmd`; when `written` is a list, the
+    bytes the run wrote to files (`ru_oublock`: counted as pages are dirtied, so
+    whether or not they reached the disk yet) are appended to it."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
+    if written is not None:
+        written.append(usage.ru_oublock * 512)
     return wall, usage.ru_maxrss / 1024  # MiB
+
+
+def disk_write_speed(size=1 << 30):
+    """Bytes per second this machine writes to a new file under target/ and syncs
+    (1 GiB of random blocks): the floor under any run's time is what it must write."""
+    path = os.path.join(WORK, "disk-probe")
+    block = os.urandom(4 << 20)
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - start
+    os.remove(path)
+    return size / elapsed
 
 
 def generate(rows):
@@ -97,23 +120,25 @@ def main():
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000]
     os.makedirs(WORK, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; runs per figure: {RUNS}\n")
+    speed = disk_write_speed()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+          f"disk: {speed / 1e6:,.0f} MB/s written and synced; runs per figure: {RUNS}\n")
     print("| usage rows | ledger lines | orgsettle 2 threads (s) | rows/s | peak RSS (MiB) | DuckDB group-by (s) | DuckDB RSS (MiB) | ratio to DuckDB | 1 thread (s) | speed-up 1→2 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    results = {}
+    results, io = {}, []
     for rows in sizes:
         path = generate(rows)
         usage = os.path.join(path, "days", DAY, "usage.csv")
         out = os.path.join(WORK, "out")
-        ours, ours_rss, duck, duck_rss, single = [], [], [], [], []
+        ours, ours_rss, duck, duck_rss, single, ours_out, duck_out = [], [], [], [], [], [], []
         # 2 threads, DuckDB and 1 thread in rotation, so that the machine's drift
         # over minutes (large on this shared VM) touches all three alike.
         for _ in range(RUNS):
             shutil.rmtree(out, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="2")
-            w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env)
+            w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env, ours_out)
             ours.append(w); ours_rss.append(r)
-            w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")])
+            w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")], None, duck_out)
             duck.append(w); duck_rss.append(r)
             shutil.rmtree(out, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="1")
@@ -124,7 +149,11 @@ def main():
         t, d, s = statistics.median(ours), statistics.median(duck), statistics.median(single)
         results[rows] = t
         print(f"| {rows:,} | {lines:,} | {t:.2f} | {rows / t:,.0f} | {max(ours_rss):.0f} | {d:.2f} | {max(duck_rss):.0f} | {t / d:.2f} | {s:.2f} | {s / t:.2f} |")
+        o, dk = statistics.median(ours_out), statistics.median(duck_out)
+        io.append(f"{rows:,} rows: orgsettle writes {o / 1e9:.2f} GB a run (its outputs and state), DuckDB {dk / 1e6:,.0f} MB; "
+                  f"at the disk's speed that alone is {o / speed:.2f} s for orgsettle ({o / speed / d:.2f}× DuckDB's time), {dk / speed:.2f} s for DuckDB")
         sys.stdout.flush()
+    print("\n" + "\n".join(io))
     if len(sizes) >= 2:
         a, b = sizes[0], sizes[-1]
         print(f"\ntime growth {a:,} → {b:,} rows: {results[b] / results[a]:.1f}× for {b / a:.0f}× the rows")
