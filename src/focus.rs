@@ -268,6 +268,9 @@ pub fn write_focus_rows<'r, T: Sync>(
     let mut start = 0;
     while start < rows.len() {
         let month = line(&rows[start]).bill_month.get();
+        // A guard only: the bisection below ends each run before a row of a later
+        // month, so a run never starts at a month already written; a row out of
+        // order is inside a run and caught as it is rendered (see the tests).
         if previous.is_some_and(|p| p >= month) {
             return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
         }
@@ -302,4 +305,115 @@ pub fn write_focus_rows<'r, T: Sync>(
         months.push(MonthRows { month, len: out.bytes, rows, billed });
     }
     Ok(months)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{LineDetail, LineStatus, PostpaidUsage};
+    use crate::money::Exact8;
+    use crate::time::Cycle;
+
+    /// A sink that records which months were begun and what each received.
+    #[derive(Default)]
+    struct Months(Vec<(Month, Vec<u8>)>);
+
+    impl std::io::Write for Months {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.last_mut().expect("a month begun before its rows").1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl MonthSink for Months {
+        fn begin(&mut self, month: Month) -> std::io::Result<()> {
+            self.0.push((month, Vec::new()));
+            Ok(())
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let json = r#"{"snapshot_at":"2026-11-01T00:00:00+08:00","orgs":[{"org_id":"org-1","created_at":"2026-01-01T00:00:00+08:00",
+            "management_uin":1,"entities":[{"entity_id":"e1"}],"departments":[{"dept_id":"root","parent_id":null}],"members":[
+            {"uin":1,"name":"HQ","entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}]}]}"#;
+        Snapshot::from_json(json.as_bytes()).expect("a snapshot")
+    }
+
+    /// The management account's settled hourly line for the hour ending at `end`.
+    fn line(end: &str, fen: i64) -> LedgerLine {
+        let org: crate::engine::OrgName = Box::leak(Box::new("org-1".to_string()));
+        let end = Ts::parse(end).expect("an instant");
+        LedgerLine {
+            charge_time: end,
+            bill_month: end.pred().month().into(),
+            kind: LineKind::Postpaid,
+            org_id: org,
+            owner_uin: 1,
+            responsible_uin: 1,
+            product: crate::ids::intern_product("cvm"),
+            detail: LineDetail::Postpaid(PostpaidUsage {
+                cycle: Cycle::Hourly,
+                late: None,
+                start: end.pred(),
+                records: 1,
+                quantity: Exact8::parse("1").expect("a quantity"),
+            }),
+            list_amount: Money::from_fen(fen),
+            payable_amount: Money::from_fen(fen),
+            contract: None,
+            voucher_amount: Money::ZERO,
+            cash_amount: Money::from_fen(fen),
+            gift_amount: Money::ZERO,
+            credit_amount: Money::ZERO,
+            status: LineStatus::Settled,
+        }
+    }
+
+    const OCT_A: &str = "2026-10-31T23:00:00+08:00";
+    const OCT_B: &str = "2026-11-01T00:00:00+08:00"; // the hour 23:00–24:00 of Oct 31
+    const NOV: &str = "2026-11-01T01:00:00+08:00";
+
+    #[test]
+    fn each_month_gets_its_own_rows_and_sums() {
+        let snapshot = snapshot();
+        let lines = [line(OCT_A, 100), line(OCT_B, 20), line(NOV, 3)];
+        let mut sink = Months::default();
+        let months = write_focus_rows(&snapshot, &lines, |l| l, &mut sink).expect("contiguous months");
+        let (oct, nov) = (Month::parse("2026-10").unwrap(), Month::parse("2026-11").unwrap());
+        assert_eq!(sink.0.iter().map(|(m, _)| *m).collect::<Vec<_>>(), [oct, nov]);
+        let rendered = |ls: &[LedgerLine]| {
+            let mut text = String::new();
+            for l in ls {
+                assert!(write_focus_row(&mut text, &snapshot, l));
+            }
+            text.into_bytes()
+        };
+        assert_eq!(sink.0[0].1, rendered(&lines[..2]));
+        assert_eq!(sink.0[1].1, rendered(&lines[2..]));
+        assert_eq!(
+            months,
+            [
+                MonthRows { month: oct, len: sink.0[0].1.len() as u64, rows: 2, billed: Money::from_fen(120) },
+                MonthRows { month: nov, len: sink.0[1].1.len() as u64, rows: 1, billed: Money::from_fen(3) },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_month_met_again_after_a_later_one_is_refused() {
+        let snapshot = snapshot();
+        // A month's run, found by bisection, ends before a row of a later month,
+        // so a row out of order is inside a run and caught as the run is
+        // rendered: a later month inside October's run, and October inside
+        // November's.
+        let inside = [line(OCT_A, 1), line(NOV, 2), line(OCT_B, 3)];
+        let after = [line(NOV, 2), line(OCT_A, 1)];
+        for lines in [&inside[..], &after[..]] {
+            let error = write_focus_rows(&snapshot, lines, |l| l, &mut Months::default()).expect_err("months out of order");
+            assert!(error.to_string().contains("are not contiguous in processing order"), "{error}");
+        }
+    }
 }
