@@ -177,6 +177,44 @@ pub struct LedgerLine {
 }
 
 impl LedgerLine {
+    /// A settled postpaid line of org-1 paid in cash, `fen` fen of one record, for
+    /// the tests of what renders lines.
+    #[cfg(test)]
+    pub(crate) fn settled_postpaid(
+        (owner_uin, responsible_uin): (Uin, Uin),
+        cycle: crate::time::Cycle,
+        (start, end): (&str, &str),
+        late: Option<&str>,
+        fen: i64,
+    ) -> LedgerLine {
+        let org: OrgName = Box::leak(Box::new("org-1".to_string()));
+        let at = |text: &str| Ts::parse(text).expect("an instant");
+        LedgerLine {
+            charge_time: at(end),
+            bill_month: at(end).pred().month().into(),
+            kind: LineKind::Postpaid,
+            org_id: org,
+            owner_uin,
+            responsible_uin,
+            product: crate::ids::intern_product("cvm"),
+            detail: LineDetail::Postpaid(PostpaidUsage {
+                cycle,
+                late: late.map(|d| crate::time::Day::parse(d).expect("a day")),
+                start: at(start),
+                records: 1,
+                quantity: crate::money::Exact8::parse("1").expect("a quantity"),
+            }),
+            list_amount: Money::from_fen(fen),
+            payable_amount: Money::from_fen(fen),
+            contract: None,
+            voucher_amount: Money::ZERO,
+            cash_amount: Money::from_fen(fen),
+            gift_amount: Money::ZERO,
+            credit_amount: Money::ZERO,
+            status: LineStatus::Settled,
+        }
+    }
+
     /// Append the line's id.
     pub fn write_line_id(&self, out: &mut String) {
         self.write_line_id_with(out, |start, out| start.write_to(out));

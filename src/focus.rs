@@ -310,8 +310,6 @@ pub fn write_focus_rows<'r, T: Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LineDetail, LineStatus, PostpaidUsage};
-    use crate::money::Exact8;
     use crate::time::Cycle;
 
     /// A sink that records which months were begun and what each received.
@@ -344,32 +342,8 @@ mod tests {
 
     /// The management account's settled hourly line for the hour ending at `end`.
     fn line(end: &str, fen: i64) -> LedgerLine {
-        let org: crate::engine::OrgName = Box::leak(Box::new("org-1".to_string()));
-        let end = Ts::parse(end).expect("an instant");
-        LedgerLine {
-            charge_time: end,
-            bill_month: end.pred().month().into(),
-            kind: LineKind::Postpaid,
-            org_id: org,
-            owner_uin: 1,
-            responsible_uin: 1,
-            product: crate::ids::intern_product("cvm"),
-            detail: LineDetail::Postpaid(PostpaidUsage {
-                cycle: Cycle::Hourly,
-                late: None,
-                start: end.pred(),
-                records: 1,
-                quantity: Exact8::parse("1").expect("a quantity"),
-            }),
-            list_amount: Money::from_fen(fen),
-            payable_amount: Money::from_fen(fen),
-            contract: None,
-            voucher_amount: Money::ZERO,
-            cash_amount: Money::from_fen(fen),
-            gift_amount: Money::ZERO,
-            credit_amount: Money::ZERO,
-            status: LineStatus::Settled,
-        }
+        let (start, _) = Cycle::Hourly.period_containing(Ts::parse(end).expect("an instant").pred());
+        LedgerLine::settled_postpaid((1, 1), Cycle::Hourly, (&start.to_string(), end), None, fen)
     }
 
     const OCT_A: &str = "2026-10-31T23:00:00+08:00";

@@ -425,34 +425,9 @@ mod tests {
     fn ledger_rows_rendered_in_one_run_equal_rows_rendered_one_at_a_time() {
         // Postpaid lines of several cycles sharing and changing their instants, and
         // a late one, as processing order interleaves them.
-        use crate::engine::{LineDetail, LineKind, LineStatus, PostpaidUsage};
-        use crate::money::Exact8;
         use crate::time::Cycle;
-        let org: crate::engine::OrgName = Box::leak(Box::new("org-1".to_string()));
-        let at = |text: &str| Ts::parse(text).expect("an instant");
-        let line = |end: &str, cycle: Cycle, start: &str, late: Option<&str>, fen: i64| LedgerLine {
-            charge_time: at(end),
-            bill_month: at(end).pred().month().into(),
-            kind: LineKind::Postpaid,
-            org_id: org,
-            owner_uin: 100 + fen as u64 % 3,
-            responsible_uin: 100,
-            product: crate::ids::intern_product("cvm"),
-            detail: LineDetail::Postpaid(PostpaidUsage {
-                cycle,
-                late: late.map(|d| Day::parse(d).expect("a day")),
-                start: at(start),
-                records: 1,
-                quantity: Exact8::parse("1").expect("a quantity"),
-            }),
-            list_amount: Money::from_fen(fen),
-            payable_amount: Money::from_fen(fen),
-            contract: None,
-            voucher_amount: Money::ZERO,
-            cash_amount: Money::from_fen(fen),
-            gift_amount: Money::ZERO,
-            credit_amount: Money::ZERO,
-            status: LineStatus::Settled,
+        let line = |end: &str, cycle: Cycle, start: &str, late: Option<&str>, fen: i64| {
+            LedgerLine::settled_postpaid((100 + fen as u64 % 3, 100), cycle, (start, end), late, fen)
         };
         let lines = [
             line("2026-10-31T00:00:00+08:00", Cycle::Daily, "2026-10-30T00:00:00+08:00", None, 1),
