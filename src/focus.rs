@@ -154,9 +154,16 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
             out.push_str(order_id);
         }
     }
+    // It has a comma (", 3 record(s)"), so it is quoted, in place when it has no
+    // quote to double (never, from these parts).
     if needs_quotes(&out[description..]) {
-        let text = out.split_off(description);
-        push_field(out, &text);
+        if out[description..].contains('"') {
+            let text = out.split_off(description);
+            push_field(out, &text);
+        } else {
+            out.insert(description, '"');
+            out.push('"');
+        }
     }
     out.push(',');
     out.push_str(period_end);
