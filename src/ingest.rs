@@ -1153,19 +1153,20 @@ fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
 #[cfg(test)]
 mod digest_tests {
     use super::*;
+    use crate::csvread::TextRecord;
 
     #[test]
     fn one_shot_content_digest_equals_the_streamed_one() {
-        let short = csv::StringRecord::from(vec!["u-1", "100000000001", "r-1", "cvm", "ap-guangzhou", "hourly"]);
+        let short = TextRecord::of(&["u-1", "100000000001", "r-1", "cvm", "ap-guangzhou", "hourly"]);
         let long_field = "x".repeat(600);
-        let long = csv::StringRecord::from(vec!["u-2", long_field.as_str(), "r"]);
+        let long = TextRecord::of(&["u-2", long_field.as_str(), "r"]);
         for record in [&short, &long] {
             let indices: Vec<Option<usize>> = (0..record.len()).map(Some).collect();
             let fields = Fields::new(record, &indices);
             assert_eq!(content_digest(&fields), content_digest_long(&fields));
         }
         // Field boundaries count: "ab","c" and "a","bc" differ.
-        let (a, b) = (csv::StringRecord::from(vec!["ab", "c"]), csv::StringRecord::from(vec!["a", "bc"]));
+        let (a, b) = (TextRecord::of(&["ab", "c"]), TextRecord::of(&["a", "bc"]));
         let indices = [Some(0), Some(1)];
         assert_ne!(content_digest(&Fields::new(&a, &indices)), content_digest(&Fields::new(&b, &indices)));
     }
