@@ -15,7 +15,7 @@ use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
 use crate::state::{SeenIds, SeenUsage, UsageIds, ID_SHARDS};
-use crate::time::{Cycle, Day, Month, Ts};
+use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
 use rayon::prelude::*;
 use std::path::Path;
@@ -538,8 +538,8 @@ fn settle_usage_batch(
 ) -> Result<(), UnusableFile> {
     let checks: Vec<Option<UsageCheck>> = batch
         .par_iter()
-        .map(|row| match row {
-            RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx)),
+        .map_init(TsCache::default, |cache, row| match row {
+            RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx, cache)),
             RawRow::Bad { .. } => None,
         })
         .collect();
@@ -765,11 +765,16 @@ impl FirstReason {
 }
 
 fn timestamp(text: &str, column: &str, first: &mut FirstReason) -> Option<Ts> {
+    timestamp_by(text, column, first, Ts::parse)
+}
+
+/// `timestamp`, read by `parse` (`Ts::parse`, or its cached form).
+fn timestamp_by(text: &str, column: &str, first: &mut FirstReason, parse: impl FnOnce(&str) -> Option<Ts>) -> Option<Ts> {
     if text.is_empty() {
         first.refuse(Reason::BadValue, format!("{column} is empty"));
         return None;
     }
-    let parsed = Ts::parse(text);
+    let parsed = parse(text);
     if parsed.is_none() {
         first.refuse(Reason::BadTimestamp, format!("{column} {text:?} is not RFC 3339 with an offset"));
     }
@@ -879,10 +884,10 @@ const USAGE_COLUMNS: Columns = Columns {
     optional: &[],
 };
 
-fn check_usage(f: &Fields<'_>, ctx: &ReadContext) -> UsageCheck {
+fn check_usage(f: &Fields<'_>, ctx: &ReadContext, timestamps: &mut TsCache) -> UsageCheck {
     let mut first = FirstReason(None);
-    let start = timestamp(f.get(6), "usage_start", &mut first);
-    let end = timestamp(f.get(7), "usage_end", &mut first);
+    let start = timestamp_by(f.get(6), "usage_start", &mut first, |t| Ts::parse_cached(t, timestamps));
+    let end = timestamp_by(f.get(7), "usage_end", &mut first, |t| Ts::parse_cached(t, timestamps));
     let quantity = exact8(f.get(8), "quantity", &mut first);
     let unit_price = exact8(f.get(9), "list_unit_price", &mut first);
     let list_amount = exact8(f.get(10), "list_amount", &mut first);
