@@ -335,6 +335,7 @@ impl TextRecord {
         self.bounds.is_empty()
     }
     /// Field `i` (panics beyond the record's width, which readers check first).
+    #[inline]
     pub fn field(&self, i: usize) -> &str {
         let (from, to) = self.bounds[i];
         &self.text[from as usize..to as usize]
@@ -401,6 +402,7 @@ impl<'a> Fields<'a> {
     pub fn new(record: &'a TextRecord, indices: &'a [Option<usize>]) -> Fields<'a> {
         Fields { record, indices }
     }
+    #[inline]
     pub fn get(&self, column: usize) -> &'a str {
         // Every field was checked to be UTF-8 before a `Fields` is handed out.
         self.indices[column].map(|i| self.record.field(i)).unwrap_or("")

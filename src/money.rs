@@ -119,18 +119,55 @@ impl std::iter::Sum for Money {
 
 impl Money {
     /// Append `12.30` / `-6.00` / `0.00` to `out` (the hot path of every output row).
+    /// The text is made right to left in a buffer, two digits at a time, and
+    /// appended in one copy (~85 instructions a call through itoa and pushes,
+    /// 10M calls on a 1M-row day).
     pub fn write_to(self, out: &mut String) {
         let fen = self.fen();
-        if fen < 0 {
-            out.push('-');
+        let mut abs = fen.unsigned_abs();
+        // "-" and 19 digits (i64::MIN) and "."; 24 for alignment.
+        let mut text = [0u8; 24];
+        let mut at = text.len() - 2;
+        text[at..].copy_from_slice(digit_pair(abs % 100));
+        abs /= 100;
+        at -= 1;
+        text[at] = b'.';
+        while abs >= 100 {
+            at -= 2;
+            text[at..at + 2].copy_from_slice(digit_pair(abs % 100));
+            abs /= 100;
         }
-        let abs = fen.unsigned_abs();
-        // itoa's digits need no UTF-8 check (one took 40% of this function).
-        out.push_str(itoa::Buffer::new().format(abs / 100));
-        out.push('.');
-        out.push((b'0' + (abs % 100 / 10) as u8) as char);
-        out.push((b'0' + (abs % 10) as u8) as char);
+        if abs >= 10 {
+            at -= 2;
+            text[at..at + 2].copy_from_slice(digit_pair(abs));
+        } else {
+            at -= 1;
+            text[at] = b'0' + abs as u8;
+        }
+        if fen < 0 {
+            at -= 1;
+            text[at] = b'-';
+        }
+        push_ascii(out, &text[at..]);
     }
+}
+
+/// The two decimal digits of `n` < 100.
+fn digit_pair(n: u64) -> &'static [u8] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let n = n as usize * 2;
+    &PAIRS[n..n + 2]
+}
+
+/// Append ASCII bytes to `out` without a UTF-8 check of them.
+pub(crate) fn push_ascii(out: &mut String, bytes: &[u8]) {
+    assert!(bytes.is_ascii(), "only ASCII is appended unchecked");
+    // SAFETY: ASCII bytes are valid UTF-8 on their own, so `out` stays UTF-8.
+    unsafe { out.as_mut_vec() }.extend_from_slice(bytes);
 }
 
 impl fmt::Display for Money {
@@ -567,6 +604,17 @@ mod tests {
             assert_eq!(written, format!("x{}", plain(fen)), "{fen}");
         }
         assert_eq!(Money::from_fen(-1230).to_string(), "-12.30");
+    }
+
+    proptest::proptest! {
+        /// Every amount of fen, as yuan with two fen digits.
+        #[test]
+        fn any_money_is_written_as_yuan_and_two_fen_digits(fen in proptest::num::i64::ANY) {
+            let sign = if fen < 0 { "-" } else { "" };
+            let mut written = String::from("x");
+            Money(fen).write_to(&mut written);
+            proptest::prop_assert_eq!(written, format!("x{sign}{}.{:02}", fen.unsigned_abs() / 100, fen.unsigned_abs() % 100));
+        }
     }
 
     #[test]
