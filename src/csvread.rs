@@ -151,7 +151,7 @@ impl<R: Read> RecordSource<R> {
         let len = record_length(line.len())?;
         record.clear();
         record.bytes.extend_from_slice(line);
-        split_at_commas(&record.bytes, &mut record.bounds);
+        record.ascii = split_at_commas(&record.bytes, &mut record.bounds);
         debug_assert_eq!(record.bounds.last().map(|b| b.1), Some(len));
         let number = self.newlines + 1;
         if line_end < self.end {
@@ -225,15 +225,19 @@ fn record_length(len: usize) -> std::io::Result<u32> {
 
 /// The fields of a line with no quotes: the ranges between its commas, found 8
 /// bytes at a time (a byte equal to `,` is a zero byte of the word XOR `,`s,
-/// found exactly, without the borrow of the usual trick).
-fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) {
+/// found exactly, without the borrow of the usual trick). True when every byte
+/// of the line is ASCII (seen in the same words).
+fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) -> bool {
     const COMMAS: u64 = u64::from_ne_bytes([b','; 8]);
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut from = 0u32;
     let mut words = line.chunks_exact(8);
     let mut at = 0u32;
+    let mut high_bits = 0u64;
     for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ COMMAS;
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        high_bits |= w;
+        let x = w ^ COMMAS;
         // The high bit of each byte set exactly where that byte of x is zero.
         let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
         while zeros != 0 {
@@ -245,6 +249,7 @@ fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) {
         at += 8;
     }
     for &b in words.remainder() {
+        high_bits |= u64::from(b);
         if b == b',' {
             bounds.push((from, at));
             from = at + 1;
@@ -252,6 +257,7 @@ fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) {
         at += 1;
     }
     bounds.push((from, at));
+    high_bits & 0x8080_8080_8080_8080 == 0
 }
 
 /// A record as read: its bytes and each field's range in them. A line split at
@@ -264,6 +270,8 @@ pub struct RawRecord {
     bounds: Vec<(u32, u32)>,
     /// No field holds a comma: the commas in `bytes` are the separators.
     plain: bool,
+    /// Every byte is ASCII (known from splitting the line; false when not known).
+    ascii: bool,
 }
 
 impl RawRecord {
@@ -294,6 +302,7 @@ impl RawRecord {
         self.bytes.clear();
         self.bounds.clear();
         self.plain = true;
+        self.ascii = false;
     }
 }
 
@@ -341,12 +350,20 @@ impl TextRecord {
         &self.text[from as usize..to as usize]
     }
     fn into_raw(self) -> RawRecord {
-        RawRecord { bytes: self.text.into_bytes(), bounds: self.bounds, plain: self.plain }
+        RawRecord { bytes: self.text.into_bytes(), bounds: self.bounds, plain: self.plain, ascii: false }
     }
     fn from_raw(raw: RawRecord) -> Result<TextRecord, RawRecord> {
+        if raw.ascii {
+            debug_assert!(raw.bytes.is_ascii());
+            // SAFETY: `ascii` is set only by `split_at_commas` having seen no byte
+            // with its high bit set in exactly these bytes, and ASCII is UTF-8
+            // (the serial reader's UTF-8 check was ~240 instructions a row).
+            let text = unsafe { String::from_utf8_unchecked(raw.bytes) };
+            return Ok(TextRecord { text, bounds: raw.bounds, plain: raw.plain });
+        }
         match String::from_utf8(raw.bytes) {
             Ok(text) => Ok(TextRecord { text, bounds: raw.bounds, plain: raw.plain }),
-            Err(e) => Err(RawRecord { bytes: e.into_bytes(), bounds: raw.bounds, plain: raw.plain }),
+            Err(e) => Err(RawRecord { bytes: e.into_bytes(), bounds: raw.bounds, plain: raw.plain, ascii: false }),
         }
     }
     /// A record of these fields, laid out as a reader lays them out (for tests
@@ -571,7 +588,7 @@ impl<R: Read> RowReader<R> {
             // A new record starts with room for a usual row: grown from nothing
             // it was reallocated ~10 times (1.2% of a 1M-row day's instructions).
             let mut record =
-                self.spare.pop().unwrap_or_else(|| RawRecord { bytes: Vec::with_capacity(256), bounds: Vec::with_capacity(width), plain: true });
+                self.spare.pop().unwrap_or_else(|| RawRecord { bytes: Vec::with_capacity(256), bounds: Vec::with_capacity(width), plain: true, ascii: false });
             // The csv dialect read here never fails to parse (csv_core prefers a
             // parse to none): what can fail is reading the file.
             let line = match self.source.next(&mut record) {
@@ -754,7 +771,8 @@ mod tests {
             line in proptest::collection::vec(proptest::sample::select(vec![b',', b'a', 0xac, 0x2d, 0x2c ^ 0x01, 0x00, 0xff]), 0..70),
         ) {
             let mut bounds = Vec::new();
-            split_at_commas(&line, &mut bounds);
+            let ascii = split_at_commas(&line, &mut bounds);
+            proptest::prop_assert_eq!(ascii, line.is_ascii());
             let fields: Vec<&[u8]> = bounds.iter().map(|&(a, b)| &line[a as usize..b as usize]).collect();
             let plain: Vec<&[u8]> = line.split(|&b| b == b',').collect();
             proptest::prop_assert_eq!(fields, plain);
