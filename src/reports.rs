@@ -148,16 +148,22 @@ pub fn write_in_parallel_chunks<'r, T: Sync>(
 /// The text of the last instant written, kept: rows in processing order share
 /// their charge time (and, per cycle, their period start) with the rows before.
 #[derive(Default)]
-struct InstantText {
+pub(crate) struct InstantText {
     at: Option<Ts>,
     text: String,
 }
 
 impl InstantText {
+    /// The §1.2 text of `t`.
     fn of(&mut self, t: Ts) -> &str {
+        self.of_with(t, Ts::write_to)
+    }
+
+    /// The text `write` gives `t` (a kept text is `write`'s: one writer a kept text).
+    pub(crate) fn of_with(&mut self, t: Ts, write: impl FnOnce(Ts, &mut String)) -> &str {
         if self.at != Some(t) {
             self.text.clear();
-            t.write_to(&mut self.text);
+            write(t, &mut self.text);
             self.at = Some(t);
         }
         &self.text
@@ -165,7 +171,7 @@ impl InstantText {
 }
 
 /// Which kept period start a postpaid line's is compared with: one per cycle.
-fn start_slot(line: &LedgerLine) -> usize {
+pub(crate) fn start_slot(line: &LedgerLine) -> usize {
     line.usage().map_or(0, |u| u.cycle as usize)
 }
 
