@@ -57,7 +57,8 @@ fn service_category(product: &str) -> &'static str {
 /// Append the account's name (the uin when it has none) as a CSV field.
 fn push_name(out: &mut String, member: Option<&Member>, uin: u64) {
     match member {
-        Some(m) if !m.name.is_empty() => push_field(out, &m.name),
+        Some(m) if m.name_needs_quotes => push_field(out, &m.name),
+        Some(m) if !m.name.is_empty() => out.push_str(&m.name),
         _ => out.push_str(itoa::Buffer::new().format(uin)),
     }
 }
@@ -405,6 +406,26 @@ mod tests {
         let rows: Vec<&str> = alone.lines().collect();
         assert!(rows[3].contains(",2026-10-31T18:00:00Z,2026-10-31T16:00:00Z,"), "{}", rows[3]);
         assert!(rows[4].contains(",2026-10-31T18:00:00Z,2026-10-31T17:00:00Z,"), "{}", rows[4]);
+    }
+
+    #[test]
+    fn a_name_with_a_comma_or_quote_is_quoted_and_a_plain_one_is_not() {
+        for (name, field) in [("HQ", ",HQ\n"), (r#"HQ, \"East\""#, r#","HQ, ""East""""#), ("", ",1\n")] {
+            let json = format!(
+                r#"{{"snapshot_at":"2026-11-01T00:00:00+08:00","orgs":[{{"org_id":"org-1","created_at":"2026-01-01T00:00:00+08:00",
+                "management_uin":1,"entities":[{{"entity_id":"e1"}}],"departments":[{{"dept_id":"root","parent_id":null}}],"members":[
+                {{"uin":1,"name":"{name}","entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}}]}}]}}"#
+            );
+            let snapshot = Snapshot::from_json(json.as_bytes()).expect("a snapshot");
+            let mut row = String::new();
+            assert!(write_focus_row(&mut row, &snapshot, &line(NOV, 3)));
+            let expected = if field.ends_with('\n') { field.to_string() } else { format!("{field}\n") };
+            assert!(row.ends_with(&format!(",cvm,1{expected}")), "{name:?}: {row}");
+            let record = csv::ReaderBuilder::new().has_headers(false).from_reader(row.as_bytes()).records().next().unwrap().unwrap();
+            let want = if name.is_empty() { "1".to_string() } else { name.replace("\\\"", "\"") };
+            assert_eq!(&record[record.len() - 1], want);
+            assert_eq!(&record[2], want);
+        }
     }
 
     #[test]

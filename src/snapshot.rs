@@ -108,6 +108,9 @@ impl PayerPeriod {
 pub struct Member {
     pub uin: Uin,
     pub name: String,
+    /// Whether `name` is quoted as a CSV field (known once: every FOCUS row
+    /// writes two names, and scanning each was ~140 instructions).
+    pub name_needs_quotes: bool,
     pub entity_id: String,
     pub dept_id: String,
     pub join_mode: JoinMode,
@@ -306,6 +309,7 @@ fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
             }
             ms.push(Member {
                 uin: m.uin,
+                name_needs_quotes: crate::reports::needs_quotes(&m.name),
                 name: m.name,
                 entity_id: m.entity_id,
                 dept_id: m.dept_id,
