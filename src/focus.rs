@@ -10,7 +10,14 @@ use crate::snapshot::{Member, Snapshot};
 use crate::money::Money;
 use crate::time::{Month, Ts};
 
-pub const PROVIDER_NAME: &str = "Tencent Cloud";
+macro_rules! provider_name {
+    () => {
+        "Tencent Cloud"
+    };
+}
+pub const PROVIDER_NAME: &str = provider_name!();
+/// ProviderName, PublisherName and InvoiceIssuerName, each followed by a comma.
+const PROVIDER_NAMES: &str = concat!(provider_name!(), ",", provider_name!(), ",", provider_name!(), ",");
 pub const CURRENCY: &str = "CNY";
 
 pub const FOCUS_COLUMNS: [&str; 23] = [
@@ -75,7 +82,8 @@ pub fn on_merged_bill(snapshot: &Snapshot, line: &LedgerLine) -> bool {
 /// share it).
 #[derive(Default)]
 struct Instants {
-    month: Option<(Month, String, String)>,
+    /// The bill month, and its end and start as written (",end,start,").
+    month: Option<(Month, String)>,
     /// The last period start written per cycle (orders' days in the fourth), and
     /// the last end written for usage and for orders: in processing order a
     /// run of rows shares its charge time, and per cycle its start, while
@@ -115,9 +123,9 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     };
     if instants.month.as_ref().is_none_or(|m| m.0 != line.bill_month.get()) {
         let month = line.bill_month.get();
-        instants.month = Some((month, utc(month.end()), utc(month.start())));
+        instants.month = Some((month, format!(",{},{},", utc(month.end()), utc(month.start()))));
     }
-    let (_, month_end, month_start) = instants.month.as_ref().expect("set above");
+    let (_, month_bounds) = instants.month.as_ref().expect("set above");
     let period_end = instants.ends[slots.1].of_with(end, write_utc);
     let period_start = instants.starts[slots.0].of_with(start, write_utc);
     line.payable_amount.write_to(out);
@@ -126,11 +134,8 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     out.push(',');
     let responsible = if line.responsible_uin == line.owner_uin { Some(owner) } else { snapshot.find(line.responsible_uin).map(|(_, m)| m) };
     push_name(out, responsible, line.responsible_uin);
-    out.push_str(",CNY,");
-    out.push_str(month_end);
-    out.push(',');
-    out.push_str(month_start);
-    out.push(',');
+    out.push_str(",CNY");
+    out.push_str(month_bounds);
     out.push_str(category);
     out.push(',');
     out.push_str(if line.is_late() { "Correction" } else { "" });
@@ -180,10 +185,7 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     out.push(',');
     line.list_amount.write_to(out);
     out.push(',');
-    for _ in 0..3 {
-        out.push_str(PROVIDER_NAME);
-        out.push(',');
-    }
+    out.push_str(PROVIDER_NAMES);
     match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => usage.quantity.write_to(out),
         (LineKind::Postpaid, None) => out.push('0'),
