@@ -124,6 +124,12 @@ impl Money {
     /// 10M calls on a 1M-row day).
     pub fn write_to(self, out: &mut String) {
         let fen = self.fen();
+        // Most of a ledger row's seven amounts are nothing (no discount, voucher,
+        // gift or credit).
+        if fen == 0 {
+            out.push_str("0.00");
+            return;
+        }
         let mut abs = fen.unsigned_abs();
         // "-" and 19 digits (i64::MIN) and "."; 24 for alignment.
         let mut text = [0u8; 24];

@@ -180,6 +180,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
     let mut numbers = itoa::Buffer::new();
     let mut charge_time = InstantText::default();
     let mut period_start: [InstantText; 3] = Default::default();
+    let mut bill_month: (Option<crate::time::PackedMonth>, String) = (None, String::new());
     for l in lines {
         let id_start = out.len();
         l.write_line_id_with(out, |start, out| out.push_str(period_start[start_slot(l)].of(start)));
@@ -190,7 +191,12 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         let charged = charge_time.of(l.charge_time);
         out.push_str(charged);
         out.push(',');
-        l.bill_month.get().write_to(out);
+        if bill_month.0 != Some(l.bill_month) {
+            bill_month.1.clear();
+            l.bill_month.get().write_to(&mut bill_month.1);
+            bill_month.0 = Some(l.bill_month);
+        }
+        out.push_str(&bill_month.1);
         out.push(',');
         out.push_str(l.kind.as_str());
         out.push(',');
@@ -450,6 +456,9 @@ mod tests {
             line("2026-10-31T01:00:00.5+08:00", Cycle::Hourly, "2026-10-31T00:00:00.5+08:00", None, 6),
             line("2026-11-01T00:00:00+08:00", Cycle::Monthly, "2026-10-01T00:00:00+08:00", None, 7),
             line("2026-11-01T00:00:00+08:00", Cycle::Hourly, "2026-10-31T23:00:00+08:00", None, 8),
+            // The bill month changes and changes back.
+            line("2026-11-01T01:00:00+08:00", Cycle::Hourly, "2026-11-01T00:00:00+08:00", None, 9),
+            line("2026-11-01T00:00:00+08:00", Cycle::Hourly, "2026-10-31T23:00:00+08:00", None, 10),
         ];
         let day = Day::parse("2026-10-31").expect("a day");
         let mut together = String::new();
@@ -464,6 +473,8 @@ mod tests {
         assert!(rows[4].starts_with("P|102|cvm|hourly|2026-10-31T00:00:00+08:00|late-2026-10-31,2026-10-31,2026-10-31T01:00:00+08:00,"));
         assert!(rows[5].contains(",hourly,2026-10-31T00:00:00.5+08:00,2026-10-31T01:00:00.5+08:00,"));
         assert!(rows[6].contains(",monthly,2026-10-01T00:00:00+08:00,2026-11-01T00:00:00+08:00,"));
+        assert!(rows[8].contains(",2026-11-01T01:00:00+08:00,2026-11,postpaid,"), "{}", rows[8]);
+        assert!(rows[9].contains(",2026-11-01T00:00:00+08:00,2026-10,postpaid,"), "{}", rows[9]);
     }
 
     /// The merged bill as the csv crate's writer wrote it before the rows were
