@@ -793,6 +793,23 @@ mod tests {
     }
 
     #[test]
+    fn one_byte_beyond_ascii_anywhere_in_a_line_is_seen() {
+        // The flag lets a line be taken as text unchecked: every position of a
+        // word and of the tail must count.
+        for len in 1..=27 {
+            let plain = vec![b'a'; len];
+            assert!(split_at_commas(&plain, &mut Vec::new()), "{len}");
+            for at in 0..len {
+                for high in [0x80, 0xc3, 0xff] {
+                    let mut line = plain.clone();
+                    line[at] = high;
+                    assert!(!split_at_commas(&line, &mut Vec::new()), "{len} {at} {high:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn fast_and_csv_core_records_interleave_with_their_lines() {
         let text = b"\xef\xbb\xbfh1,h2\r\nplain,row\n\"quoted\nover lines\",x\n\nafter,blank\ra,b\rlast,\"no end";
         let rows = by_the_source(text, 3, 8);
