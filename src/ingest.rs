@@ -14,7 +14,7 @@ use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
-use crate::state::{SeenIds, SeenUsage, UsageIds, ID_SHARDS};
+use crate::state::{SeenIds, SeenUsage, UsageIds, WantedIds, ID_SHARDS};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
 use rayon::prelude::*;
@@ -496,6 +496,42 @@ enum UsageCheck {
 pub fn usage_ids_hint(dir: &Path) -> usize {
     let size = std::fs::metadata(dir.join(USAGE_FILE)).map(|m| m.len()).unwrap_or(0);
     (size / 140) as usize
+}
+
+/// The digests of the `record_id` of every record of `dir`'s `usage.csv`, for
+/// `Store::load_for` to keep only the remembered ids the day can look up: a
+/// superset of those `read_usage` looks up (it digests the same field of the
+/// same records, and only of those that pass their checks). Batches are read
+/// while the previous one is digested. `None` when the file cannot be read
+/// through: its reading will say why, and until then every id is kept.
+pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
+    let mut reader = match RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id")) {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return Some(WantedIds::new(Vec::new())),
+        Err(_) => return None,
+    };
+    let indices = reader.indices().to_vec();
+    let mut ids: Vec<u128> = Vec::with_capacity(usage_ids_hint(dir) + USAGE_BATCH);
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    reader.next_batch(&mut current, USAGE_BATCH).ok()?;
+    while !current.is_empty() {
+        let (more, digests) = rayon::join(
+            || reader.next_batch(&mut next, USAGE_BATCH),
+            || -> Vec<u128> {
+                current
+                    .par_iter()
+                    .filter_map(|row| match row {
+                        RawRow::Record { record, .. } => Some(id_digest(Fields::new(record, &indices).get(0))),
+                        RawRow::Bad { .. } => None,
+                    })
+                    .collect()
+            },
+        );
+        more.ok()?;
+        ids.extend(digests);
+        std::mem::swap(&mut current, &mut next);
+    }
+    Some(WantedIds::new(ids))
 }
 
 /// Read `usage.csv`: batches are read while the previous one is checked, rows are

@@ -444,8 +444,11 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
     let (base, fresh) = match earlier {
         None => (fresh_state(inputs, day), true),
         Some(prev) if prev == day.prev() => {
-            let extra = crate::ingest::usage_ids_hint(&inputs.dir.join("days").join(day.to_string()));
-            (store.load_for(prev, Some((day, extra))).map_err(Failure::Internal)?, false)
+            let dir = inputs.dir.join("days").join(day.to_string());
+            let extra = crate::ingest::usage_ids_hint(&dir);
+            let wanted = || crate::ingest::usage_ids_of(&dir);
+            let next = crate::store::NextDay { day, extra, wanted: &wanted };
+            (store.load_for(prev, Some(next)).map_err(Failure::Internal)?, false)
         }
         Some(prev) => {
             return Err(Failure::Refused(format!(

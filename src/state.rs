@@ -74,7 +74,7 @@ pub const ID_SHARDS: usize = 64;
 /// Two tiers. The ids of earlier days (read from their files) are `remembered`:
 /// per shard a sorted array, 28 bytes an id with no empty slots, found through an
 /// index of where each prefix of the digest starts; they never change during a
-/// run. The ids added by the run (the day's own) go to open-addressing tables
+/// run. A day keeps of them only those its usage file holds (`WantedIds`). The ids added by the run (the day's own) go to open-addressing tables
 /// (`idtable::DayIds`, one day's), 24 bytes a slot in tables at most 3/4 full. Holding every remembered id in hash tables
 /// took ~70 bytes an id at their usual load (two months of 10M-row days would not
 /// fit in this machine's memory; BENCHMARKS.md).
@@ -224,6 +224,55 @@ impl RememberedShard {
         let p = self.prefix(id);
         let run = &self.ids[self.starts[p] as usize..self.starts[p + 1] as usize];
         run.binary_search_by_key(&id, |e| e.id).ok().map(|i| SeenUsage { day: run[i].day, content: run[i].content })
+    }
+}
+
+/// The usage ids a day can look up: the digests of every `record_id` of its
+/// `usage.csv`, sorted, with an index of where each prefix of the digest starts.
+/// The ids of earlier days are decoded through it and only those the day can
+/// meet are kept: a month of 10M-row days remembers 300M ids (8 GB at 28 bytes an
+/// id, 10.8 GB resident on the 1st of the next month), of which a day meets its
+/// own few re-sent ones.
+#[derive(Clone, Debug)]
+pub struct WantedIds {
+    ids: Vec<u128>,
+    /// Top bits of the digest that `starts` is indexed by (about four ids a prefix).
+    bits: u32,
+    /// `starts[p]..starts[p + 1]`: the ids whose top `bits` bits are `p`.
+    starts: Vec<u32>,
+}
+
+impl WantedIds {
+    pub fn new(mut ids: Vec<u128>) -> WantedIds {
+        use rayon::slice::ParallelSliceMut;
+        ids.par_sort_unstable();
+        ids.dedup();
+        assert!(ids.len() < u32::MAX as usize, "a day's usage ids are indexed by u32");
+        let bits = ((ids.len() / 4).max(1).ilog2() + 1).min(26);
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for &id in &ids {
+            starts[(id >> (128 - bits)) as usize + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        WantedIds { ids, bits, starts }
+    }
+
+    /// How many distinct ids are wanted.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether `id` is wanted. A file's ids ascend, so successive calls read the
+    /// index and the ids in order (no cache miss of their own).
+    pub fn contains(&self, id: u128) -> bool {
+        let p = (id >> (128 - self.bits)) as usize;
+        self.ids[self.starts[p] as usize..self.starts[p + 1] as usize].contains(&id)
     }
 }
 
@@ -578,13 +627,20 @@ impl SeenIds {
     /// Add the ids of `day`'s file (as `encode_usage_of` wrote it) to the
     /// remembered ones; `finish_decoding` follows the last file.
     pub fn decode_usage_of(&mut self, day: Day, bytes: &[u8]) -> Result<(), String> {
-        self.decode_usage_from(day, bytes, bytes.len() as u64)
+        self.decode_usage_from(day, bytes, bytes.len() as u64, None)
     }
 
     /// `decode_usage_of`, reading the file's `len` bytes from `input` a block at a
     /// time: neither the file nor a list of its entries is held (at 10M ids a
-    /// day, 280 and 160 MB whose pages the process kept).
-    pub fn decode_usage_from(&mut self, day: Day, mut input: impl std::io::Read, len: u64) -> Result<(), String> {
+    /// day, 280 and 160 MB whose pages the process kept). With `wanted`, only the
+    /// ids it holds are kept; every entry is checked all the same.
+    pub fn decode_usage_from(
+        &mut self,
+        day: Day,
+        mut input: impl std::io::Read,
+        len: u64,
+        wanted: Option<&WantedIds>,
+    ) -> Result<(), String> {
         let expected = self.usage_files.get(&day).copied().unwrap_or(0);
         if len % USAGE_ENTRY as u64 != 0 || len / USAGE_ENTRY as u64 != expected {
             return Err(format!("usage id file holds {len} bytes, expected {expected} entries"));
@@ -609,7 +665,9 @@ impl SeenIds {
                 if stored != day_number {
                     return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
                 }
-                self.usage.remembered[UsageIds::shard_of(id)].ids.push(RememberedId { id, content, day });
+                if wanted.is_none_or(|w| w.contains(id)) {
+                    self.usage.remembered[UsageIds::shard_of(id)].ids.push(RememberedId { id, content, day });
+                }
             }
             left -= n as u64;
         }
@@ -626,7 +684,9 @@ impl SeenIds {
     }
 
     /// After the last `decode_usage_of`: sort and index the remembered ids, and
-    /// refuse an id that two files hold.
+    /// refuse an id that two files hold (of those kept: with `WantedIds`, an id
+    /// that two files hold and the day does not look up goes unnoticed, and harms
+    /// nothing).
     pub fn finish_decoding(&mut self) -> Result<(), String> {
         use rayon::prelude::*;
         self.usage.remembered.par_iter_mut().try_for_each(|s| s.finish())
@@ -799,5 +859,57 @@ mod tests {
         assert!(short.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap_err().contains("expected 335 entries"));
         let mut wrong_day = SeenIds { usage_files: [(d2, 334)].into(), ..Default::default() };
         assert!(wrong_day.decode_usage_of(d2, &seen.encode_usage_of(d1)).unwrap_err().contains("another day"));
+    }
+
+    proptest::proptest! {
+        /// Decoded through `WantedIds`, a file keeps exactly the ids both hold,
+        /// with their records; an entry not kept is checked all the same.
+        #[test]
+        fn a_file_decoded_through_the_wanted_ids_keeps_exactly_those_it_holds(
+            held in proptest::collection::btree_set(proptest::prelude::any::<u128>(), 0..600),
+            others in proptest::collection::vec(proptest::prelude::any::<u128>(), 0..600),
+            share in 0usize..=4,
+            crowded in proptest::prelude::any::<bool>(),
+        ) {
+            let day = Day::parse("2026-10-31").unwrap();
+            // Crowded ids share their top bits, so that runs of the index are long.
+            let squeeze = |id: u128| if crowded { id >> 100 } else { id };
+            let held: BTreeSet<u128> = held.into_iter().map(squeeze).collect();
+            let mut run = SeenIds::default();
+            for &id in &held {
+                run.usage.insert(id, SeenUsage { day, content: id as u64 ^ 7 });
+            }
+            // Every `share`-th held id is wanted, with other ids, some twice.
+            let mut wanted: Vec<u128> = held.iter().copied().enumerate().filter(|(i, _)| share > 0 && i % share == 0).map(|(_, id)| id).collect();
+            wanted.extend(others.iter().map(|&id| squeeze(id)));
+            wanted.extend(others.iter().take(5).map(|&id| squeeze(id)));
+            let wanted_set: BTreeSet<u128> = wanted.iter().copied().collect();
+            let wanted = WantedIds::new(wanted);
+            proptest::prop_assert_eq!(wanted.len(), wanted_set.len());
+            for &id in held.iter().chain(&others).chain(&wanted_set) {
+                let id = squeeze(id);
+                proptest::prop_assert_eq!(wanted.contains(id), wanted_set.contains(&id));
+                proptest::prop_assert_eq!(wanted.contains(id.wrapping_add(1)), wanted_set.contains(&id.wrapping_add(1)));
+            }
+            let file = run.encode_usage_of(day);
+            let mut loaded = SeenIds { usage_files: [(day, held.len() as u64)].into(), ..Default::default() };
+            loaded.decode_usage_from(day, &file[..], file.len() as u64, Some(&wanted)).unwrap();
+            loaded.finish_decoding().unwrap();
+            let kept: Vec<u128> = held.iter().copied().filter(|&id| wanted.contains(id)).collect();
+            proptest::prop_assert_eq!(loaded.usage.len(), kept.len());
+            for &id in &held {
+                let expected = wanted.contains(id).then_some(SeenUsage { day, content: id as u64 ^ 7 });
+                proptest::prop_assert_eq!(loaded.usage.get(id), expected);
+            }
+            if held.len() >= 2 {
+                let mut swapped = file.clone();
+                let (first, rest) = swapped.split_at_mut(USAGE_ENTRY);
+                first.swap_with_slice(&mut rest[..USAGE_ENTRY]);
+                let mut unsorted = SeenIds { usage_files: [(day, held.len() as u64)].into(), ..Default::default() };
+                let empty = WantedIds::new(Vec::new());
+                let refused = unsorted.decode_usage_from(day, &swapped[..], swapped.len() as u64, Some(&empty));
+                proptest::prop_assert!(refused.unwrap_err().contains("not sorted"));
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! committed state records their length, and every run first cuts them back to it.
 
 use crate::focus::{self, MonthRows, MonthSink};
-use crate::state::{FocusMonth, MonthAggregates, State, StateHead, STATE_FORMAT};
+use crate::state::{FocusMonth, MonthAggregates, State, StateHead, WantedIds, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -59,6 +59,16 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
+/// What a day that starts from a state needs of it (`Store::load_for`).
+pub struct NextDay<'a> {
+    pub day: Day,
+    /// About how many usage ids of its own the day adds.
+    pub extra: usize,
+    /// The usage ids the day can look up (`ingest::usage_ids_of`), asked for only
+    /// when the state remembers some; `None` keeps every remembered id.
+    pub wanted: &'a (dyn Fn() -> Option<WantedIds> + Sync),
+}
+
 impl Store {
     pub fn new(out: &Path) -> Store {
         Store { out: out.to_path_buf() }
@@ -95,33 +105,46 @@ impl Store {
         self.load_for(day, None)
     }
 
-    /// The state after `day`; with `Some((next, extra))`, as day `next` starts from
-    /// it: only the usage ids `next` still remembers (§4.2: those of its month and
-    /// the month before) are read, into arrays sized once for them, and the day's
-    /// tables get room for about `extra` ids (its own). Tables grown file by file
+    /// The state after `day`; with `Some(next)`, as day `next.day` starts from it:
+    /// only the usage ids it still remembers (§4.2: those of its month and the
+    /// month before) are read, and of those only the ones `next.wanted` gives (the
+    /// ids its usage file holds), into arrays sized once for them; the day's tables
+    /// get room for about `next.extra` ids (its own). Tables grown file by file
     /// doubled several times, and the memory of each outgrown table stayed with the
     /// process: 3.6 GB resident after loading a month of 1M-row days (BENCHMARKS.md).
-    pub fn load_for(&self, day: Day, next: Option<(Day, usize)>) -> Result<State, String> {
+    pub fn load_for(&self, day: Day, next: Option<NextDay<'_>>) -> Result<State, String> {
         let mut state = self.load_json(day)?;
-        if let Some((next, extra)) = next {
-            let from = next.month().prev();
+        let mut wanted_ids = None;
+        if let Some(next) = &next {
+            let from = next.day.month().prev();
             state.seen.usage_files.retain(|d, _| d.month() >= from);
-            let remembered: u64 = state.seen.usage_files.values().sum();
-            state.seen.reserve_remembered(remembered as usize);
-            state.seen.usage.reserve_total(extra);
+            state.seen.usage.reserve_total(next.extra);
         }
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
         // Each id file is decoded as it is read, a block at a time (holding them
-        // all until the end was 870 MB more after a month of 1M-row days).
+        // all until the end was 870 MB more after a month of 1M-row days), after the
+        // day's own ids are known (read while the aggregates are).
         let mut seen = std::mem::take(&mut state.seen);
         let (months, ids) = rayon::join(
             || self.read_months(&state.month_files, |_| true),
             || -> Result<(), String> {
+                if days.is_empty() {
+                    return Ok(());
+                }
+                // Room for every remembered id, unless only the day's are kept: those
+                // are few (the rows sent again), and arrays sized for the day's rows
+                // would be as large as the day's own tables.
+                if let Some(next) = &next {
+                    wanted_ids = (next.wanted)();
+                    if wanted_ids.is_none() {
+                        seen.reserve_remembered(seen.usage_files.values().sum::<u64>() as usize);
+                    }
+                }
                 for &d in &days {
                     let path = self.usage_ids_file(d);
                     let file = fs::File::open(&path).map_err(|e| io_error("cannot read", &path, e))?;
                     let len = file.metadata().map_err(|e| io_error("cannot read", &path, e))?.len();
-                    seen.decode_usage_from(d, file, len).map_err(|e| format!("{}: {e}", path.display()))?;
+                    seen.decode_usage_from(d, file, len, wanted_ids.as_ref()).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
                 Ok(())
             },

@@ -265,6 +265,53 @@ fn duplicates_are_counted_and_conflicts_rejected_across_days() {
 }
 
 #[test]
+fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicates() {
+    use orgsettle::store::{NextDay, Store};
+    let s = payer_scenario();
+    let row = |id: u32, amount: u32| {
+        format!("u{id},3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,{amount},{amount}\n")
+    };
+    let first: String = (1..=20).map(|id| row(id, 1)).collect();
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}{first}"));
+    // u3 again (a duplicate), u7 changed (a conflict), u9 refused before its id is
+    // looked up (a negative quantity), u100 new.
+    let bad_u9 = row(9, 1).replace(",1,1,1", ",-1,1,1");
+    let second = format!("{USAGE_HEADER}{}{}{bad_u9}{}", row(3, 1), row(7, 2), row(100, 1));
+    s.file("days/2026-10-02/usage.csv", &second);
+    s.file("days/2026-10-03/usage.csv", &format!("{USAGE_HEADER}{}{}", row(12, 1), row(100, 1)));
+    s.run().unwrap();
+    let summary = |d: &str| -> serde_json::Value { serde_json::from_str(&s.read(&format!("days/{d}/summary.json"))).unwrap() };
+    let usage = |d: &str| summary(d)["files"]["usage.csv"].clone();
+    assert_eq!((usage("2026-10-01")["accepted"].as_u64(), usage("2026-10-01")["duplicates"].as_u64()), (Some(20), Some(0)));
+    assert_eq!(
+        (usage("2026-10-02")["accepted"].as_u64(), usage("2026-10-02")["duplicates"].as_u64(), usage("2026-10-02")["rejected"].as_u64()),
+        (Some(1), Some(1), Some(2))
+    );
+    assert_eq!(reject_heads(&s, "2026-10-02"), ["usage.csv,3,u7,conflicting_duplicate", "usage.csv,4,u9,bad_value"]);
+    // Day 3 meets u12 of day 1 and u100 of day 2, each read from its day's file.
+    assert_eq!((usage("2026-10-03")["accepted"].as_u64(), usage("2026-10-03")["duplicates"].as_u64()), (Some(0), Some(2)));
+
+    // What day 2 loaded of day 1's 20 ids: the three its file holds.
+    let store = Store::new(&s.out());
+    let dir = s.input().join("days/2026-10-02");
+    let wanted = || orgsettle::ingest::usage_ids_of(&dir);
+    let as_day2 = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), extra: 0, wanted: &wanted })).unwrap();
+    assert_eq!(as_day2.seen.usage.len(), 3);
+    let keep_all = || None;
+    let all = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), extra: 0, wanted: &keep_all })).unwrap();
+    assert_eq!(all.seen.usage.len(), 20);
+    // The states still count every id of each file, whatever a day kept of them.
+    let after_day2 = store.load(day("2026-10-02")).unwrap();
+    let files: Vec<(String, u64)> = after_day2.seen.usage_files.iter().map(|(d, n)| (d.to_string(), *n)).collect();
+    assert_eq!(files, [("2026-10-01".to_string(), 20), ("2026-10-02".to_string(), 1)]);
+    // A day with no usage file loads none of them.
+    let nothing = s.input().join("days/2026-10-09");
+    let wanted_none = || orgsettle::ingest::usage_ids_of(&nothing);
+    let as_empty = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted_none })).unwrap();
+    assert_eq!(as_empty.seen.usage.len(), 0);
+}
+
+#[test]
 fn ambiguous_contracts_make_the_input_unusable() {
     let s = payer_scenario();
     s.file(
