@@ -151,6 +151,11 @@ impl Store {
         );
         state.months = months?;
         ids?;
+        // The day's ids (160 MB at 10M rows) and what reading them freed go back
+        // before the day is read.
+        if wanted_ids.take().is_some() {
+            crate::memory::release_freed_memory();
+        }
         seen.finish_decoding().map_err(|e| format!("{}: {e}", self.state_dir().display()))?;
         state.seen = seen;
         Ok(state)

@@ -278,7 +278,8 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     let bad_u9 = row(9, 1).replace(",1,1,1", ",-1,1,1");
     let second = format!("{USAGE_HEADER}{}{}{bad_u9}{}", row(3, 1), row(7, 2), row(100, 1));
     s.file("days/2026-10-02/usage.csv", &second);
-    s.file("days/2026-10-03/usage.csv", &format!("{USAGE_HEADER}{}{}", row(12, 1), row(100, 1)));
+    // Day 3's file quotes an id: it is read by the CSV reader, not split into lines.
+    s.file("days/2026-10-03/usage.csv", &format!("{USAGE_HEADER}{}{}", row(12, 1).replacen("u12", "\"u12\"", 1), row(100, 1)));
     s.run().unwrap();
     let summary = |d: &str| -> serde_json::Value { serde_json::from_str(&s.read(&format!("days/{d}/summary.json"))).unwrap() };
     let usage = |d: &str| summary(d)["files"]["usage.csv"].clone();
@@ -304,6 +305,10 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     let after_day2 = store.load(day("2026-10-02")).unwrap();
     let files: Vec<(String, u64)> = after_day2.seen.usage_files.iter().map(|(d, n)| (d.to_string(), *n)).collect();
     assert_eq!(files, [("2026-10-01".to_string(), 20), ("2026-10-02".to_string(), 1)]);
+    let dir3 = s.input().join("days/2026-10-03");
+    let wanted3 = || orgsettle::ingest::usage_ids_of(&dir3);
+    let as_day3 = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted3 })).unwrap();
+    assert_eq!(as_day3.seen.usage.len(), 2, "u12 and u100");
     // A day with no usage file loads none of them.
     let nothing = s.input().join("days/2026-10-09");
     let wanted_none = || orgsettle::ingest::usage_ids_of(&nothing);
