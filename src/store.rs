@@ -140,11 +140,35 @@ impl Store {
                         seen.reserve_remembered(seen.usage_files.values().sum::<u64>() as usize);
                     }
                 }
-                for &d in &days {
+                let open = |d: Day| -> Result<(fs::File, u64, PathBuf), String> {
                     let path = self.usage_ids_file(d);
                     let file = fs::File::open(&path).map_err(|e| io_error("cannot read", &path, e))?;
                     let len = file.metadata().map_err(|e| io_error("cannot read", &path, e))?.len();
-                    seen.decode_usage_from(d, file, len, wanted_ids.as_ref()).map_err(|e| format!("{}: {e}", path.display()))?;
+                    Ok((file, len, path))
+                };
+                match &wanted_ids {
+                    // What each file keeps is small: the files are decoded on all
+                    // cores, the first failure in day order reported.
+                    Some(wanted) => {
+                        use rayon::prelude::*;
+                        let kept: Vec<Result<_, String>> = days
+                            .par_iter()
+                            .map(|&d| {
+                                let (file, len, path) = open(d)?;
+                                seen.decode_kept(d, file, len, wanted).map_err(|e| format!("{}: {e}", path.display()))
+                            })
+                            .collect();
+                        for k in kept {
+                            seen.add_kept(k?);
+                        }
+                    }
+                    // Every id kept: one file at a time.
+                    None => {
+                        for &d in &days {
+                            let (file, len, path) = open(d)?;
+                            seen.decode_usage_from(d, file, len, None).map_err(|e| format!("{}: {e}", path.display()))?;
+                        }
+                    }
                 }
                 Ok(())
             },
