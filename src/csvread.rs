@@ -622,9 +622,9 @@ impl<R: Read> RowReader<R> {
 
 /// Field `column` of every line after the first of the file at `path`, each
 /// passed through `each`, read in pieces on all cores; `None` when a data line
-/// holds a `"` or a `\r` (then a line is not always a record: read the file with
-/// `RowReader`). Without them every record is one line split at its commas, as
-/// the csv crate reads it, so the result holds the field of every record after
+/// holds a `"`, or a `\r` other than one ending it (then a line is not always a
+/// record: read the file with `RowReader`). Without them every record is one line
+/// (less its CR) split at its commas, as the csv crate reads it, so the result holds the field of every record after
 /// the header, and more: that of a blank line, of a line of another width, of
 /// bad UTF-8 (fit for a superset, such as the ids a day can look up).
 pub fn plain_column<T: Send>(path: &Path, column: usize, each: impl Fn(&[u8]) -> T + Sync) -> std::io::Result<Option<Vec<T>>> {
@@ -694,7 +694,8 @@ fn plain_piece<T>(
             buf.resize(old + more, 0);
             read_at(&mut buf[old..], have)?;
         };
-        let line = &buf[at..line_end];
+        // A CR right before the line's end is part of its terminator (CRLF).
+        let line = buf[at..line_end].strip_suffix(b"\r").unwrap_or(&buf[at..line_end]);
         if memchr::memchr2(b'"', b'\r', line).is_some() {
             return Ok(None);
         }
@@ -887,7 +888,7 @@ mod tests {
         #[test]
         fn a_plain_column_is_the_csv_crates_field_of_every_record(
             pieces in proptest::collection::vec(proptest::sample::select(vec![
-                &b"a"[..], b"bc", b",", b",", b"\n", b"\n", b"\n\n", b"\xef\xbb\xbf", b"\xff", b"x,y,z\n", b"\"", b"\r",
+                &b"a"[..], b"bc", b",", b",", b"\n", b"\n", b"\n\n", b"\xef\xbb\xbf", b"\xff", b"x,y,z\n", b"\"", b"\r", b"\r\n", b"\r\n",
             ]), 0..80),
             column in 0usize..3,
             piece in 1u64..24,
@@ -899,21 +900,27 @@ mod tests {
             };
             let got = plain_column_of(bytes.len() as u64, &read_at, column, piece, &|f: &[u8]| f.to_vec()).unwrap();
             let data_start = memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1);
-            if memchr::memchr2(b'"', b'\r', &bytes[data_start..]).is_some() {
+            // By lines, each less one CR at its end: what the scan must give.
+            let lines: Vec<&[u8]> = if data_start == bytes.len() {
+                Vec::new()
+            } else {
+                bytes[data_start..]
+                    .strip_suffix(b"\n")
+                    .unwrap_or(&bytes[data_start..])
+                    .split(|&b| b == b'\n')
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                    .collect()
+            };
+            if lines.iter().any(|l| l.contains(&b'"') || l.contains(&b'\r')) {
                 proptest::prop_assert_eq!(got, None);
             } else {
-                // By lines: what the scan must give.
-                let lines: Vec<&[u8]> = if data_start == bytes.len() {
-                    Vec::new()
-                } else {
-                    bytes[data_start..].strip_suffix(b"\n").unwrap_or(&bytes[data_start..]).split(|&b| b == b'\n').collect()
-                };
                 let expected: Vec<Vec<u8>> =
                     lines.iter().filter_map(|l| l.split(|&b| b == b',').nth(column).map(<[u8]>::to_vec)).collect();
                 let got = got.expect("plain");
                 proptest::prop_assert_eq!(&got, &expected);
                 // Every record of the csv crate after the header is among them, in order.
-                if !bytes[..data_start].contains(&b'"') && !bytes[..data_start].contains(&b'\r') {
+                let header = bytes[..data_start].strip_suffix(b"\r\n").unwrap_or(&bytes[..data_start]);
+                if !header.contains(&b'"') && !header.contains(&b'\r') {
                     let records = by_the_csv_crate(&bytes);
                     let mut rest = got.iter();
                     for (_, record) in records.iter().skip(1) {

@@ -512,7 +512,7 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
         Err(_) => return None,
     };
     let indices = reader.indices().to_vec();
-    // A file with no quote and no CR is split into lines on all cores (the reader
+    // A file with no quote and no CR (CRLF line ends aside) is split into lines on all cores (the reader
     // took 1.3 s for 10M rows, on one core); any other by the reader, its batches
     // read while the previous one is digested.
     if let Some(column) = indices[0] {

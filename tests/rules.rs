@@ -276,7 +276,8 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     // u3 again (a duplicate), u7 changed (a conflict), u9 refused before its id is
     // looked up (a negative quantity), u100 new.
     let bad_u9 = row(9, 1).replace(",1,1,1", ",-1,1,1");
-    let second = format!("{USAGE_HEADER}{}{}{bad_u9}{}", row(3, 1), row(7, 2), row(100, 1));
+    // With CRLF line ends: split into lines all the same, each less its CR.
+    let second = format!("{USAGE_HEADER}{}{}{bad_u9}{}", row(3, 1), row(7, 2), row(100, 1)).replace('\n', "\r\n");
     s.file("days/2026-10-02/usage.csv", &second);
     // Day 3's file quotes an id: it is read by the CSV reader, not split into lines.
     s.file("days/2026-10-03/usage.csv", &format!("{USAGE_HEADER}{}{}", row(12, 1).replacen("u12", "\"u12\"", 1), row(100, 1)));
