@@ -512,9 +512,9 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
         Err(_) => return None,
     };
     let indices = reader.indices().to_vec();
-    // A file with no quote and no CR (CRLF line ends aside) is split into lines on all cores (the reader
-    // took 1.3 s for 10M rows, on one core); any other by the reader, its batches
-    // read while the previous one is digested.
+    // A file with no quote and no CR (CRLF line ends aside) is split into lines
+    // on all cores (the reader took 1.3 s for 10M rows, on one core); any other
+    // by the reader, its batches read while the previous one is digested.
     if let Some(column) = indices[0] {
         if let Ok(Some(ids)) = crate::csvread::plain_column(&path, column, |field| id_digest(field)) {
             return Some(WantedIds::new(ids));
