@@ -290,6 +290,12 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
         (Some(1), Some(1), Some(2))
     );
     assert_eq!(reject_heads(&s, "2026-10-02"), ["usage.csv,3,u7,conflicting_duplicate", "usage.csv,4,u9,bad_value"]);
+    // Day 1's twenty rows of 1.00 sum to one line of one period; day 2 settles
+    // u100 alone; day 3 settles nothing (the payer, 2, pays each).
+    let cols = ["usage_records", "list_amount", "payable_amount", "responsible_uin"];
+    assert_eq!(ledger_cols(&s, "2026-10-01", &cols), ["20/20.00/20.00/2"]);
+    assert_eq!(ledger_cols(&s, "2026-10-02", &cols), ["1/1.00/1.00/2"]);
+    assert!(s.rows("days/2026-10-03/ledger.csv").is_empty());
     // Day 3 meets u12 of day 1 and u100 of day 2, each read from its day's file.
     assert_eq!((usage("2026-10-03")["accepted"].as_u64(), usage("2026-10-03")["duplicates"].as_u64()), (Some(0), Some(2)));
 
