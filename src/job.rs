@@ -82,7 +82,7 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn load(dir: &Path) -> Result<Inputs, Failure> {
-        let mut t = std::time::Instant::now();
+        let mut t = Stopwatch::start();
         let snapshot = Snapshot::load(&dir.join("org.json")).map_err(Failure::Unusable)?;
         stage("  snapshot", &mut t);
         let mut problems = Vec::new();
@@ -238,7 +238,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     let snapshot = &inputs.snapshot;
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen)
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
     stage("read day", &mut t);
@@ -484,7 +484,7 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
 
 /// `orgsettle daily`: settle one day.
 pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Failure> {
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     let inputs = Inputs::load(input)?;
     stage("load inputs", &mut t);
     let store = Store::new(out);
@@ -492,24 +492,60 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
     settle_and_commit(&inputs, &store, day, opts).map(|_| ())
 }
 
-/// With `ORGSETTLE_TIMINGS` set, print how long each stage took (for profiling).
-pub(crate) fn stage(name: &str, since: &mut std::time::Instant) {
-    if std::env::var_os("ORGSETTLE_TIMINGS").is_some() {
+/// The process's CPU time so far (user + system, all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// When a stage began: its wall clock and the process's CPU time then.
+pub(crate) struct Stopwatch {
+    wall: std::time::Instant,
+    cpu: f64,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Stopwatch {
+        Stopwatch { wall: std::time::Instant::now(), cpu: if timings_on() { cpu_seconds() } else { 0.0 } }
+    }
+}
+
+fn timings_on() -> bool {
+    std::env::var_os("ORGSETTLE_TIMINGS").is_some()
+}
+
+/// With `ORGSETTLE_TIMINGS` set, print how long each stage took and the CPU time
+/// all threads used meanwhile (for profiling: a stage using less CPU than its
+/// wall time times the cores is where a second core is lost).
+pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
+    if timings_on() {
+        let cpu = cpu_seconds() - since.cpu;
         // The resident set after the stage and its peak so far (Linux), to see
         // what holds memory.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let field = |name: &str| {
             status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_string()).unwrap_or_default()
         };
-        eprintln!("timing: {name}: {:.3} s (RSS {}, peak {})", since.elapsed().as_secs_f64(), field("VmRSS:"), field("VmHWM:"));
+        eprintln!(
+            "timing: {name}: {:.3} s, CPU {cpu:.3} s (RSS {}, peak {})",
+            since.wall.elapsed().as_secs_f64(),
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
     }
-    *since = std::time::Instant::now();
+    *since = Stopwatch::start();
 }
 
 /// Settle, publish and commit `day`; the result's state no longer holds the month
 /// aggregates (written aside before the day's files).
 fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
     let settled = settle_day(inputs, day, base, fresh, store);
@@ -651,7 +687,7 @@ pub fn all_counts(counts: &BTreeMap<&'static str, FileCounts>) -> BTreeMap<&'sta
 
 /// `orgsettle close`: close month M after the first day of M+1 is settled (SPEC §11.3).
 pub fn close(input: &Path, out: &Path, month: Month, opts: Options) -> Result<(), Failure> {
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     let store = Store::new(out);
     // The inputs and the state's aggregates are read at once: neither needs the
     // other, and each alone leaves a core idle most of the time. Unusable inputs
@@ -678,7 +714,7 @@ fn load_for_close(store: &Store, month: Month) -> Result<(crate::state::StateHea
 }
 
 fn close_month(inputs: &Inputs, store: &Store, month: Month, opts: Options) -> Result<(), Failure> {
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     let loaded = load_for_close(store, month)?;
     stage("close: load state", &mut t);
     close_loaded(inputs, store, month, loaded, opts)
@@ -691,7 +727,7 @@ fn close_loaded(
     (state, months): (crate::state::StateHead, BTreeMap<Month, crate::state::MonthAggregates>),
     opts: Options,
 ) -> Result<(), Failure> {
-    let mut t = std::time::Instant::now();
+    let mut t = Stopwatch::start();
     if month < state.first_day.month() {
         return Err(Failure::Refused(format!(
             "month {month} precedes the first processed day {}: it counts as closed and has no lines",
