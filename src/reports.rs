@@ -93,14 +93,9 @@ pub fn ahead<'a, 'r: 'a, T, R: 'r>(rows: &'r [T], line: &'a impl Fn(&'r T) -> &'
 
 /// Render rows chunk by chunk on all cores and write the chunks in order after
 /// `head`, a block of chunks at a time (memory holds two blocks, not the file);
-/// the next block is rendered while the previous one is written. The bytes are
-/// the same as rendering the rows one by one.
-///
-/// The writes are made on a thread of their own, outside the rayon pool: they
-/// block on the disk (the large files are written with `O_DIRECT`), and when they
-/// ran on pool threads, the ledger's and the FOCUS rows' writes, made at once,
-/// held both cores' threads while the next blocks waited to be rendered, so the
-/// disk idled between blocks (BENCHMARKS.md, 2026-12-04).
+/// the next block is rendered while the previous one is written (on a thread of
+/// its own: `parallel::write_behind`). The bytes are the same as rendering the
+/// rows one by one.
 pub fn write_in_parallel_chunks<'r, T: Sync>(
     head: &str,
     rows: &'r [T],
@@ -123,26 +118,7 @@ pub fn write_in_parallel_chunks<'r, T: Sync>(
             .collect()
     };
     w.write_all(head.as_bytes())?;
-    std::thread::scope(|scope| {
-        // A rendezvous: a rendered block is handed over only when the writer has
-        // written the one before, so one block is written while the next is
-        // rendered, and no third is held.
-        let (blocks, rendered) = std::sync::mpsc::sync_channel::<Vec<String>>(0);
-        let writer = scope.spawn(move || -> std::io::Result<()> {
-            for block in rendered {
-                block.iter().try_for_each(|part| w.write_all(part.as_bytes()))?;
-            }
-            Ok(())
-        });
-        for block in rows.chunks(BLOCK) {
-            // The writer stopped at an error: it is returned below.
-            if blocks.send(render_block(block)).is_err() {
-                break;
-            }
-        }
-        drop(blocks);
-        writer.join().expect("the writer thread does not panic")
-    })
+    crate::parallel::write_behind(w, rows.chunks(BLOCK).map(render_block))
 }
 
 /// The text of the last instant written, kept: rows in processing order share

@@ -619,8 +619,9 @@ impl SeenIds {
     }
 
     /// `encode_usage_of` streamed to `w`, two shards at a time (encoded on both
-    /// cores): memory holds a sixteenth of the file, not all of it twice (eight at
-    /// a time put ~40 MB on the peak of a 10M-row day, which this is written at).
+    /// cores while the two before are written, on a thread of its own): memory
+    /// holds a sixteenth of the file, not all of it twice (eight at a time put ~40
+    /// MB on the peak of a 10M-row day, which this is written at).
     pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
         use rayon::prelude::*;
         // Two shards at a time are encoded on all cores while the two before
@@ -647,17 +648,9 @@ impl SeenIds {
                 })
                 .collect()
         };
-        let write = |w: &mut (dyn std::io::Write + Send), parts: Vec<Vec<u8>>| parts.iter().try_for_each(|part| w.write_all(part));
         let tiers: Vec<(&RememberedShard, &crate::idtable::DayIds)> =
             self.usage.remembered.iter().zip(self.usage.shards.iter()).collect();
-        let mut groups = tiers.chunks(2);
-        let mut pending = groups.next().map(encode).unwrap_or_default();
-        for group in groups {
-            let (written, encoded) = rayon::join(|| write(&mut *w, pending), || encode(group));
-            written?;
-            pending = encoded;
-        }
-        write(w, pending)
+        crate::parallel::write_behind(w, tiers.chunks(2).map(encode))
     }
 
     /// How many remembered ids were first accepted on `day`.
