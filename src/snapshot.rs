@@ -18,6 +18,28 @@ struct RawSnapshot {
     orgs: Vec<RawOrg>,
 }
 
+/// `RawSnapshot` with each organization's text found but not yet parsed.
+#[derive(Deserialize)]
+struct RawShell<'a> {
+    snapshot_at: String,
+    #[serde(default)]
+    inheritance_blacklist: Vec<String>,
+    #[serde(borrow)]
+    orgs: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// `org.json` parsed, its organizations on all cores (the serial parse was half
+/// of loading a snapshot of 100k accounts). A file that does not parse is parsed
+/// again in one piece, for the error to name its place in the whole file.
+fn parse_raw(bytes: &[u8]) -> Result<RawSnapshot, serde_json::Error> {
+    use rayon::prelude::*;
+    let parsed = serde_json::from_slice::<RawShell>(bytes).and_then(|shell| {
+        let orgs = shell.orgs.par_iter().map(|org| serde_json::from_str::<RawOrg>(org.get())).collect::<Result<Vec<_>, _>>()?;
+        Ok(RawSnapshot { snapshot_at: shell.snapshot_at, inheritance_blacklist: shell.inheritance_blacklist, orgs })
+    });
+    parsed.or_else(|_| serde_json::from_slice::<RawSnapshot>(bytes))
+}
+
 #[derive(Deserialize)]
 struct RawOrg {
     org_id: String,
@@ -217,7 +239,7 @@ impl Snapshot {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Snapshot, Vec<String>> {
-        let raw: RawSnapshot = serde_json::from_slice(bytes).map_err(|e| vec![format!("org.json: {e}")])?;
+        let raw = parse_raw(bytes).map_err(|e| vec![format!("org.json: {e}")])?;
         let snapshot = convert(raw)?;
         let problems = validate(&snapshot);
         if problems.is_empty() {
@@ -253,91 +275,94 @@ impl Snapshot {
     }
 }
 
-fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
+/// `text` as a timestamp; a problem naming `what` when it is not one.
+fn parse_ts(problems: &mut Vec<String>, what: &str, text: &str) -> Ts {
+    Ts::parse(text).unwrap_or_else(|| {
+        problems.push(format!("org.json: {what}: {text:?} is not an RFC 3339 timestamp with an offset"));
+        Ts(0)
+    })
+}
+
+/// One organization of `org.json`, with the problems of its timestamps and of
+/// its other fields.
+fn convert_org(o: RawOrg) -> (Org, Vec<String>, Vec<String>) {
+    let mut ts_problems = Vec::new();
+    let mut ts = |what: &str, text: &str| parse_ts(&mut ts_problems, what, text);
+    let org_id = o.org_id;
+    let created_at = ts(&format!("org {org_id}: created_at"), &o.created_at);
     let mut problems = Vec::new();
-    let mut ts = |what: &str, text: &str| -> Ts {
-        Ts::parse(text).unwrap_or_else(|| {
-            problems.push(format!("org.json: {what}: {text:?} is not an RFC 3339 timestamp with an offset"));
-            Ts(0)
-        })
-    };
-    let snapshot_at = ts("snapshot_at", &raw.snapshot_at);
-    let mut orgs = Vec::new();
-    for o in raw.orgs {
-        let created_at = ts(&format!("org {}: created_at", o.org_id), &o.created_at);
-        let mut members = Vec::new();
-        for m in o.members {
-            let who = format!("org {}: member {}", o.org_id, m.uin);
-            let joined_at = ts(&format!("{who}: joined_at"), &m.joined_at);
-            let left_at = m.left_at.as_deref().map(|t| ts(&format!("{who}: left_at"), t));
-            let payer_periods = m
-                .payer_periods
-                .iter()
-                .map(|p| PayerPeriod {
-                    payer_uin: p.payer_uin,
-                    from: ts(&format!("{who}: payer period from"), &p.from),
-                    to: p.to.as_deref().map(|t| ts(&format!("{who}: payer period to"), t)),
-                })
-                .collect();
-            members.push((m, joined_at, left_at, payer_periods));
-        }
-        orgs.push((o.org_id, created_at, o.management_uin, o.entities, o.departments, members));
-    }
-    let mut converted = Vec::new();
-    for (org_id, created_at, management_uin, entities, departments, members) in orgs {
-        let mut ms = Vec::new();
-        for (m, joined_at, left_at, payer_periods) in members {
-            let join_mode = match m.join_mode.as_str() {
-                "management" => JoinMode::Management,
-                "created" => JoinMode::Created,
-                "invited" => JoinMode::Invited,
-                other => {
-                    problems.push(format!("org {org_id}: member {}: unknown join_mode {other:?}", m.uin));
-                    JoinMode::Invited
-                }
-            };
-            let mut permissions = Permissions::default();
-            for p in &m.permissions {
-                match p.as_str() {
-                    "fund_transfer" => permissions.fund_transfer = true,
-                    "invoice" => permissions.invoice = true,
-                    "merged_bill" => permissions.merged_bill = true,
-                    "discount_inheritance" => permissions.discount_inheritance = true,
-                    "cost_analysis" => permissions.cost_analysis = true,
-                    other => problems.push(format!("org {org_id}: member {}: unknown permission {other:?}", m.uin)),
-                }
+    let mut ms = Vec::with_capacity(o.members.len());
+    for m in o.members {
+        let who = format!("org {org_id}: member {}", m.uin);
+        let joined_at = ts(&format!("{who}: joined_at"), &m.joined_at);
+        let left_at = m.left_at.as_deref().map(|t| ts(&format!("{who}: left_at"), t));
+        let payer_periods = m
+            .payer_periods
+            .iter()
+            .map(|p| PayerPeriod {
+                payer_uin: p.payer_uin,
+                from: ts(&format!("{who}: payer period from"), &p.from),
+                to: p.to.as_deref().map(|t| ts(&format!("{who}: payer period to"), t)),
+            })
+            .collect();
+        let join_mode = match m.join_mode.as_str() {
+            "management" => JoinMode::Management,
+            "created" => JoinMode::Created,
+            "invited" => JoinMode::Invited,
+            other => {
+                problems.push(format!("org {org_id}: member {}: unknown join_mode {other:?}", m.uin));
+                JoinMode::Invited
             }
-            ms.push(Member {
-                uin: m.uin,
-                name_needs_quotes: crate::reports::needs_quotes(&m.name),
-                name: m.name,
-                entity_id: m.entity_id,
-                dept_id: m.dept_id,
-                join_mode,
-                joined_at,
-                left_at,
-                permissions,
-                has_account_level_discount: m.has_account_level_discount,
-                payer_periods,
-            });
+        };
+        let mut permissions = Permissions::default();
+        for p in &m.permissions {
+            match p.as_str() {
+                "fund_transfer" => permissions.fund_transfer = true,
+                "invoice" => permissions.invoice = true,
+                "merged_bill" => permissions.merged_bill = true,
+                "discount_inheritance" => permissions.discount_inheritance = true,
+                "cost_analysis" => permissions.cost_analysis = true,
+                other => problems.push(format!("org {org_id}: member {}: unknown permission {other:?}", m.uin)),
+            }
         }
-        ms.sort_by_key(|m| m.uin);
-        converted.push(Org {
-            name: Box::leak(Box::new(org_id.clone())),
-            org_id,
-            created_at,
-            management_uin,
-            entities: entities
-                .into_iter()
-                .map(|e| Entity { entity_id: e.entity_id, name: e.name, admin_uin: e.admin_uin })
-                .collect(),
-            departments: departments
-                .into_iter()
-                .map(|d| Department { dept_id: d.dept_id, parent_id: d.parent_id })
-                .collect(),
-            members: ms,
+        ms.push(Member {
+            uin: m.uin,
+            name_needs_quotes: crate::reports::needs_quotes(&m.name),
+            name: m.name,
+            entity_id: m.entity_id,
+            dept_id: m.dept_id,
+            join_mode,
+            joined_at,
+            left_at,
+            permissions,
+            has_account_level_discount: m.has_account_level_discount,
+            payer_periods,
         });
     }
+    ms.sort_by_key(|m| m.uin);
+    let org = Org {
+        name: Box::leak(Box::new(org_id.clone())),
+        org_id,
+        created_at,
+        management_uin: o.management_uin,
+        entities: o.entities.into_iter().map(|e| Entity { entity_id: e.entity_id, name: e.name, admin_uin: e.admin_uin }).collect(),
+        departments: o.departments.into_iter().map(|d| Department { dept_id: d.dept_id, parent_id: d.parent_id }).collect(),
+        members: ms,
+    };
+    (org, ts_problems, problems)
+}
+
+fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
+    use rayon::prelude::*;
+    let mut problems = Vec::new();
+    let snapshot_at = parse_ts(&mut problems, "snapshot_at", &raw.snapshot_at);
+    // Each organization converted on its own core. The problems keep the order of
+    // one pass: every timestamp problem, in organization order, then every other.
+    let converted: Vec<(Org, Vec<String>, Vec<String>)> = raw.orgs.into_par_iter().map(convert_org).collect();
+    let (mut converted, (ts_problems, other_problems)): (Vec<Org>, (Vec<Vec<String>>, Vec<Vec<String>>)) =
+        converted.into_iter().map(|(org, ts, other)| (org, (ts, other))).unzip();
+    problems.extend(ts_problems.into_iter().flatten());
+    problems.extend(other_problems.into_iter().flatten());
     for product in &raw.inheritance_blacklist {
         if !is_valid_product(product) {
             problems.push(format!("org.json: inheritance_blacklist: {product:?} is not a product code"));
@@ -346,7 +371,7 @@ fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    converted.sort_by(|a, b| a.org_id.cmp(&b.org_id));
+    converted.par_sort_by(|a, b| a.org_id.cmp(&b.org_id));
     let mut account_index = rustc_hash::FxHashMap::default();
     for (oi, org) in converted.iter().enumerate() {
         for (mi, m) in org.members.iter().enumerate() {
@@ -399,7 +424,19 @@ pub fn validate(s: &Snapshot) -> Vec<String> {
         }
     }
 
-    for org in &s.orgs {
+    // The other rules look at one organization each: checked on all cores, their
+    // problems reported in organization order.
+    use rayon::prelude::*;
+    let per_org: Vec<Vec<String>> = s.orgs.par_iter().map(validate_org).collect();
+    problems.extend(per_org.into_iter().flatten());
+    problems
+}
+
+/// The rules of §3.1 within one organization, in the order they are reported.
+fn validate_org(org: &Org) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut p = |org: &str, msg: String| problems.push(format!("org {org}: {msg}"));
+    {
         let o = org.org_id.as_str();
         let by_uin: HashMap<Uin, &Member> = org.members.iter().map(|m| (m.uin, m)).collect();
         let entities: HashMap<&str, &Entity> = org.entities.iter().map(|e| (e.entity_id.as_str(), e)).collect();
@@ -623,6 +660,69 @@ mod tests {
             {{"uin":2,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}}
             {members}]}}]}}"#
         )
+    }
+
+    /// An organization `id` with management account `base` and a member
+    /// `base + 1` of the given join mode, joined_at, permission and department.
+    fn org(id: &str, base: u64, mode: &str, joined: &str, permission: &str, dept: &str) -> String {
+        format!(
+            r#"{{"org_id":"{id}","created_at":"2026-01-01T00:00:00+08:00","management_uin":{base},
+            "entities":[{{"entity_id":"e1"}}],"departments":[{{"dept_id":"root"}}],"members":[
+            {{"uin":{base},"entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}},
+            {{"uin":{},"entity_id":"e1","dept_id":"{dept}","join_mode":"{mode}","joined_at":"{joined}","permissions":["{permission}"]}}]}}"#,
+            base + 1
+        )
+    }
+
+    fn snapshot_of(orgs: &[String]) -> String {
+        format!(r#"{{"snapshot_at":"2026-11-01T00:00:00+08:00","orgs":[{}]}}"#, orgs.join(",\n"))
+    }
+
+    #[test]
+    fn problems_are_reported_in_one_order_whatever_the_cores() {
+        let ok_joined = "2026-02-01T00:00:00+08:00";
+        // Organizations are converted on all cores: every timestamp problem comes
+        // first, then the others, each in the file's order of organizations.
+        let json = snapshot_of(&[
+            org("org-b", 10, "boss", ok_joined, "invoice", "root"),
+            org("org-a", 20, "invited", "yesterday", "invoice", "root"),
+            org("org-c", 30, "invited", ok_joined, "everything", "root"),
+        ]);
+        assert_eq!(
+            Snapshot::from_json(json.as_bytes()).unwrap_err(),
+            [
+                r#"org.json: org org-a: member 21: joined_at: "yesterday" is not an RFC 3339 timestamp with an offset"#,
+                r#"org org-b: member 11: unknown join_mode "boss""#,
+                r#"org org-c: member 31: unknown permission "everything""#,
+            ]
+        );
+        // The rules of §3.1 are checked on all cores too: the cross-organization
+        // rule first, then each organization's, in org_id order.
+        let json = snapshot_of(&[
+            org("org-z", 10, "invited", ok_joined, "invoice", "nowhere"),
+            org("org-y", 11, "invited", ok_joined, "invoice", "elsewhere"),
+        ]);
+        assert_eq!(
+            Snapshot::from_json(json.as_bytes()).unwrap_err(),
+            [
+                "org org-z: uin 11 is listed twice (also in org org-y) (rule 3.1.1: UINs are unique)",
+                "org org-y: member 12: dept_id elsewhere does not exist (rule 3.1.2)",
+                "org org-z: member 11: dept_id nowhere does not exist (rule 3.1.2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_organization_is_named_by_its_place_in_the_whole_file() {
+        let ok_joined = "2026-02-01T00:00:00+08:00";
+        let good = org("org-a", 10, "invited", ok_joined, "invoice", "root");
+        let bad = org("org-b", 20, "invited", ok_joined, "invoice", "root").replace(r#""uin":21,"#, r#""uin":"21","#);
+        let json = snapshot_of(&[good.clone(), good.replace("org-a", "org-c").replace(":10", ":40").replace(":11", ":41"), bad]);
+        let problems = Snapshot::from_json(json.as_bytes()).unwrap_err();
+        // The third organization starts on line 9 of the file; its member 21 on line 12.
+        assert_eq!(problems, [r#"org.json: invalid type: string "21", expected u64 at line 12 column 23"#]);
+        let whole = serde_json::from_slice::<RawSnapshot>(json.as_bytes()).err().expect("the file does not parse");
+        assert_eq!(problems, [format!("org.json: {whole}")]);
     }
 
     #[test]
