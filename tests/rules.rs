@@ -321,6 +321,19 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     let wanted_none = || orgsettle::ingest::usage_ids_of(&nothing);
     let as_empty = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted_none })).unwrap();
     assert_eq!(as_empty.seen.usage.len(), 0);
+
+    // Damaged id files are refused, the first in day order named, whether the
+    // files are decoded on all cores (a day's ids wanted) or one at a time.
+    let ids_file = |d: &str| s.out().join(format!("state/{d}.usage-ids"));
+    for d in ["2026-10-01", "2026-10-02"] {
+        let bytes = std::fs::read(ids_file(d)).unwrap();
+        std::fs::write(ids_file(d), &bytes[..bytes.len() - 1]).unwrap();
+    }
+    let refused = format!("{}: usage id file holds 559 bytes, expected 20 entries", ids_file("2026-10-01").display());
+    let with_wanted = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted3 }));
+    assert_eq!(with_wanted.err(), Some(refused.clone()));
+    let keeping_all = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &keep_all }));
+    assert_eq!(keeping_all.err(), Some(refused));
 }
 
 #[test]
