@@ -412,6 +412,80 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lines_of_organizations_interleaved_are_summed_under_their_own() {
+        // Two organizations: org-a (10 managing, 11 with the merged bill, 12
+        // without) and org-b (20 managing, 21 paid for by 20 in October).
+        let member = |uin: u64, mode: &str, permissions: &str, payer: &str| {
+            format!(
+                r#"{{"uin":{uin},"entity_id":"e","dept_id":"root","join_mode":"{mode}","joined_at":"2026-01-01T00:00:00+08:00","permissions":[{permissions}],"payer_periods":[{payer}]}}"#
+            )
+        };
+        let org = |id: &str, manager: u64, members: &[String]| {
+            format!(
+                r#"{{"org_id":"{id}","created_at":"2026-01-01T00:00:00+08:00","management_uin":{manager},"entities":[{{"entity_id":"e"}}],"departments":[{{"dept_id":"root"}}],"members":[{}]}}"#,
+                members.join(",")
+            )
+        };
+        let json = format!(
+            r#"{{"snapshot_at":"2026-10-01T00:00:00+08:00","orgs":[{},{}]}}"#,
+            org("org-a", 10, &[member(10, "management", "", ""), member(11, "invited", r#""merged_bill""#, ""), member(12, "invited", "", "")]),
+            org(
+                "org-b",
+                20,
+                &[
+                    member(20, "management", "", ""),
+                    member(21, "invited", "", r#"{"payer_uin":20,"from":"2026-10-01T00:00:00+08:00","to":"2026-11-01T00:00:00+08:00"}"#)
+                ]
+            ),
+        );
+        let snapshot = Snapshot::from_json(json.as_bytes()).unwrap();
+        // Lines in an order that alternates the organizations, two products and
+        // two months, one line not settled.
+        let (cvm, cdn) = (crate::ids::intern_product("cvm"), crate::ids::intern_product("cdn"));
+        let mut lines = Vec::new();
+        for i in 0..60u64 {
+            let owner = [10, 20, 11, 21, 12, 10, 21][(i % 7) as usize];
+            let payer = if owner == 21 && i % 3 != 0 { 20 } else { owner };
+            let hour = if i % 5 == 0 { ("2026-11-01T03:00:00+08:00", "2026-11-01T04:00:00+08:00") } else { ("2026-10-31T03:00:00+08:00", "2026-10-31T04:00:00+08:00") };
+            let mut line = LedgerLine::settled_postpaid((owner, payer), crate::time::Cycle::Hourly, hour, None, 100 + i as i64);
+            line.product = if i % 4 == 0 { cdn } else { cvm };
+            if i == 13 {
+                line.status = LineStatus::PaymentFailed;
+            }
+            lines.push(line);
+        }
+        // What the sums must be, by the text keys, one lookup of the account index a line.
+        let mut merged: BTreeMap<CheapBillKey<'_>, (u64, Money)> = BTreeMap::new();
+        let mut self_paid: BTreeMap<SelfPaidCheapKey<'_>, Money> = BTreeMap::new();
+        for line in &lines {
+            let (org, _) = snapshot.find(line.owner_uin).unwrap();
+            let month = line.bill_month.get();
+            if let Some((bill_owner, mode)) = merged_bill_owner(org, line) {
+                let key = (month, org.org_id.as_str(), bill_owner, line.owner_uin, mode, line.product.as_str(), line.kind.as_str());
+                let entry = merged.entry(key).or_insert((0, Money::ZERO));
+                *entry = (entry.0 + 1, entry.1 + line.payable_amount);
+            }
+            if is_self_paid(org, line) {
+                *self_paid.entry((month, org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_insert(Money::ZERO) += line.payable_amount;
+            }
+        }
+        let sums = sum_lines(&snapshot, lines.iter());
+        let mut got_merged: Vec<_> = sums.merged.iter().map(|(k, s)| (*k, (s.lines, s.payable))).collect();
+        got_merged.sort();
+        let mut got_self_paid = sums.self_paid.clone();
+        got_self_paid.sort();
+        assert_eq!(got_merged, merged.into_iter().collect::<Vec<_>>());
+        assert_eq!(got_self_paid, self_paid.into_iter().collect::<Vec<_>>());
+        // One entry spelled out: org-b's 21, paid for by 20 in October, for cvm.
+        let october = crate::time::Day::parse("2026-10-31").unwrap().month();
+        let key = (october, "org-b", 20, 21, "payer", "cvm", "postpaid");
+        let paid_by_20: Vec<u64> = (0..60).filter(|i| [10, 20, 11, 21, 12, 10, 21][i % 7] == 21 && i % 3 != 0 && i % 5 != 0 && i % 4 != 0).map(|i| 100 + i as u64).collect();
+        assert_eq!(paid_by_20, [113, 117, 131, 134, 138, 141, 159]);
+        // Line 13 was not settled: six lines, 8.20.
+        assert_eq!(got_merged.iter().find(|(k, _)| *k == key).map(|(_, v)| *v), Some((6, Money::from_fen(820))));
+    }
+
+    #[test]
     fn sums_are_added_in_place_and_lacking_keys_merged_in_order() {
         let mut list: Vec<(u32, i64)> = Vec::new();
         add_sorted(&mut list, vec![(3, 30), (5, 50)], |a, b| *a += b);
