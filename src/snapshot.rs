@@ -359,10 +359,16 @@ fn convert(raw: RawSnapshot) -> Result<Snapshot, Vec<String>> {
     // Each organization converted on its own core. The problems keep the order of
     // one pass: every timestamp problem, in organization order, then every other.
     let converted: Vec<(Org, Vec<String>, Vec<String>)> = raw.orgs.into_par_iter().map(convert_org).collect();
-    let (mut converted, (ts_problems, other_problems)): (Vec<Org>, (Vec<Vec<String>>, Vec<Vec<String>>)) =
-        converted.into_iter().map(|(org, ts, other)| (org, (ts, other))).unzip();
-    problems.extend(ts_problems.into_iter().flatten());
-    problems.extend(other_problems.into_iter().flatten());
+    let mut others = Vec::new();
+    let mut converted: Vec<Org> = converted
+        .into_iter()
+        .map(|(org, ts, other)| {
+            problems.extend(ts);
+            others.extend(other);
+            org
+        })
+        .collect();
+    problems.extend(others);
     for product in &raw.inheritance_blacklist {
         if !is_valid_product(product) {
             problems.push(format!("org.json: inheritance_blacklist: {product:?} is not a product code"));
