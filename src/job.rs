@@ -492,27 +492,27 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
     settle_and_commit(&inputs, &store, day, opts).map(|_| ())
 }
 
-/// The process's CPU time so far (user + system, all threads), in seconds.
-fn cpu_seconds() -> f64 {
+/// The process's CPU time so far (user + system, all threads).
+fn cpu_time() -> std::time::Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
     };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    let of = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    of(usage.ru_utime) + of(usage.ru_stime)
 }
 
 /// When a stage began: its wall clock and the process's CPU time then.
 pub(crate) struct Stopwatch {
     wall: std::time::Instant,
-    cpu: f64,
+    cpu: std::time::Duration,
 }
 
 impl Stopwatch {
     pub(crate) fn start() -> Stopwatch {
-        Stopwatch { wall: std::time::Instant::now(), cpu: if timings_on() { cpu_seconds() } else { 0.0 } }
+        Stopwatch { wall: std::time::Instant::now(), cpu: if timings_on() { cpu_time() } else { std::time::Duration::ZERO } }
     }
 }
 
@@ -520,12 +520,18 @@ fn timings_on() -> bool {
     std::env::var_os("ORGSETTLE_TIMINGS").is_some()
 }
 
+/// A duration as seconds with three decimals ("1.234 s"), without floating point.
+fn seconds(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    format!("{}.{:03} s", ms / 1000, ms % 1000)
+}
+
 /// With `ORGSETTLE_TIMINGS` set, print how long each stage took and the CPU time
 /// all threads used meanwhile (for profiling: a stage using less CPU than its
 /// wall time times the cores is where a second core is lost).
 pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
     if timings_on() {
-        let cpu = cpu_seconds() - since.cpu;
+        let cpu = cpu_time().saturating_sub(since.cpu);
         // The resident set after the stage and its peak so far (Linux), to see
         // what holds memory.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -533,8 +539,9 @@ pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
             status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_string()).unwrap_or_default()
         };
         eprintln!(
-            "timing: {name}: {:.3} s, CPU {cpu:.3} s (RSS {}, peak {})",
-            since.wall.elapsed().as_secs_f64(),
+            "timing: {name}: {}, CPU {} (RSS {}, peak {})",
+            seconds(since.wall.elapsed()),
+            seconds(cpu),
             field("VmRSS:"),
             field("VmHWM:")
         );
@@ -1003,6 +1010,15 @@ fn merge_in_processing_order<T: Sync + Send>(parts: Vec<Vec<(EventKey, T)>>) -> 
 mod tests {
     use super::*;
     use crate::engine::KeyPart;
+
+    #[test]
+    fn stage_times_are_written_in_seconds_to_the_millisecond() {
+        use std::time::Duration;
+        assert_eq!(seconds(Duration::from_millis(1234)), "1.234 s");
+        assert_eq!(seconds(Duration::from_micros(999)), "0.000 s");
+        assert_eq!(seconds(Duration::from_millis(62_005)), "62.005 s");
+        assert!(cpu_time() > Duration::ZERO, "a running test has used some CPU");
+    }
     use crate::ingest::GroupKey;
     use crate::time::{Cycle, Ts};
 
