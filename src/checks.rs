@@ -24,25 +24,22 @@ struct Movement {
     gift: Money,
 }
 
-pub fn check_and_summarize(
-    day: Day,
-    base: &State,
-    result: &DayResult,
-    recharges: &[RechargeRecord],
-    counts: &BTreeMap<&'static str, FileCounts>,
-    snapshot: &Snapshot,
-) -> Result<serde_json::Value, String> {
-    // The ledger's sums, one organization's lines per task (exact sums: the order
-    // of adding does not change them).
-    #[derive(Default)]
-    struct Fold {
-        totals: [Money; 7],
-        settled: u64,
-        failed: u64,
-        moved: rustc_hash::FxHashMap<Uin, Movement>,
-    }
-    let add = |mut f: Fold, l: &LedgerLine| {
-        for (t, v) in f.totals.iter_mut().zip([
+/// The ledger's sums and what its lines moved on each responsible account, taken
+/// as the day's lines are settled, a run of them at a time (exact sums: the order
+/// of adding does not change them).
+#[derive(Default)]
+pub struct LedgerTotals {
+    totals: [Money; 7],
+    lines: u64,
+    settled: u64,
+    failed: u64,
+    moved: rustc_hash::FxHashMap<Uin, Movement>,
+}
+
+impl LedgerTotals {
+    /// Add one line.
+    pub fn add_line(&mut self, l: &LedgerLine) {
+        for (t, v) in self.totals.iter_mut().zip([
             l.list_amount,
             l.discount_amount(),
             l.payable_amount,
@@ -53,19 +50,28 @@ pub fn check_and_summarize(
         ]) {
             *t += v;
         }
+        self.lines += 1;
         match l.status {
-            LineStatus::Settled => f.settled += 1,
-            LineStatus::PaymentFailed => f.failed += 1,
+            LineStatus::Settled => self.settled += 1,
+            LineStatus::PaymentFailed => self.failed += 1,
         }
-        let m = f.moved.entry(l.responsible_uin).or_default();
+        let m = self.moved.entry(l.responsible_uin).or_default();
         m.cash -= l.cash_amount + l.credit_amount;
         m.gift -= l.gift_amount;
-        f
-    };
-    let merge = |mut a: Fold, b: Fold| {
+    }
+
+    /// The sums of `parts` (one an organization), on all cores.
+    pub fn sum(parts: Vec<LedgerTotals>) -> LedgerTotals {
+        parts.into_par_iter().reduce(LedgerTotals::default, LedgerTotals::merge)
+    }
+
+    /// Both sums; the larger map takes the smaller's entries.
+    fn merge(self, other: LedgerTotals) -> LedgerTotals {
+        let (mut a, b) = if self.moved.len() >= other.moved.len() { (self, other) } else { (other, self) };
         for (t, v) in a.totals.iter_mut().zip(b.totals) {
             *t += v;
         }
+        a.lines += b.lines;
         a.settled += b.settled;
         a.failed += b.failed;
         for (uin, m) in b.moved {
@@ -74,8 +80,26 @@ pub fn check_and_summarize(
             into.gift += m.gift;
         }
         a
-    };
-    let Fold { totals, settled, failed, mut moved } = result.ledger.par_rows().fold(Fold::default, add).reduce(Fold::default, merge);
+    }
+
+    /// How many lines were added.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+}
+
+/// The day's summary (SPEC §11.2) once its books check: `ledger` holds the sums
+/// of every ledger line of `result`'s day.
+pub fn check_and_summarize(
+    day: Day,
+    base: &State,
+    result: &DayResult,
+    ledger: LedgerTotals,
+    recharges: &[RechargeRecord],
+    counts: &BTreeMap<&'static str, FileCounts>,
+    snapshot: &Snapshot,
+) -> Result<serde_json::Value, String> {
+    let LedgerTotals { totals, lines, settled, failed, mut moved } = ledger;
     let mut recharged = Money::ZERO;
     for r in recharges {
         moved.entry(r.uin).or_default().cash += r.amount;
@@ -144,7 +168,7 @@ pub fn check_and_summarize(
         "run_day": day.to_string(),
         "files": all_counts(counts),
         "ledger": {
-            "lines": result.ledger.len(),
+            "lines": lines,
             "settled": settled,
             "payment_failed": failed,
             "list_amount": money(totals[0]),

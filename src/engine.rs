@@ -390,6 +390,64 @@ pub struct OrgOutput {
     pub rejects: Vec<Reject>,
 }
 
+/// Where a run of the day's processing order ends: an event belongs before it
+/// when its (time, rank, owner) is smaller, the owner being a postpaid line's
+/// (the first field of its group key) and 0 for any other event. Runs cut only at
+/// (t, 0, 0), before every event of instant t, or at (t, POSTPAID_RANK, owner),
+/// between the lines of one instant, so no two events of one key fall on both
+/// sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyBound {
+    pub time: Ts,
+    pub rank: u8,
+    pub owner: Uin,
+}
+
+impl KeyBound {
+    /// Before every event of instant `time`.
+    pub fn at(time: Ts) -> KeyBound {
+        KeyBound { time, rank: 0, owner: 0 }
+    }
+
+    /// Before the settlement lines of instant `time` owned by `owner` or a larger UIN.
+    pub fn lines_from(time: Ts, owner: Uin) -> KeyBound {
+        KeyBound { time, rank: POSTPAID_RANK, owner }
+    }
+
+    /// Whether the settlement line of `key` comes before this bound (as
+    /// `is_after(&Event::postpaid_key(key))`, without making the key).
+    pub fn is_after_line(&self, key: &GroupKey) -> bool {
+        self.is_after_line_at(key.period_end().pred(), key.owner_uin)
+    }
+
+    /// Whether a settlement line of `owner` processed at `at` comes before this bound.
+    pub fn is_after_line_at(&self, at: Ts, owner: Uin) -> bool {
+        (at, POSTPAID_RANK, owner) < (self.time, self.rank, self.owner)
+    }
+
+    /// Whether `key` comes before this bound.
+    pub fn is_after(&self, key: &EventKey) -> bool {
+        let owner = match &key.key {
+            KeyPart::Postpaid(group) => group.owner_uin,
+            _ => 0,
+        };
+        (key.time, key.rank, owner) < (self.time, self.rank, self.owner)
+    }
+}
+
+/// An organization's events of the day not settled yet, in processing order
+/// (`OrgBooks::day_events`).
+pub struct PendingEvents {
+    events: std::iter::Peekable<std::vec::IntoIter<Event>>,
+}
+
+impl PendingEvents {
+    /// The key of the next event, if any is waiting.
+    pub fn peek_key(&mut self) -> Option<&EventKey> {
+        self.events.peek().map(|e| &e.key)
+    }
+}
+
 /// The books of one organization while its day is settled.
 pub struct OrgBooks<'a> {
     pub org: &'a Org,
@@ -454,34 +512,45 @@ impl<'a> OrgBooks<'a> {
         self.current_payer.get(&uin).copied().flatten().unwrap_or(uin)
     }
 
-    /// Settle the day's events of this organization: `events` (any kind) and its
-    /// settlement `lines`, each line one postpaid event. The lines are sorted on
-    /// their own (104 bytes each) and merged with the few other events as they are
-    /// processed: a line becomes an event (200 bytes) only when its turn comes.
-    pub fn settle(
+    /// The organization's events of `day` but its settlement lines (`events`, any
+    /// kind, plus the instants its payer relations change), in processing order,
+    /// for `settle_until`.
+    pub fn day_events(&self, day: Day, mut events: Vec<Event>) -> PendingEvents {
+        for (&(at, uin), ()) in self.org.snapshot_instants().range((day.start(), 0)..(day.end(), 0)) {
+            events.push(Event::snapshot(at, uin));
+        }
+        // Keys are unique (§4.4), so an unstable sort gives the one order.
+        events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        PendingEvents { events: events.into_iter().peekable() }
+    }
+
+    /// Settle the organization's events that come before `until` in processing
+    /// order (all of them when None): those of `pending` and the settlement
+    /// `lines`, each line one postpaid event, which must be exactly its lines
+    /// before `until` not settled yet, in processing order (`Event::postpaid_key`,
+    /// that is by period end, then group key). The rows go to `out`. A day settled
+    /// in several runs of its order, each ending where the next begins, gives the
+    /// rows of one run over all of it: the events are processed in the same order
+    /// against the same books. A line becomes an event (200 bytes) only when its
+    /// turn comes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn settle_until(
         &mut self,
         day: Day,
         snapshot: &Snapshot,
         reference: &Reference,
-        mut events: Vec<Event>,
-        lines: Vec<(GroupKey, UsageGroup)>,
-    ) -> Result<OrgOutput, String> {
-        for (&(at, uin), ()) in self.org.snapshot_instants().range((day.start(), 0)..(day.end(), 0)) {
-            events.push(Event::snapshot(at, uin));
-        }
-        // Keys are unique (§4.4), so unstable sorts give the one order. A line's
-        // event key orders as (period end, group key): the lines are ordered by
-        // handles of (period end, position), each end computed once.
-        events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let mut order: Vec<(Ts, u32)> = lines.iter().enumerate().map(|(i, (key, _))| (key.period_end(), i as u32)).collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| lines[a.1 as usize].0.cmp(&lines[b.1 as usize].0)));
-        let mut out = OrgOutput::default();
-        let orders = events.iter().filter(|e| matches!(e.body, EventBody::ChargeOrder(_) | EventBody::MoneyBack(_) | EventBody::Postpaid(..))).count();
-        out.ledger.reserve_exact(orders + lines.len());
-        let mut events = events.into_iter().peekable();
-        let mut ordered = order.iter().map(|&(_, i)| &lines[i as usize]).peekable();
+        pending: &mut PendingEvents,
+        lines: &[(GroupKey, UsageGroup)],
+        until: Option<&KeyBound>,
+        out: &mut OrgOutput,
+    ) -> Result<(), String> {
+        debug_assert!(lines.windows(2).all(|w| Event::postpaid_key(&w[0].0) < Event::postpaid_key(&w[1].0)), "lines in processing order");
+        debug_assert!(lines.iter().all(|(k, _)| until.is_none_or(|u| u.is_after(&Event::postpaid_key(k)))), "lines before the bound");
+        let events = &mut pending.events;
+        let mut ordered = lines.iter().peekable();
         loop {
-            let line_first = match (events.peek(), ordered.peek()) {
+            let next_event = events.peek().filter(|e| until.is_none_or(|u| u.is_after(&e.key)));
+            let line_first = match (next_event, ordered.peek()) {
                 (None, None) => break,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
@@ -496,22 +565,22 @@ impl<'a> OrgBooks<'a> {
             match event.body {
                 EventBody::Recharge(r) => {
                     self.account(r.uin).cash += r.amount;
-                    self.reevaluate(&[r.uin], &key, r.at, Trigger::Recharge, &mut out);
+                    self.reevaluate(&[r.uin], &key, r.at, Trigger::Recharge, out);
                 }
-                EventBody::Transfer(t) => self.transfer(t, &key, &mut out),
+                EventBody::Transfer(t) => self.transfer(t, &key, out),
                 EventBody::Snapshot(uin) => {
                     let member = self.org.member(uin).expect("snapshot instants come from members");
                     let payer = member.payer_at(key.time);
                     self.set_payer(uin, payer);
                     let trigger = if payer.is_some() { Trigger::PayerStart } else { Trigger::PayerEnd };
-                    self.reevaluate(&[uin], &key, key.time, trigger, &mut out);
+                    self.reevaluate(&[uin], &key, key.time, trigger, out);
                 }
-                EventBody::ChargeOrder(o) => self.charge_order(o, day, snapshot, reference, &key, &mut out)?,
-                EventBody::MoneyBack(o) => self.money_back(o, day, &key, &mut out)?,
-                EventBody::Postpaid(group_key, group) => self.postpaid(group_key, group, day, &key, &mut out)?,
+                EventBody::ChargeOrder(o) => self.charge_order(o, day, snapshot, reference, &key, out)?,
+                EventBody::MoneyBack(o) => self.money_back(o, day, &key, out)?,
+                EventBody::Postpaid(group_key, group) => self.postpaid(group_key, group, day, &key, out)?,
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn account(&mut self, uin: Uin) -> &mut AccountState {

@@ -228,96 +228,137 @@ pub fn header() -> String {
     head
 }
 
+/// What a run of a day's FOCUS rows becomes in the month files: a month begun
+/// (the rows after it are its own), or rows of the month begun last, rendered.
+#[derive(Debug)]
+pub enum FocusPiece {
+    Begin(Month),
+    Rows(Vec<String>),
+}
+
+/// Hand `piece` to `sink`.
+pub fn apply(piece: FocusPiece, sink: &mut dyn MonthSink) -> std::io::Result<()> {
+    match piece {
+        FocusPiece::Begin(month) => sink.begin(month),
+        FocusPiece::Rows(texts) => texts.iter().try_for_each(|text| sink.write_all(text.as_bytes())),
+    }
+}
+
+/// The FOCUS rows of a day's lines on the merged bill, made from the lines in
+/// processing order a run at a time (`add`), so that the day's lines are never
+/// held at once. The processing time decides the bill month, so each month's
+/// rows are contiguous; a month none of whose lines is on a merged bill gets no
+/// file. `finish` tells what each month received, months ascending.
+pub struct FocusRows<'s> {
+    snapshot: &'s Snapshot,
+    /// The month of the last run, and whether it was begun.
+    current: Option<(Month, bool)>,
+    months: Vec<MonthRows>,
+}
+
+impl<'s> FocusRows<'s> {
+    pub fn new(snapshot: &'s Snapshot) -> FocusRows<'s> {
+        FocusRows { snapshot, current: None, months: Vec::new() }
+    }
+
+    /// The pieces of `rows`, the next lines of the day in processing order (each
+    /// resolved to its line by `line`), rendered on all cores.
+    pub fn add<'r, T: Sync>(&mut self, rows: &'r [T], line: impl Fn(&'r T) -> &'r LedgerLine + Sync) -> std::io::Result<Vec<FocusPiece>> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 16 * 1024;
+        let snapshot = self.snapshot;
+        let not_contiguous = |month: Month| std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order"));
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < rows.len() {
+            let month = line(&rows[start]).bill_month.get();
+            match self.current {
+                // The month of the last run goes on (a run of a month ends where
+                // this call's rows do).
+                Some((previous, _)) if previous == month && start == 0 => {}
+                // A guard only: the bisection below ends each run before a row of
+                // a later month, so a run never starts at a month already written; a
+                // row out of order is inside a run and caught as it is rendered.
+                Some((previous, _)) if previous >= month => return Err(not_contiguous(month)),
+                _ => self.current = Some((month, false)),
+            }
+            // Bill months ascend in processing order, so a month's run ends where
+            // the first row of a later month is (found by bisection: a scan touched
+            // every line, one core's cache miss at a time).
+            let (mut end, mut beyond) = (start + 1, rows.len());
+            while end < beyond {
+                let mid = end + (beyond - end) / 2;
+                if line(&rows[mid]).bill_month.get() <= month {
+                    end = mid + 1;
+                } else {
+                    beyond = mid;
+                }
+            }
+            let run: &'r [T] = &rows[start..end];
+            start = end;
+            let begun = &mut self.current.as_mut().expect("set above").1;
+            if !*begun {
+                if !run.par_iter().any(|row| on_merged_bill(snapshot, line(row))) {
+                    continue;
+                }
+                *begun = true;
+                pieces.push(FocusPiece::Begin(month));
+                self.months.push(MonthRows { month, len: 0, rows: 0, billed: Money::ZERO });
+            }
+            let line = &line;
+            let rendered: Vec<(String, u64, Money, bool)> = run
+                .par_chunks(CHUNK)
+                .map(|chunk| {
+                    let mut text = String::with_capacity(chunk.len() * 300);
+                    let mut instants = Instants::default();
+                    let (mut count, mut billed, mut strays) = (0u64, Money::ZERO, false);
+                    for line in crate::reports::ahead(chunk, line) {
+                        strays |= line.bill_month.get() != month;
+                        if write_row(&mut text, snapshot, line, &mut instants) {
+                            count += 1;
+                            billed += line.payable_amount;
+                        }
+                    }
+                    (text, count, billed, strays)
+                })
+                .collect();
+            if rendered.iter().any(|r| r.3) {
+                return Err(not_contiguous(month));
+            }
+            let sums = self.months.last_mut().expect("begun above");
+            let mut texts = Vec::with_capacity(rendered.len());
+            for (text, count, billed, _) in rendered {
+                sums.len += text.len() as u64;
+                sums.rows += count;
+                sums.billed += billed;
+                texts.push(text);
+            }
+            pieces.push(FocusPiece::Rows(texts));
+        }
+        Ok(pieces)
+    }
+
+    /// What each month received, months ascending.
+    pub fn finish(self) -> Vec<MonthRows> {
+        self.months
+    }
+}
+
 /// The FOCUS rows of a day's lines on the merged bill, `rows` in processing order
-/// (each resolved to its line by `line`), streamed to `sink` month by month. The
-/// processing time decides the bill month, so each month's rows are contiguous;
-/// returns what each month received, months ascending.
+/// (each resolved to its line by `line`), written to `sink` month by month at
+/// once (`FocusRows` for the same a run at a time); returns what each month
+/// received, months ascending.
 pub fn write_focus_rows<'r, T: Sync>(
     snapshot: &Snapshot,
     rows: &'r [T],
     line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
     sink: &mut dyn MonthSink,
 ) -> std::io::Result<Vec<MonthRows>> {
-    use rayon::prelude::*;
-    struct Counting<'w> {
-        inner: &'w mut dyn MonthSink,
-        bytes: u64,
+    let mut focus = FocusRows::new(snapshot);
+    for piece in focus.add(rows, line)? {
+        apply(piece, sink)?;
     }
-    impl std::io::Write for Counting<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.inner.write(buf)?;
-            self.bytes += n as u64;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.inner.flush()
-        }
-    }
-    // Rows and Σ BilledCost of the month being written, summed as its rows are;
-    // and whether a row of another month was met among them.
-    let totals = std::sync::Mutex::new((0u64, Money::ZERO));
-    let strays = std::sync::atomic::AtomicBool::new(false);
-    let render = |month: Month| {
-        let (totals, strays, line) = (&totals, &strays, &line);
-        move |chunk: &'r [T], text: &mut String| {
-            let mut instants = Instants::default();
-            let (mut count, mut billed) = (0u64, Money::ZERO);
-            for line in crate::reports::ahead(chunk, line) {
-                if line.bill_month.get() != month {
-                    strays.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                if write_row(text, snapshot, line, &mut instants) {
-                    count += 1;
-                    billed += line.payable_amount;
-                }
-            }
-            let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
-            totals.0 += count;
-            totals.1 += billed;
-        }
-    };
-    let mut months: Vec<MonthRows> = Vec::new();
-    let mut previous: Option<Month> = None;
-    let mut start = 0;
-    while start < rows.len() {
-        let month = line(&rows[start]).bill_month.get();
-        // A guard only: the bisection below ends each run before a row of a later
-        // month, so a run never starts at a month already written; a row out of
-        // order is inside a run and caught as it is rendered (see the tests).
-        if previous.is_some_and(|p| p >= month) {
-            return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
-        }
-        previous = Some(month);
-        // Bill months ascend in processing order, so a month's run ends where the
-        // first row of a later month is (found by bisection: a scan touched every
-        // line, one core's cache miss at a time); a row of another month inside the
-        // run is caught as it is rendered.
-        let (mut end, mut beyond) = (start + 1, rows.len());
-        while end < beyond {
-            let mid = end + (beyond - end) / 2;
-            if line(&rows[mid]).bill_month.get() <= month {
-                end = mid + 1;
-            } else {
-                beyond = mid;
-            }
-        }
-        let run: &'r [T] = &rows[start..end];
-        start = end;
-        // A month none of whose lines is on a merged bill gets no file.
-        if !run.par_iter().any(|row| on_merged_bill(snapshot, line(row))) {
-            continue;
-        }
-        *totals.lock().unwrap_or_else(|e| e.into_inner()) = (0, Money::ZERO);
-        sink.begin(month)?;
-        let mut out = Counting { inner: &mut *sink, bytes: 0 };
-        crate::reports::write_in_parallel_chunks("", run, render(month), &mut out)?;
-        if strays.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order")));
-        }
-        let (rows, billed) = *totals.lock().unwrap_or_else(|e| e.into_inner());
-        months.push(MonthRows { month, len: out.bytes, rows, billed });
-    }
-    Ok(months)
+    Ok(focus.finish())
 }
 
 #[cfg(test)]

@@ -441,7 +441,8 @@ impl LineShard {
     }
 }
 
-/// Each of the `orgs` organizations' lines (in the order first seen) in a list of
+/// Each of the `orgs` organizations' lines (in processing order: by period end,
+/// then key, as `OrgBooks::settle_until` takes them) in a list of
 /// exactly their length, made on all cores a run of organizations at a time in
 /// organization order: the settlement, which goes in that order too, frees whole
 /// pages as it goes, and its ledger lines reuse them (lists allocated as they grew
@@ -460,7 +461,11 @@ pub fn lists_by_organization(shards: &[LineShard], orgs: usize) -> Vec<Vec<(Grou
             let (positions, starts) = &index[o % USAGE_SHARDS];
             match (starts.get(local), starts.get(local + 1)) {
                 (Some(&from), Some(&to)) => {
-                    positions[from as usize..to as usize].iter().map(|&p| LineShard::line(&shard.segments, p).clone()).collect()
+                    // In processing order: by period end (computed once a line), then key.
+                    let line = |p: u32| LineShard::line(&shard.segments, p);
+                    let mut order: Vec<(Ts, u32)> = positions[from as usize..to as usize].iter().map(|&p| (line(p).0.period_end(), p)).collect();
+                    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| line(a.1).0.cmp(&line(b.1).0)));
+                    order.iter().map(|&(_, p)| line(p).clone()).collect()
                 }
                 _ => Vec::new(),
             }
@@ -1276,7 +1281,8 @@ mod line_tests {
         let sizes: Vec<(usize, usize)> = orgs.iter().enumerate().filter(|(_, l)| !l.is_empty()).map(|(o, l)| (o, l.len())).collect();
         assert_eq!(sizes, [(1, 1), (3, 1), (129, 2)]);
         assert!(orgs.iter().all(|l| l.capacity() == l.len()), "exact lists");
-        // In the order first seen; the first line holds both of its records, exactly.
+        // In processing order (here also the order first seen); the first line holds
+        // both of its records, exactly.
         let (first_key, first) = &orgs[129][0];
         assert_eq!(*first_key, key(100000000011, "cvm", 0));
         assert_eq!(first.records, 2);

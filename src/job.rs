@@ -4,8 +4,7 @@
 //! Invariant: nothing reaches the output directory until every check of the day
 //! has passed; a refused or failed run leaves the output directory as it was.
 
-use crate::monthly::LineSums;
-use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, ServiceEvent, TransferRow, VoucherUse};
+use crate::engine::{orphan_transfer, Event, EventKey, KeyBound, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
 use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE};
 use crate::money::Money;
@@ -137,56 +136,62 @@ fn day_folders(dir: &Path) -> Result<BTreeSet<Day>, Vec<String>> {
     }
 }
 
-/// What one settled day produced, ready to be written.
+/// What one settled day produced but the ledger and its FOCUS rows, which are
+/// streamed as its lines are settled (`settle_day`).
 pub struct DayResult {
     pub state: State,
-    pub ledger: Merged<KeyedLine>,
+    /// How many lines the ledger has.
+    pub ledger_lines: u64,
     pub voucher_usage: Vec<VoucherUse>,
     pub events: Vec<ServiceEvent>,
     pub transfers: Vec<TransferRow>,
     pub rejects: Vec<Reject>,
-    pub summary: serde_json::Value,
+    /// What the day appended to each bill month's FOCUS rows, months ascending.
+    pub focus_rows: Vec<focus::MonthRows>,
+}
+
+/// What the books check of a settled day (`DayResult::check`) compares its rows
+/// with: the state the day started from, its ledger's sums, its recharges and its
+/// files' counts.
+pub struct Unchecked {
+    base: State,
+    ledger: crate::checks::LedgerTotals,
+    recharges: Vec<crate::ingest::RechargeRecord>,
+    counts: BTreeMap<&'static str, FileCounts>,
 }
 
 impl DayResult {
-    /// The day's files but the two it streams (the ledger and the voucher usage),
-    /// in the order they are published, rendered at once, each on whichever core
-    /// is free; the month-to-date overview (the month of D, every line settled so
-    /// far) beside them.
-    pub fn small_files(&self, inputs: &Inputs, day: Day) -> Vec<(&'static str, Vec<u8>)> {
+    /// The books check of the day's rows against the state it started from, and
+    /// the day's summary (SPEC §11.2) when it passes.
+    pub fn check(&self, inputs: &Inputs, day: Day, unchecked: Unchecked) -> Result<serde_json::Value, Failure> {
+        let Unchecked { base, ledger, recharges, counts } = unchecked;
+        let summary = crate::checks::check_and_summarize(day, &base, self, ledger, &recharges, &counts, &inputs.snapshot);
+        drop(base);
+        crate::memory::release_freed_memory();
+        summary.map_err(Failure::Internal)
+    }
+
+    /// The day's files but the ledger (streamed as it was settled), in the order
+    /// they are published, rendered at once, each on whichever core is free:
+    /// `overview_mtd` (the month-to-date overview's files) before the summary.
+    pub fn small_files(&self, inputs: &Inputs, summary: &serde_json::Value, overview_mtd: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
         let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 5] = [
             ("events.csv", &|| reports::events_csv(&self.events)),
             ("transfers.csv", &|| reports::transfers_csv(&self.transfers)),
             ("balances.csv", &|| reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
             ("rejects.csv", &|| reports::rejects_csv(&self.rejects)),
             ("summary.json", &|| {
-                let mut summary = serde_json::to_vec_pretty(&self.summary).expect("summary encodes");
+                let mut summary = serde_json::to_vec_pretty(summary).expect("summary encodes");
                 summary.push(b'\n');
                 summary
             }),
         ];
-        let (mtd, mut small) = rayon::join(
-            || {
-                let mtd = crate::monthly::overview(&inputs.snapshot, &self.state.months, &inputs.reference.history, day.month(), 1, false);
-                rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product))
-            },
-            || render.par_iter().map(|(name, body)| (*name, body())).collect::<Vec<_>>(),
-        );
+        let mut small = render.par_iter().map(|(name, body)| (*name, body())).collect::<Vec<_>>();
         let summary = small.pop().expect("the summary is rendered last");
-        small.push(("overview_mtd_by_member.csv", mtd.0));
-        small.push(("overview_mtd_by_product.csv", mtd.1));
+        small.extend(overview_mtd);
         small.push(summary);
-        small
-    }
-
-    /// The day's files: the ledger and the voucher usage, streamed from their rows,
-    /// then `small` (its FOCUS rows go to the month files: `Store::append_focus`).
-    pub fn files(&self, day: Day, small: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
-        let (ledger, uses) = (&self.ledger, &self.voucher_usage);
-        let mut files: Vec<OutFile> = vec![
-            ("ledger.csv", Body::Stream(Box::new(move |w| reports::write_ledger(day, ledger.handles(), |h| ledger.get(*h), w)))),
-            ("voucher_usage.csv", Body::Stream(Box::new(move |w| reports::write_voucher_usage(uses, w)))),
-        ];
+        let uses = &self.voucher_usage;
+        let mut files: Vec<OutFile> = vec![("voucher_usage.csv", Body::Stream(Box::new(move |w| reports::write_voucher_usage(uses, w))))];
         files.extend(small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))));
         files
     }
@@ -220,12 +225,88 @@ impl State {
     }
 }
 
-/// Settle `day` from `base` (the state after the previous day, or a fresh one).
+/// A run of the day's ledger, rendered as it was settled: its rows, and the
+/// FOCUS rows of its lines on a merged bill.
+pub struct RenderedRun {
+    pub ledger: Vec<String>,
+    pub focus: Vec<focus::FocusPiece>,
+}
+
+/// A run's rows: rendered for the writers, or in processing order for the small
+/// files and the books check.
+struct RunRows {
+    rendered: RenderedRun,
+    voucher_usage: Vec<VoucherUse>,
+    events: Vec<ServiceEvent>,
+    transfers: Vec<(EventKey, TransferRow)>,
+    rejects: Vec<Reject>,
+}
+
+/// One organization's day while it is settled run by run.
+struct OrgDay<'a> {
+    books: OrgBooks<'a>,
+    pending: PendingEvents,
+    /// Its settlement lines in processing order, `from` on not settled yet.
+    lines: Vec<(GroupKey, UsageGroup)>,
+    from: usize,
+    /// The runs holding its lines, each with where its lines end (`line_runs`),
+    /// `next_line_run` on to come.
+    line_runs: Vec<(u32, u32)>,
+    next_line_run: usize,
+    /// The next run it has work in (lines or events); u32::MAX for none.
+    next_run: u32,
+    sums: crate::monthly::LineSumsBuilder<'a>,
+    totals: crate::checks::LedgerTotals,
+}
+
+impl OrgDay<'_> {
+    /// The first run after those settled that holds a line or an event of the
+    /// organization (run j ends at `bounds[j]`; the last has no bound).
+    fn next_run(&mut self, bounds: &[KeyBound]) -> u32 {
+        let line = self.line_runs.get(self.next_line_run).map_or(u32::MAX, |&(run, _)| run);
+        let event = self.pending.peek_key().map_or(u32::MAX, |key| bounds.partition_point(|b| !b.is_after(key)) as u32);
+        line.min(event)
+    }
+}
+
+/// For each run holding some of `lines` (in processing order), in order: the run
+/// (run j ends at `bounds[j]`; the last has no bound) and where its lines end.
+fn line_runs(lines: &[(GroupKey, UsageGroup)], bounds: &[KeyBound]) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    let mut j = 0;
+    for (i, (key, _)) in lines.iter().enumerate() {
+        let at = key.period_end().pred();
+        while j < bounds.len() && !bounds[j].is_after_line_at(at, key.owner_uin) {
+            j += 1;
+        }
+        let end = u32::try_from(i + 1).expect("fewer than 2^32 lines an organization");
+        match runs.last_mut() {
+            Some((run, last)) if *run == j as u32 => *last = end,
+            _ => runs.push((j as u32, end)),
+        }
+    }
+    runs
+}
+
+/// About how many settlement lines a run of the day's processing order holds
+/// (`run_bounds`): the day is settled, merged, rendered and handed to the writers
+/// a run at a time, so its ledger lines are never held at once.
+const RUN_LINES: usize = 1 << 16;
+
+/// Settle `day` from `base` (the state after the previous day, or a fresh one),
+/// unchecked: its summary is made by `DayResult::check`. The ledger is settled in
+/// runs of its processing order, each handed to `emit` rendered (in order, at
+/// least one) while the next is settled.
 /// The day's own usage ids are written aside to `store` (nothing published) once
 /// the rows are read: settling never holds their table.
-const SETTLE_CHUNKS: usize = 4;
-
-pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool, store: &Store) -> Result<DayResult, Failure> {
+pub fn settle_day(
+    inputs: &Inputs,
+    day: Day,
+    mut base: State,
+    fresh_start: bool,
+    store: &Store,
+    emit: &mut dyn FnMut(RenderedRun) -> Result<(), Failure>,
+) -> Result<(DayResult, Unchecked), Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
     // of millions late in a month), the month aggregates, refund bases and transfer
     // sources. `base` keeps what the books check compares against.
@@ -234,7 +315,6 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     let moved_focus = std::mem::take(&mut base.focus);
     let moved_bases = std::mem::take(&mut base.refund_bases);
     let moved_sources = std::mem::take(&mut base.transfer_sources);
-    let base = &base;
     let snapshot = &inputs.snapshot;
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
@@ -311,7 +391,7 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
         .collect();
     // Books per organization, built on all cores.
     let (accounts_before, vouchers_used) = (&next.accounts, &next.vouchers_used);
-    let mut books: Vec<OrgBooks> = snapshot
+    let books: Vec<OrgBooks> = snapshot
         .orgs
         .par_iter()
         .zip(taken.into_par_iter())
@@ -344,22 +424,123 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
         .collect();
 
     stage("books", &mut t);
-    // Organizations never interact: settle them in parallel.
-    // Each organization's lines are also summed for the month aggregates there.
-    let mut outputs: Vec<Result<(OrgOutput, LineSums), String>> = Vec::with_capacity(books.len());
-    let (mut events, mut lines) = (events.into_iter(), lines.into_iter());
-    let chunk = books.len().div_ceil(SETTLE_CHUNKS).max(1);
-    for part in books.chunks_mut(chunk) {
-        let events: Vec<_> = events.by_ref().take(part.len()).collect();
-        let lines: Vec<_> = lines.by_ref().take(part.len()).collect();
-        outputs.par_extend(part.par_iter_mut().zip(events.into_par_iter().zip(lines.into_par_iter())).map(|(b, (ev, org_lines))| {
-            let out = b.settle(day, snapshot, &inputs.reference, ev, org_lines).map_err(|e| format!("org {}: {e}", b.org.org_id))?;
-            let sums = crate::monthly::sum_lines(snapshot, out.ledger.iter().map(|k| &k.line));
-            Ok((out, sums))
-        }));
-        crate::memory::release_freed_memory();
+    // Organizations never interact: each run's are settled in parallel. A run
+    // ends where the next begins in the day's processing order, so each
+    // organization settles its events in order against its own books, and the
+    // runs' rows, each run's merged by key, follow one another in processing order.
+    let bounds = run_bounds(&lines, &snapshot.all_uins(), RUN_LINES);
+    stage("  run bounds", &mut t);
+    let mut orgs: Vec<OrgDay> = books
+        .into_par_iter()
+        .zip(events.into_par_iter())
+        .zip(lines.into_par_iter())
+        .map(|((books, events), lines)| {
+            let pending = books.day_events(day, events);
+            let line_runs = line_runs(&lines, &bounds);
+            let mut org = OrgDay { books, pending, lines, line_runs, next_line_run: 0, from: 0, next_run: 0, sums: Default::default(), totals: Default::default() };
+            org.next_run = org.next_run(&bounds);
+            org
+        })
+        .collect();
+    stage("  runs", &mut t);
+    let mut focus_rows = focus::FocusRows::new(snapshot);
+    let (mut voucher_usage, mut service, mut keyed_transfers) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rejects = read_rejects;
+    let mut processing_rejects = 0u64;
+    let reference = &inputs.reference;
+    let bounds = &bounds;
+    // Each organization with work in run r settles it; the others wait for theirs.
+    let mut settle_run = |r: usize| -> Result<Vec<OrgOutput>, Failure> {
+        let r32 = r as u32;
+        let until = bounds.get(r);
+        let outputs: Vec<Result<OrgOutput, String>> = orgs
+            .par_iter_mut()
+            .filter(|org| org.next_run == r32)
+            .map(|org| {
+                let to = match org.line_runs.get(org.next_line_run) {
+                    Some(&(run, end)) if run == r32 => {
+                        org.next_line_run += 1;
+                        end as usize
+                    }
+                    _ => org.from,
+                };
+                let mut out = OrgOutput::default();
+                out.ledger.reserve_exact(to - org.from);
+                let OrgDay { books, pending, lines, from, .. } = &mut *org;
+                books.settle_until(day, snapshot, reference, pending, &lines[*from..to], until, &mut out).map_err(|e| format!("org {}: {e}", books.org.org_id))?;
+                org.from = to;
+                if to == org.lines.len() {
+                    // Settled: the organization's lines are freed as the day goes.
+                    org.lines = Vec::new();
+                    org.from = 0;
+                }
+                org.sums.add(snapshot, out.ledger.iter().map(|k| &k.line));
+                out.ledger.iter().for_each(|k| org.totals.add_line(&k.line));
+                org.next_run = org.next_run(bounds);
+                Ok(out)
+            })
+            .collect();
+        outputs.into_iter().collect::<Result<_, _>>().map_err(Failure::Internal)
+    };
+    // Run r is merged and rendered while run r + 1 is settled.
+    let mut render = |outputs: Vec<OrgOutput>| -> Result<RunRows, Failure> {
+        let mut ledger_parts = Vec::with_capacity(outputs.len());
+        let (mut voucher_parts, mut event_parts) = (Vec::with_capacity(outputs.len()), Vec::with_capacity(outputs.len()));
+        let (mut transfers, mut rejects) = (Vec::new(), Vec::new());
+        for out in outputs {
+            ledger_parts.push(out.ledger);
+            voucher_parts.push(out.voucher_usage);
+            event_parts.push(out.events);
+            transfers.extend(out.transfers);
+            rejects.extend(out.rejects);
+        }
+        let ((ledger, voucher_usage), events) = rayon::join(
+            || rayon::join(|| Merged::new(ledger_parts), || merge_in_processing_order(voucher_parts)),
+            || merge_in_processing_order(event_parts),
+        );
+        let rows = ledger.handles();
+        let (rendered, focus) = rayon::join(
+            || reports::ledger_blocks(day, rows, |h| ledger.get(*h)),
+            || focus_rows.add(rows, |h| ledger.get(*h)),
+        );
+        let focus = focus.map_err(|e| Failure::Internal(format!("cannot write the FOCUS rows: {e}")))?;
+        Ok(RunRows { rendered: RenderedRun { ledger: rendered, focus }, voucher_usage, events, transfers, rejects })
+    };
+    let mut previous: Option<Vec<OrgOutput>> = None;
+    // How long the runs were settled and rendered, and how long the writers kept
+    // them waiting (ORGSETTLE_TIMINGS).
+    let (mut working, mut waiting) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for r in 0..=bounds.len() + 1 {
+        // Run r, the last one without a bound; then none, to render the last.
+        let until = (r <= bounds.len()).then_some(r);
+        let joined = std::time::Instant::now();
+        let (rows, outputs) = rayon::join(|| previous.take().map(&mut render).transpose(), || until.map(&mut settle_run).transpose());
+        working += joined.elapsed();
+        let emitted = std::time::Instant::now();
+        if let Some(rows) = rows? {
+            voucher_usage.extend(rows.voucher_usage);
+            service.extend(rows.events);
+            keyed_transfers.extend(rows.transfers);
+            processing_rejects += rows.rejects.len() as u64;
+            rejects.extend(rows.rejects);
+            emit(rows.rendered)?;
+        }
+        waiting += emitted.elapsed();
+        let Some(outputs) = outputs? else { break };
+        previous = Some(outputs);
     }
-    stage("settle orgs", &mut t);
+    if timings_on() {
+        eprintln!("timing:   {} runs: settled and rendered {}, waiting on the writers {}", bounds.len() + 1, seconds(working), seconds(waiting));
+    }
+    let (books, sums): (Vec<OrgBooks>, Vec<_>) = orgs
+        .into_iter()
+        .map(|org| {
+            debug_assert!(org.next_run == u32::MAX && org.lines.is_empty(), "every event settled");
+            (org.books, (org.sums, org.totals))
+        })
+        .unzip();
+    crate::memory::release_freed_memory();
+    stage("settle orgs, render and write the ledger", &mut t);
     // Put the books back into the state.
     for b in books {
         next.accounts.extend(b.accounts.iter().map(|(k, v)| (*k, *v)));
@@ -378,26 +559,13 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
             next.transfer_sources.insert(id.clone(), source.clone());
         }
     }
-
     stage("  books back", &mut t);
-    // Merge in processing order; keys are unique across organizations.
-    let mut ledger_parts = Vec::with_capacity(outputs.len());
-    let mut voucher_parts = Vec::with_capacity(outputs.len());
-    let mut event_parts = Vec::with_capacity(outputs.len());
-    let mut transfer_parts = vec![orphan_transfers];
-    let mut rejects = read_rejects;
-    let mut processing_rejects = 0u64;
-    let mut sums = Vec::with_capacity(outputs.len());
-    for out in outputs {
-        let (out, org_sums) = out.map_err(Failure::Internal)?;
-        sums.push(org_sums);
-        ledger_parts.push(out.ledger);
-        voucher_parts.push(out.voucher_usage);
-        event_parts.push(out.events);
-        transfer_parts.push(out.transfers);
-        processing_rejects += out.rejects.len() as u64;
-        rejects.extend(out.rejects);
-    }
+    // The transfers of each run are in processing order already; those of no
+    // organization (refused) go in among them.
+    keyed_transfers.sort_by(|a, b| a.0.cmp(&b.0));
+    let transfer_rows = merge_in_processing_order(vec![orphan_transfers, keyed_transfers]);
+    let (sums, totals): (Vec<_>, Vec<_>) = sums.into_par_iter().map(|(sums, totals)| (sums.finish(), totals)).unzip();
+    let totals = crate::checks::LedgerTotals::sum(totals);
     for month in crate::monthly::add_sums_to_months(&mut next.months, sums) {
         next.month_files.insert(month, day);
     }
@@ -408,33 +576,82 @@ pub fn settle_day(inputs: &Inputs, day: Day, mut base: State, fresh_start: bool,
     next.focus.retain(|m, _| *m >= keep_from);
     crate::memory::release_freed_memory();
     stage("  month aggregates", &mut t);
-    let ledger = Merged::new(ledger_parts);
-    let voucher_usage = merge_in_processing_order(voucher_parts);
-    let service = merge_in_processing_order(event_parts);
-    let transfer_rows = merge_in_processing_order(transfer_parts);
     rejects.sort_by(|a, b| (a.file, a.line).cmp(&(b.file, b.line)));
-    stage("  merge rows", &mut t);
     if let Some(c) = counts.get_mut(ORDERS_FILE) {
         // Orders refused while processing (§8) were accepted when read.
         c.accepted -= processing_rejects;
         c.rejected += processing_rejects;
     }
-
     let result = DayResult {
-        ledger,
+        ledger_lines: totals.lines(),
         voucher_usage,
         events: service,
         transfers: transfer_rows,
         rejects,
-        summary: serde_json::Value::Null,
+        focus_rows: focus_rows.finish(),
         state: next,
     };
-    stage("merge", &mut t);
-    let summary = crate::checks::check_and_summarize(day, base, &result, &recharge_rows, &counts, snapshot)
-        .map_err(Failure::Internal)?;
-    crate::memory::release_freed_memory();
-    stage("checks", &mut t);
-    Ok(DayResult { summary, ..result })
+    Ok((result, Unchecked { base, ledger: totals, recharges: recharge_rows, counts }))
+}
+
+/// Where the runs of the day's processing order end (`RUN_LINES`): each bound but
+/// the last run's (which has none). The settlement lines are counted by instant;
+/// consecutive instants are put in one run until it holds `lines` lines, and an
+/// instant with more is cut between owners into as many runs as it fills, at
+/// evenly spaced UINs of `uins` (the snapshot's accounts, ascending): the day's
+/// last instant, where every daily, monthly and last hourly line is, holds a
+/// quarter of a day's lines or more. The runs depend on the lines and the
+/// snapshot only, never on the thread count.
+fn run_bounds(orgs: &[Vec<(GroupKey, UsageGroup)>], uins: &[Uin], lines: usize) -> Vec<KeyBound> {
+    let per_instant: BTreeMap<crate::time::Ts, usize> = orgs
+        .par_iter()
+        .fold(BTreeMap::new, |mut counts, org_lines| {
+            // An organization's lines are in processing order: its instants come in runs.
+            let mut run: Option<(crate::time::Ts, usize)> = None;
+            for (key, _) in org_lines {
+                let at = key.period_end().pred();
+                match &mut run {
+                    Some((t, n)) if *t == at => *n += 1,
+                    _ => {
+                        if let Some((t, n)) = run.replace((at, 1)) {
+                            *counts.entry(t).or_insert(0) += n;
+                        }
+                    }
+                }
+            }
+            if let Some((t, n)) = run {
+                *counts.entry(t).or_insert(0) += n;
+            }
+            counts
+        })
+        .reduce(BTreeMap::new, |mut a, b| {
+            for (at, n) in b {
+                *a.entry(at).or_insert(0) += n;
+            }
+            a
+        });
+    let mut bounds = Vec::new();
+    let mut held = 0;
+    for (&at, &n) in &per_instant {
+        if held > 0 && held + n > lines {
+            bounds.push(KeyBound::at(at));
+            held = 0;
+        }
+        held += n;
+        if n > lines {
+            let pieces = n.div_ceil(lines);
+            let mut last = 0;
+            for k in 1..pieces {
+                let owner = uins[k * uins.len() / pieces];
+                if owner > last {
+                    bounds.push(KeyBound::lines_from(at, owner));
+                    last = owner;
+                }
+            }
+            held = lines;
+        }
+    }
+    bounds
 }
 
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.
@@ -549,49 +766,152 @@ pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
     *since = Stopwatch::start();
 }
 
+/// What the FOCUS writer of a day receives: the pieces of a run, then what each
+/// month received.
+enum FocusMessage {
+    Pieces(Vec<focus::FocusPiece>),
+    Done(Vec<focus::MonthRows>),
+}
+
+/// Why a day's settlement stopped handing runs to its writers: one of them failed
+/// (its own error is the one reported).
+const WRITER_STOPPED: &str = "a writer of the day's files stopped";
+
 /// Settle, publish and commit `day`; the result's state no longer holds the month
 /// aggregates (written aside before the day's files).
+///
+/// The ledger is written into the day's staging folder (`days/.D.staging`,
+/// nothing published) and its FOCUS rows appended to their month files as its
+/// runs are settled, each by a thread of its own outside the pool, so that both
+/// cores settle and render while the disk writes. A day not committed is named by
+/// no state, and the rows past a month file's committed length are cut by the
+/// next run if this one fails. Day D run again while committed stays committed
+/// until its books check: its FOCUS rows are written aside, and appended once D
+/// is uncommitted (`Store::apply_focus_aside`).
 fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) -> Result<DayResult, Failure> {
+    use std::io::Write;
     let mut t = Stopwatch::start();
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
-    let settled = settle_day(inputs, day, base, fresh, store);
-    let mut result = settled.inspect_err(|_| store.discard_staged(day))?;
-    stage("settle", &mut t);
-    // The month aggregates the day changed are written aside (state/.D.month-M.bin.tmp,
-    // renamed by the commit) while the small files are rendered; then neither the
-    // writes, where the day's memory peaks, nor the commit needs them (~150 MB at
-    // 10M rows).
-    let (small, staged) = rayon::join(|| result.small_files(inputs, day), || store.stage_month_files(day, &result.state));
-    if let Err(e) = staged {
+    let aside = store.is_committed(day).then_some(day);
+    // The FOCUS lengths D starts from, of the months a day still keeps.
+    let mut focus_before = base.focus.clone();
+    focus_before.retain(|m, _| *m >= crate::state::months_kept_from(day));
+    let (ledger_to, ledger_from) = std::sync::mpsc::sync_channel::<Vec<String>>(1);
+    let (focus_to, focus_from) = std::sync::mpsc::sync_channel::<FocusMessage>(1);
+    let (settled, staging, focus_written) = std::thread::scope(|scope| {
+        // Each writer starts with the day's first run: a day refused before it
+        // writes nothing.
+        let ledger_writer = scope.spawn(move || -> Result<Option<crate::store::Staging>, String> {
+            let Ok(first) = ledger_from.recv() else { return Ok(None) };
+            let mut staging = store.stage_day(day)?;
+            let stream = move |w: &mut (dyn Write + Send)| -> std::io::Result<()> {
+                w.write_all(reports::ledger_header().as_bytes())?;
+                for blocks in std::iter::once(first).chain(ledger_from) {
+                    blocks.iter().try_for_each(|block| w.write_all(block.as_bytes()))?;
+                }
+                Ok(())
+            };
+            match staging.write(vec![("ledger.csv", Body::Stream(Box::new(stream)))]) {
+                Ok(()) => Ok(Some(staging)),
+                Err(e) => {
+                    staging.discard();
+                    Err(e)
+                }
+            }
+        });
+        let focus_before = &focus_before;
+        let focus_writer = scope.spawn(move || -> Result<Option<BTreeMap<Month, crate::state::FocusMonth>>, String> {
+            let Ok(first) = focus_from.recv() else { return Ok(None) };
+            let write = move |sink: &mut dyn focus::MonthSink| -> std::io::Result<Vec<focus::MonthRows>> {
+                for message in std::iter::once(first).chain(focus_from) {
+                    match message {
+                        FocusMessage::Pieces(pieces) => pieces.into_iter().try_for_each(|piece| focus::apply(piece, sink))?,
+                        FocusMessage::Done(months) => return Ok(months),
+                    }
+                }
+                Err(std::io::Error::other("the day stopped before its last FOCUS rows"))
+            };
+            store.append_focus(focus_before, aside, write).map(Some)
+        });
+        let mut emit = |run: RenderedRun| -> Result<(), Failure> {
+            let stopped = || Failure::Internal(WRITER_STOPPED.into());
+            ledger_to.send(run.ledger).map_err(|_| stopped())?;
+            focus_to.send(FocusMessage::Pieces(run.focus)).map_err(|_| stopped())
+        };
+        let settled = settle_day(inputs, day, base, fresh, store, &mut emit);
+        if let Ok((result, _)) = &settled {
+            // A writer that stopped has its own error.
+            let _ = focus_to.send(FocusMessage::Done(result.focus_rows.clone()));
+        }
+        drop((ledger_to, focus_to));
+        let staging = ledger_writer.join().expect("the ledger's writer does not panic");
+        let focus_written = focus_writer.join().expect("the FOCUS rows' writer does not panic");
+        (settled, staging, focus_written)
+    });
+    let fail = |e: Failure, staging: Option<crate::store::Staging>| {
+        if let Some(staging) = staging {
+            staging.discard();
+        }
         store.discard_staged(day);
-        return Err(Failure::Internal(e));
-    }
-    drop(std::mem::take(&mut result.state.months));
+        Err(e)
+    };
+    let (mut result, unchecked, mut staging, focus_next) = match (settled, staging, focus_written) {
+        (Ok((result, unchecked)), Ok(Some(staging)), Ok(Some(focus))) => (result, unchecked, staging, focus),
+        (settled, staging, focus) => {
+            let writer_error = staging.as_ref().err().or(focus.as_ref().err()).cloned();
+            let e = match settled {
+                Err(Failure::Internal(m)) if m == WRITER_STOPPED => Failure::Internal(writer_error.unwrap_or(m)),
+                Err(e) => e,
+                Ok(_) => Failure::Internal(writer_error.unwrap_or_else(|| "a settled day wrote no ledger".into())),
+            };
+            return fail(e, staging.ok().flatten());
+        }
+    };
+    result.state.focus = focus_next;
+    stage("settle", &mut t);
+    // The month files the day changed are written aside (state/.D.month-M.bin.tmp,
+    // renamed by the commit) while the month-to-date overview (the month of D,
+    // every line settled so far) is rendered; then the aggregates (~90 MB at 10M
+    // rows) are dropped: nothing after needs them.
+    let months = std::mem::take(&mut result.state.months);
+    let mtd = || {
+        let mtd = crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false);
+        let (by_member, by_product) =
+            rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product));
+        vec![("overview_mtd_by_member.csv", by_member), ("overview_mtd_by_product.csv", by_product)]
+    };
+    let (overview_mtd, staged) = rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months));
+    drop(months);
     crate::memory::release_freed_memory();
-    let files = with_parquet(result.files(day, small), &[("ledger.csv", "ledger.parquet")], opts)?;
-    stage("render small files", &mut t);
-    // The day's folder and its FOCUS rows are written at once (each renders on
-    // whichever core the other leaves free while it waits on the disk), after D
-    // is uncommitted: no state names D while its FOCUS rows change.
-    store.uncommit_day(day).map_err(Failure::Internal)?;
-    let ledger = &result.ledger;
-    let (published, focus) = rayon::join(
-        || store.publish_day(day, files),
-        || store.append_focus(&result.state.focus, |sink| focus::write_focus_rows(&inputs.snapshot, ledger.handles(), |h| ledger.get(*h), sink)),
-    );
-    published.map_err(Failure::Internal)?;
-    result.state.focus = focus.map_err(Failure::Internal)?;
-    stage("write files and FOCUS rows", &mut t);
+    if let Err(e) = staged {
+        return fail(Failure::Internal(e), Some(staging));
+    }
+    stage("month files aside and the month to date", &mut t);
+    let summary = match result.check(inputs, day, unchecked) {
+        Ok(summary) => summary,
+        Err(e) => return fail(e, Some(staging)),
+    };
+    stage("checks", &mut t);
+    let written = with_parquet(result.small_files(inputs, &summary, overview_mtd), &[("ledger.csv", "ledger.parquet")], opts)
+        .and_then(|files| staging.write(files).map_err(Failure::Internal));
+    if let Err(e) = written {
+        return fail(e, Some(staging));
+    }
+    stage("small files", &mut t);
+    if aside.is_some() {
+        let months: Vec<Month> = result.focus_rows.iter().map(|m| m.month).collect();
+        let applied = store.uncommit_day(day).and_then(|()| store.apply_focus_aside(day, &focus_before, &months));
+        if let Err(e) = applied {
+            return fail(Failure::Internal(e), Some(staging));
+        }
+    }
+    store.publish_staged_day(day, staging, Vec::new()).map_err(Failure::Internal)?;
+    stage("day published", &mut t);
     store.commit_state(day, &result.state).map_err(Failure::Internal)?;
     stage("commit state", &mut t);
     if !opts.quiet {
-        eprintln!(
-            "settled {day}: {} ledger lines, {} events, {} rejected rows",
-            result.ledger.len(),
-            result.events.len(),
-            result.rejects.len()
-        );
+        eprintln!("settled {day}: {} ledger lines, {} events, {} rejected rows", result.ledger_lines, result.events.len(), result.rejects.len());
     }
     Ok(result)
 }

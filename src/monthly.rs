@@ -70,33 +70,48 @@ pub struct LineSums<'a> {
 
 /// Sum ledger lines for the month aggregates (one organization's on each core).
 pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) -> LineSums<'a> {
-    #[derive(Default)]
-    struct Maps<'a> {
-        merged: rustc_hash::FxHashMap<CheapBillKey<'a>, BillSums>,
-        self_paid: rustc_hash::FxHashMap<SelfPaidCheapKey<'a>, Money>,
-    }
-    let mut sums = Maps::default();
-    for line in lines {
-        let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
-        if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
-            let key = (line.bill_month.get(), org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product.as_str(), line.kind.as_str());
-            let one = BillSums {
-                lines: 1,
-                list: line.list_amount,
-                discount: line.discount_amount(),
-                payable: line.payable_amount,
-                voucher: line.voucher_amount,
-                cash: line.cash_amount,
-                gift: line.gift_amount,
-                credit: line.credit_amount,
-            };
-            add_sums(sums.merged.entry(key).or_default(), &one);
+    let mut sums = LineSumsBuilder::default();
+    sums.add(snapshot, lines);
+    sums.finish()
+}
+
+/// One organization's `LineSums` while its lines are settled, a run of them at a
+/// time.
+#[derive(Default)]
+pub struct LineSumsBuilder<'a> {
+    merged: rustc_hash::FxHashMap<CheapBillKey<'a>, BillSums>,
+    self_paid: rustc_hash::FxHashMap<SelfPaidCheapKey<'a>, Money>,
+}
+
+impl<'a> LineSumsBuilder<'a> {
+    /// Add `lines` (each of an account of `snapshot`).
+    pub fn add<'l>(&mut self, snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
+        for line in lines {
+            let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
+            if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
+                let key = (line.bill_month.get(), org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product.as_str(), line.kind.as_str());
+                let one = BillSums {
+                    lines: 1,
+                    list: line.list_amount,
+                    discount: line.discount_amount(),
+                    payable: line.payable_amount,
+                    voucher: line.voucher_amount,
+                    cash: line.cash_amount,
+                    gift: line.gift_amount,
+                    credit: line.credit_amount,
+                };
+                add_sums(self.merged.entry(key).or_default(), &one);
+            }
+            if is_self_paid(org, line) {
+                *self.self_paid.entry((line.bill_month.get(), org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_default() += line.payable_amount;
+            }
         }
-        if is_self_paid(org, line) {
-            *sums.self_paid.entry((line.bill_month.get(), org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_default() += line.payable_amount;
-        }
     }
-    LineSums { merged: sums.merged.into_iter().collect(), self_paid: sums.self_paid.into_iter().collect() }
+
+    /// The sums, as lists of exactly their length.
+    pub fn finish(self) -> LineSums<'a> {
+        LineSums { merged: self.merged.into_iter().collect(), self_paid: self.self_paid.into_iter().collect() }
+    }
 }
 
 /// Fold summed lines (one part per organization) into the month aggregates. For

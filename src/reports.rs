@@ -71,10 +71,32 @@ pub fn write_ledger<'r, T: Sync>(
     line: impl Fn(&'r T) -> &'r LedgerLine + Sync,
     w: &mut (dyn std::io::Write + Send),
 ) -> std::io::Result<()> {
+    write_in_parallel_chunks(&ledger_header(), rows, |chunk, text| ledger_rows(day, ahead(chunk, &line), text), w)
+}
+
+/// The header line of `ledger.csv`.
+pub fn ledger_header() -> String {
     let mut head = LEDGER_COLUMNS.join(",");
     head.push('\n');
-    write_in_parallel_chunks(&head, rows, |chunk, text| ledger_rows(day, ahead(chunk, &line), text), w)
+    head
 }
+
+/// The ledger rows of `rows` (the next lines of the day in processing order, each
+/// resolved to its line by `line`), rendered on all cores in pieces of
+/// `RENDER_CHUNK` rows: the same bytes as rendering them one by one.
+pub fn ledger_blocks<'r, T: Sync>(day: Day, rows: &'r [T], line: impl Fn(&'r T) -> &'r LedgerLine + Sync) -> Vec<String> {
+    use rayon::prelude::*;
+    rows.par_chunks(RENDER_CHUNK)
+        .map(|chunk| {
+            let mut text = String::with_capacity(chunk.len() * 300);
+            ledger_rows(day, ahead(chunk, &line), &mut text);
+            text
+        })
+        .collect()
+}
+
+/// How many rows a task renders at once.
+pub const RENDER_CHUNK: usize = 16 * 1024;
 
 /// How many rows ahead of the one rendered its line is asked for.
 const RENDER_PREFETCH_AHEAD: usize = 8;

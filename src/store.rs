@@ -244,16 +244,32 @@ impl Store {
         Ok(later)
     }
 
-    /// Publish day `day`'s files into `days/D/` (written aside, then renamed).
-    /// Day D stays uncommitted until `commit_state`; a crash at any point leaves
-    /// the previous state usable.
-    pub fn publish_day(&self, day: Day, files: Vec<OutFile<'_>>) -> Result<(), String> {
+    /// Whether `state/D.json` exists: day D is settled.
+    pub fn is_committed(&self, day: Day) -> bool {
+        self.state_file(day).exists()
+    }
+
+    /// A fresh staging folder for day `day`'s files (`days/.D.staging`): what is
+    /// written there is published by `publish_staged_day`, or removed by
+    /// `Staging::discard`; a crash leaves it to the next run, which starts it anew.
+    /// Writing there changes nothing a reader or the next run sees, so it needs no
+    /// uncommit, and may start before the day's books are checked.
+    pub fn stage_day(&self, day: Day) -> Result<Staging, String> {
+        Staging::new(&self.out.join("days"), &day.to_string())
+    }
+
+    /// Publish day `day`'s files into `days/D/`: `files` written into `staging`
+    /// beside what it holds, D uncommitted, and the folder renamed in. Day D stays
+    /// uncommitted until `commit_state`; a crash at any point leaves the previous
+    /// state usable.
+    pub fn publish_staged_day(&self, day: Day, mut staging: Staging, files: Vec<OutFile<'_>>) -> Result<(), String> {
+        staging.write(files)?;
         self.uncommit_day(day)?;
-        publish_dir(&self.out.join("days"), &day.to_string(), files)
+        staging.publish()
     }
 
     /// Uncommit D: from here until the state is renamed in, D is not settled. The
-    /// first step of publishing D (`publish_day` does it too); a caller that
+    /// first step of publishing D (`publish_staged_day` does it too); a caller that
     /// appends D's FOCUS rows while D's folder is published does it before both,
     /// so no state still names D while its FOCUS rows change.
     pub fn uncommit_day(&self, day: Day) -> Result<(), String> {
@@ -295,11 +311,17 @@ impl Store {
     /// Write the aggregates of each month day `day` changed aside
     /// (`state/.D.month-M.bin.tmp`, synced), once they are final; `commit_state`
     /// renames them. Nothing is published; a crash leaves only dot files.
-    pub fn stage_month_files(&self, day: Day, state: &State) -> Result<(), String> {
+    /// `month_files` and `months` are the state's.
+    pub fn stage_month_files(
+        &self,
+        day: Day,
+        month_files: &BTreeMap<Month, Day>,
+        months: &BTreeMap<Month, crate::state::MonthAggregates>,
+    ) -> Result<(), String> {
         use rayon::prelude::*;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
         let changed: Vec<(Month, &crate::state::MonthAggregates)> =
-            state.month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &state.months[m])).collect();
+            month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &months[m])).collect();
         // Each month streamed to its file (an encoded month, 31 MB at 10M rows, sat
         // on the stage's memory), on all cores.
         changed.into_par_iter().try_for_each(|(month, aggregates)| {
@@ -323,10 +345,14 @@ impl Store {
             for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".bin.tmp")) {
                 let _ = fs::remove_file(self.state_dir().join(name));
             }
+            let prefix = format!(".{day}.focus-");
+            for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".tmp")) {
+                let _ = fs::remove_file(self.state_dir().join(name));
+            }
         }
     }
 
-    /// Commit day `day` (after `publish_day`): the usage ids and the month files
+    /// Commit day `day` (after `publish_staged_day`): the usage ids and the month files
     /// first (written aside, renamed here); the state file, renamed last, commits
     /// the day and records how many ids its companion holds.
     pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
@@ -419,27 +445,23 @@ impl Store {
     /// (bytes past it come from a run that did not commit); files of closed months
     /// and of months `committed` does not know are removed. Returns the lengths to
     /// commit with the day; the files are synced.
+    ///
+    /// With `aside` (day D run again while committed, whose rows the month files
+    /// hold), nothing of the month files changes: the rows go to
+    /// `state/.D.focus-M.tmp`, one file a month, which `apply_focus_aside` appends
+    /// once D is uncommitted.
     pub fn append_focus(
         &self,
         committed: &BTreeMap<Month, FocusMonth>,
+        aside: Option<Day>,
         write: impl FnOnce(&mut dyn MonthSink) -> std::io::Result<Vec<MonthRows>>,
     ) -> Result<BTreeMap<Month, FocusMonth>, String> {
         let closed = self.closed_months()?;
-        for name in entry_names(&self.state_dir())? {
-            let Some(month) = name.strip_prefix("focus-").and_then(|n| n.strip_suffix(".csv")).and_then(Month::parse) else {
-                continue;
-            };
-            let path = self.focus_file(month);
-            match committed.get(&month).filter(|_| !closed.contains(&month)) {
-                Some(f) => cut_back(&path, f.len)?,
-                // A closed month's file is published (hard-linked) already.
-                None => {
-                    failpoint("remove focus file");
-                    remove_if_present(&path)?;
-                }
-            }
+        fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
+        if aside.is_none() {
+            self.cut_back_focus_files(committed, &closed)?;
         }
-        let mut sink = FocusSink { store: self, committed, closed: &closed, open: None, done: Vec::new() };
+        let mut sink = FocusSink { store: self, committed, closed: &closed, aside, open: None, done: Vec::new() };
         let appended = write(&mut sink).map_err(|e| format!("cannot write the FOCUS rows: {e}"))?;
         let files = sink.finish()?;
         let mut syncing = Vec::new();
@@ -461,6 +483,54 @@ impl Store {
             f.billed += a.billed;
         }
         Ok(next)
+    }
+
+    /// Every FOCUS month file cut back to the length `committed` records; files of
+    /// closed months and of months `committed` does not know removed.
+    fn cut_back_focus_files(&self, committed: &BTreeMap<Month, FocusMonth>, closed: &BTreeSet<Month>) -> Result<(), String> {
+        for name in entry_names(&self.state_dir())? {
+            let Some(month) = name.strip_prefix("focus-").and_then(|n| n.strip_suffix(".csv")).and_then(Month::parse) else {
+                continue;
+            };
+            let path = self.focus_file(month);
+            match committed.get(&month).filter(|_| !closed.contains(&month)) {
+                Some(f) => cut_back(&path, f.len)?,
+                // A closed month's file is published (hard-linked) already.
+                None => {
+                    failpoint("remove focus file");
+                    remove_if_present(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn focus_aside_file(&self, day: Day, month: Month) -> PathBuf {
+        self.state_dir().join(format!(".{day}.focus-{month}.tmp"))
+    }
+
+    /// The FOCUS rows `append_focus` wrote aside for day `day` (`months`: the months
+    /// it wrote), appended to their month files, cut back to `committed` first (as
+    /// `append_focus` does), then synced; the files aside removed. Day D must be
+    /// uncommitted: its rows in the month files change.
+    pub fn apply_focus_aside(&self, day: Day, committed: &BTreeMap<Month, FocusMonth>, months: &[Month]) -> Result<(), String> {
+        let closed = self.closed_months()?;
+        self.cut_back_focus_files(committed, &closed)?;
+        for &month in months {
+            let (aside, path) = (self.focus_aside_file(day, month), self.focus_file(month));
+            let mut rows = fs::File::open(&aside).map_err(|e| io_error("cannot open", &aside, e))?;
+            let opened = match committed.get(&month).filter(|f| f.len > 0) {
+                // Cut back to `len` already: appended after it.
+                Some(_) => fs::OpenOptions::new().append(true).open(&path),
+                None => fs::File::create(&path).and_then(|mut f| f.write_all(focus::header().as_bytes()).map(|()| f)),
+            };
+            let mut file = opened.map_err(|e| io_error("cannot open", &path, e))?;
+            failpoint("write file");
+            std::io::copy(&mut rows, &mut file).map_err(|e| io_error("cannot write", &path, e))?;
+            file.sync_all().map_err(|e| io_error("cannot sync", &path, e))?;
+            remove_if_present(&aside)?;
+        }
+        sync_dir(&self.state_dir())
     }
 
     /// The FOCUS month file to publish as `months/M/focus.csv` at a close, exactly
@@ -523,41 +593,77 @@ impl Store {
 
 /// Write `files` into `parent/.NAME.staging`, then swap it in as `parent/NAME`.
 fn publish_dir(parent: &Path, name: &str, files: Vec<OutFile<'_>>) -> Result<(), String> {
-    let staging = parent.join(format!(".{name}.staging"));
-    remove_dir_if_present(&staging)?;
-    fs::create_dir(&staging).map_err(|e| io_error("cannot create", &staging, e))?;
-    // Each file is synced on its own thread while the next one is written; all are
-    // synced before the folder is renamed in.
-    let mut syncing = Vec::new();
-    for (file, body) in files {
-        let path = staging.join(file);
-        let written = match body {
-            Body::Bytes(bytes) => write_unsynced(&path, &bytes)?,
-            Body::Stream(write) => write_streamed(&path, write)?,
-            Body::Link(source) => write_linked(&path, &source)?,
-            Body::Derived { from, convert } => {
-                let source = staging.join(from);
-                let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
-                write_unsynced(&path, &convert(&bytes).map_err(|e| format!("{file}: {e}"))?)?
-            }
-        };
-        syncing.push((path, std::thread::spawn(move || written.sync_all())));
+    let mut staging = Staging::new(parent, name)?;
+    staging.write(files)?;
+    staging.publish()
+}
+
+/// A folder `parent/.NAME.staging` being filled, published as `parent/NAME` by
+/// renaming it (the folder it replaces moved aside first, then removed). Each
+/// file is synced on its own thread while the next one is written; all are
+/// synced before the folder is renamed in.
+pub struct Staging {
+    parent: PathBuf,
+    name: String,
+    dir: PathBuf,
+    syncing: Vec<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>,
+}
+
+impl Staging {
+    /// An empty staging folder (what a crashed run left there is removed).
+    fn new(parent: &Path, name: &str) -> Result<Staging, String> {
+        fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
+        let dir = parent.join(format!(".{name}.staging"));
+        remove_dir_if_present(&dir)?;
+        fs::create_dir(&dir).map_err(|e| io_error("cannot create", &dir, e))?;
+        Ok(Staging { parent: parent.to_path_buf(), name: name.to_string(), dir, syncing: Vec::new() })
     }
-    for (path, sync) in syncing {
-        sync.join().expect("a sync thread does not panic").map_err(|e| io_error("cannot sync", &path, e))?;
+
+    /// Write `files` into the folder (a derived file reads its source from there).
+    pub fn write(&mut self, files: Vec<OutFile<'_>>) -> Result<(), String> {
+        for (file, body) in files {
+            let path = self.dir.join(file);
+            let written = match body {
+                Body::Bytes(bytes) => write_unsynced(&path, &bytes)?,
+                Body::Stream(write) => write_streamed(&path, write)?,
+                Body::Link(source) => write_linked(&path, &source)?,
+                Body::Derived { from, convert } => {
+                    let source = self.dir.join(from);
+                    let bytes = fs::read(&source).map_err(|e| io_error("cannot read", &source, e))?;
+                    write_unsynced(&path, &convert(&bytes).map_err(|e| format!("{file}: {e}"))?)?
+                }
+            };
+            self.syncing.push((path, std::thread::spawn(move || written.sync_all())));
+        }
+        Ok(())
     }
-    sync_dir(&staging)?;
-    let target = parent.join(name);
-    let old = parent.join(format!(".{name}.old"));
-    remove_dir_if_present(&old)?;
-    if target.exists() {
-        failpoint("move old aside");
-        fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
+
+    fn publish(self) -> Result<(), String> {
+        let Staging { parent, name, dir, syncing } = self;
+        for (path, sync) in syncing {
+            sync.join().expect("a sync thread does not panic").map_err(|e| io_error("cannot sync", &path, e))?;
+        }
+        sync_dir(&dir)?;
+        let target = parent.join(&name);
+        let old = parent.join(format!(".{name}.old"));
+        remove_dir_if_present(&old)?;
+        if target.exists() {
+            failpoint("move old aside");
+            fs::rename(&target, &old).map_err(|e| io_error("cannot move aside", &target, e))?;
+        }
+        failpoint("publish folder");
+        fs::rename(&dir, &target).map_err(|e| io_error("cannot publish", &target, e))?;
+        sync_dir(&parent)?;
+        remove_dir_if_present(&old)
     }
-    failpoint("publish folder");
-    fs::rename(&staging, &target).map_err(|e| io_error("cannot publish", &target, e))?;
-    sync_dir(parent)?;
-    remove_dir_if_present(&old)
+
+    /// Remove the folder and what was written in it (for a day that fails).
+    pub fn discard(self) {
+        for (_, sync) in self.syncing {
+            let _ = sync.join();
+        }
+        let _ = remove_dir_if_present(&self.dir);
+    }
 }
 
 /// The names in a folder; none when it does not exist.
@@ -656,6 +762,8 @@ struct FocusSink<'a> {
     store: &'a Store,
     committed: &'a BTreeMap<Month, FocusMonth>,
     closed: &'a BTreeSet<Month>,
+    /// The day whose rows go aside (`Store::append_focus`).
+    aside: Option<Day>,
     open: Option<(PathBuf, DirectWriter)>,
     done: Vec<(PathBuf, fs::File)>,
 }
@@ -697,8 +805,13 @@ impl MonthSink for FocusSink<'_> {
         if self.closed.contains(&month) {
             return Err(std::io::Error::other(format!("month {month} is closed")));
         }
-        let path = self.store.focus_file(month);
         failpoint("create file");
+        if let Some(day) = self.aside {
+            let path = self.store.focus_aside_file(day, month);
+            self.open = Some((path.clone(), DirectWriter::new(fs::File::create(&path)?, 0)));
+            return Ok(());
+        }
+        let path = self.store.focus_file(month);
         let (file, end) = match self.committed.get(&month).filter(|f| f.len > 0) {
             // Cut back to `len` already: written after it (at explicit offsets, so
             // not opened for appending).

@@ -104,3 +104,42 @@ fn a_run_killed_at_every_write_step_recovers_identically() {
     eprintln!("crash test: {crashes} write steps interrupted and recovered");
     assert!(crashes > 50, "only {crashes} write steps were exercised");
 }
+
+/// Day D run again while it is committed keeps its FOCUS rows aside until its
+/// books check: killed at any write step, D is either still committed with all
+/// of its files, or uncommitted with D−1 intact; either way a rerun gives the
+/// files of an uninterrupted run.
+#[test]
+fn a_committed_day_run_again_and_killed_at_every_write_step_recovers_identically() {
+    let input = demo();
+    let input = input.to_str().unwrap();
+    let start = tempfile::tempdir().unwrap();
+    let start_out = start.path().to_str().unwrap();
+    assert!(orgsettle(&["run", "--input", input, "--out", start_out, "--to", "2026-10-31"], None));
+    let reference = published(start.path());
+    assert!(reference.contains_key("state/2026-10-31.json") && reference.contains_key("state/focus-2026-10.csv"));
+    let mut crashes = 0;
+    for step in 1..500 {
+        let work = tempfile::tempdir().unwrap();
+        copy_tree(start.path(), work.path());
+        let out = work.path().to_str().unwrap();
+        let again = ["daily", "--input", input, "--out", out, "--date", "2026-10-31"];
+        if orgsettle(&again, Some(step)) {
+            assert_same_tree(&published(work.path()), &reference, step);
+            break;
+        }
+        crashes += 1;
+        assert_consistent(work.path(), &reference, step);
+        let committed = work.path().join("state/2026-10-31.json").exists();
+        if committed {
+            // D's FOCUS rows are all still there (rows past them are cut by the next run).
+            let focus = std::fs::read(work.path().join("state/focus-2026-10.csv")).expect("the month file");
+            assert!(focus.starts_with(&reference["state/focus-2026-10.csv"]), "after a crash at step {step}, committed D lost FOCUS rows");
+        }
+        let rerun = if committed { again } else { ["run", "--input", input, "--out", out, "--to", "2026-10-31"] };
+        assert!(orgsettle(&rerun, None), "rerun after a crash at step {step}");
+        assert_same_tree(&published(work.path()), &reference, step);
+    }
+    eprintln!("crash test of a run again: {crashes} write steps interrupted and recovered");
+    assert!(crashes > 10, "only {crashes} write steps were exercised");
+}
