@@ -43,12 +43,16 @@ impl Failure {
     }
 }
 
-/// How a job reports progress.
+/// How a job reports progress, and what it writes besides the CSV files.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     pub quiet: bool,
     /// Also write Parquet copies of the ledger, merged bill and FOCUS files.
     pub parquet: bool,
+    /// About how many settlement lines a run of a day holds (`RUN_LINES` when
+    /// None). It decides only how much is held at once, never an output: the
+    /// tests settle days a line at a time and compare.
+    pub run_lines: Option<usize>,
 }
 
 /// Add `NAME.parquet` beside `NAME.csv` for each named CSV file, when asked to.
@@ -305,6 +309,7 @@ pub fn settle_day(
     mut base: State,
     fresh_start: bool,
     store: &Store,
+    run_lines: usize,
     emit: &mut dyn FnMut(RenderedRun) -> Result<(), Failure>,
 ) -> Result<(DayResult, Unchecked), Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
@@ -428,7 +433,7 @@ pub fn settle_day(
     // ends where the next begins in the day's processing order, so each
     // organization settles its events in order against its own books, and the
     // runs' rows, each run's merged by key, follow one another in processing order.
-    let bounds = run_bounds(&lines, &snapshot.all_uins(), RUN_LINES);
+    let bounds = run_bounds(&lines, &snapshot.all_uins(), run_lines.max(1));
     stage("  run bounds", &mut t);
     let mut orgs: Vec<OrgDay> = books
         .into_par_iter()
@@ -839,7 +844,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
             ledger_to.send(run.ledger).map_err(|_| stopped())?;
             focus_to.send(FocusMessage::Pieces(run.focus)).map_err(|_| stopped())
         };
-        let settled = settle_day(inputs, day, base, fresh, store, &mut emit);
+        let settled = settle_day(inputs, day, base, fresh, store, opts.run_lines.unwrap_or(RUN_LINES), &mut emit);
         if let Ok((result, _)) = &settled {
             // A writer that stopped has its own error.
             let _ = focus_to.send(FocusMessage::Done(result.focus_rows.clone()));

@@ -51,7 +51,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             .build_global()
             .map_err(|e| Failure::Internal(format!("cannot start {threads} threads: {e}")))?;
     }
-    let opts = Options { quiet: cli.quiet, parquet: cli.format.contains(&Format::Parquet) };
+    let opts = Options { quiet: cli.quiet, parquet: cli.format.contains(&Format::Parquet), ..Options::default() };
     match cli.command {
         Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
         Command::Close { input, out, month } => job::close(&input, &out, month, opts),

@@ -37,7 +37,7 @@ fn assert_same(csv: &Path) {
 #[test]
 fn parquet_copies_equal_the_csv_files_and_are_deterministic() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
-    let opts = Options { quiet: true, parquet: true };
+    let opts = Options { quiet: true, parquet: true, ..Options::default() };
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     job::run(&demo, a.path(), None, None, opts).unwrap();
     job::run(&demo, b.path(), None, None, opts).unwrap();

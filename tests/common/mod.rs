@@ -10,7 +10,7 @@ pub fn day(text: &str) -> Day {
 }
 
 pub fn quiet() -> Options {
-    Options { quiet: true, parquet: false }
+    Options { quiet: true, ..Options::default() }
 }
 
 /// An input directory under a temp dir, written file by file.
