@@ -9,6 +9,20 @@ pub type Uin = u64;
 /// lines; compared and hashed by content, copied for free).
 pub type Product = &'static String;
 
+/// Every interned product code, by its address (`address_of`).
+static PRODUCTS: std::sync::Mutex<rustc_hash::FxHashMap<usize, Product>> = std::sync::Mutex::new(rustc_hash::FxHashMap::with_hasher(rustc_hash::FxBuildHasher));
+
+/// Where an interned product code lives: the same for every use of one code, in
+/// this process (a product kept aside between stages of a day is kept so).
+pub fn address_of(product: Product) -> usize {
+    product as *const String as usize
+}
+
+/// The interned product code at `address`, if one lives there.
+pub fn product_at(address: usize) -> Option<Product> {
+    PRODUCTS.lock().unwrap_or_else(|e| e.into_inner()).get(&address).copied()
+}
+
 /// The interned copy of a product code.
 pub fn intern_product(code: &str) -> Product {
     use std::cell::RefCell;
@@ -28,6 +42,7 @@ pub fn intern_product(code: &str) -> Product {
         None => {
             let leaked: Product = Box::leak(Box::new(code.to_string()));
             codes.insert(leaked.as_str(), leaked);
+            PRODUCTS.lock().unwrap_or_else(|e| e.into_inner()).insert(address_of(leaked), leaked);
             leaked
         }
     };

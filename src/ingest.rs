@@ -15,6 +15,7 @@ use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
 use crate::state::{SeenIds, SeenUsage, UsageIds, WantedIds, ID_SHARDS};
+use crate::spill::{SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
 use rayon::prelude::*;
@@ -153,7 +154,6 @@ pub struct TransferRecord {
 /// Everything read from one day's folder.
 #[derive(Debug, Default)]
 pub struct DayInput {
-    pub usage: UsageShards,
     pub orders: Vec<OrderRecord>,
     pub recharges: Vec<RechargeRecord>,
     pub transfers: Vec<TransferRecord>,
@@ -168,15 +168,17 @@ enum Checked<T> {
     Refused(Refusal),
 }
 
-/// Read the four files of `dir` (a `days/D` folder; absent files have no rows).
-pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds) -> Result<DayInput, UnusableFile> {
+/// Read the four files of `dir` (a `days/D` folder; absent files have no rows);
+/// the accepted usage rows go to `usage` (which keeps a failure to write them for
+/// `UsageSpill::finish`).
+pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill) -> Result<DayInput, UnusableFile> {
     let mut input = DayInput::default();
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
     seen.usage.retain_days(|d| d.month() >= month.prev());
     seen.usage_files.retain(|d, _| d.month() >= month.prev());
 
-    read_usage(dir, ctx, seen, &mut input)?;
+    read_usage(dir, ctx, seen, usage, &mut input)?;
     read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
         Ok(match check_order(fields, line, ctx, seen) {
             Checked::Accepted(order) => {
@@ -254,224 +256,6 @@ fn read_file(
 
 /// Usage rows are read and checked in batches of this many.
 const USAGE_BATCH: usize = 1 << 16;
-
-/// Settlement lines are kept in this many shards, by organization index: shards
-/// are grouped in parallel, and each shard's table is small enough for the cache.
-pub const USAGE_SHARDS: usize = 64;
-
-/// The day's settlement lines (§5.3), shard `o % USAGE_SHARDS` holding organization `o`'s.
-pub type UsageShards = Vec<LineShard>;
-
-/// Lines are kept in segments of this many (384 KiB): nothing is copied as a shard
-/// grows, and a shard's slack is at most one segment.
-const LINE_SEGMENT: usize = 1 << 12;
-
-/// The settlement lines of the organizations of one shard, in the order first seen,
-/// in segments of `LINE_SEGMENT` lines, found through a table of their positions
-/// (8 bytes a slot). A table of the lines themselves took ~230 bytes a line at its
-/// usual load and was copied whole at each growth; a list per organization grown
-/// by doubling held ~200 MB of slack at 10M rows (both in BENCHMARKS.md).
-/// `lists_by_organization` hands each organization its lines once reading is done.
-///
-/// The table is open addressing with linear probing, a power of two slots at most
-/// 3/4 full, each 0 (empty) or the top 32 bits of the line key's hash (its tag,
-/// whose low bits pick the home slot) above the line's position + 1: a probe
-/// compares tags and reads a line only when they match. `add_all` prefetches the
-/// slot of a record some rows ahead and the line it will find there nearer on, so
-/// the cache misses of a batch overlap (see `idtable`).
-#[derive(Debug, Default)]
-pub struct LineShard {
-    slots: Vec<u64>,
-    segments: Vec<Vec<(GroupKey, UsageGroup)>>,
-    /// Each line's `organization / USAGE_SHARDS`, by position.
-    org_of: Vec<u32>,
-}
-
-/// How many records ahead `LineShard::add_all` prefetches a slot; a line is
-/// prefetched half as far ahead.
-const LINE_PREFETCH_AHEAD: usize = 16;
-
-impl LineShard {
-    fn key_tag(key: &GroupKey) -> u32 {
-        use std::hash::BuildHasher;
-        (rustc_hash::FxBuildHasher.hash_one(key) >> 32) as u32
-    }
-
-    fn line(segments: &[Vec<(GroupKey, UsageGroup)>], position: u32) -> &(GroupKey, UsageGroup) {
-        let p = position as usize;
-        &segments[p / LINE_SEGMENT][p % LINE_SEGMENT]
-    }
-
-    fn home(&self, tag: u32) -> usize {
-        tag as usize & (self.slots.len() - 1)
-    }
-
-    /// Add records (organization / USAGE_SHARDS, line, sums, file line) in order;
-    /// the file line of the first whose sum leaves the exact range, if any (the
-    /// records after it are not added).
-    fn add_all(&mut self, records: &[&AcceptedUsage]) -> Option<u64> {
-        let tags: Vec<u32> = records.iter().map(|r| Self::key_tag(&r.1)).collect();
-        let near = LINE_PREFETCH_AHEAD / 2;
-        for (k, record) in records.iter().enumerate() {
-            if !self.slots.is_empty() {
-                if let Some(&tag) = tags.get(k + LINE_PREFETCH_AHEAD) {
-                    crate::idtable::prefetch(&self.slots[self.home(tag)]);
-                }
-                if let Some(&tag) = tags.get(k + near) {
-                    if let Some(position) = self.first_match(tag) {
-                        crate::idtable::prefetch(Self::line(&self.segments, position));
-                    }
-                }
-            }
-            let (local, key, group, line) = record;
-            if self.add_tagged(tags[k], *local, key.clone(), group.clone()).is_err() {
-                return Some(*line);
-            }
-        }
-        None
-    }
-
-    /// The position in the first slot from `tag`'s home with that tag, if any
-    /// before an empty slot (for prefetching: it may be another key's line).
-    fn first_match(&self, tag: u32) -> Option<u32> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            match self.slots[i] {
-                0 => return None,
-                slot if (slot >> 32) as u32 == tag => return Some(slot as u32 - 1),
-                _ => i = (i + 1) & mask,
-            }
-        }
-    }
-
-    /// Add one record's sums to its line; Err when a sum leaves the exact range.
-    #[cfg(test)]
-    fn add(&mut self, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
-        self.add_tagged(Self::key_tag(&key), local, key, part)
-    }
-
-    fn add_tagged(&mut self, tag: u32, local: usize, key: GroupKey, part: UsageGroup) -> Result<(), ()> {
-        if (self.org_of.len() + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                break;
-            }
-            if (slot >> 32) as u32 == tag && Self::line(&self.segments, slot as u32 - 1).0 == key {
-                let p = (slot as u32 - 1) as usize;
-                let group = &mut self.segments[p / LINE_SEGMENT][p % LINE_SEGMENT].1;
-                group.list = group.list.checked_add(part.list).ok_or(())?;
-                group.priced = group.priced.checked_add(part.priced).ok_or(())?;
-                group.records += 1;
-                group.quantity = Exact8(group.quantity.0.checked_add(part.quantity.0).ok_or(())?);
-                return Ok(());
-            }
-            i = (i + 1) & mask;
-        }
-        let position = u32::try_from(self.org_of.len()).ok().filter(|&p| p < u32::MAX).expect("fewer than 2^32 - 1 lines in a shard");
-        let segments = &mut self.segments;
-        match segments.last_mut() {
-            Some(last) if last.len() < LINE_SEGMENT => last.push((key, part)),
-            // The first segment grows as small shards need; the others are
-            // made full size.
-            _ => {
-                let mut segment = if segments.is_empty() { Vec::new() } else { Vec::with_capacity(LINE_SEGMENT) };
-                segment.push((key, part));
-                segments.push(segment);
-            }
-        }
-        self.org_of.push(u32::try_from(local).expect("organization index fits"));
-        self.slots[i] = (u64::from(tag) << 32) | u64::from(position + 1);
-        Ok(())
-    }
-
-    /// Twice the slots (16 at first), the lines placed again by their tags.
-    fn grow(&mut self) {
-        let slots = (self.slots.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
-        let mask = self.slots.len() - 1;
-        for slot in old.into_iter().filter(|&s| s != 0) {
-            let mut i = self.home((slot >> 32) as u32);
-            while self.slots[i] != 0 {
-                i = (i + 1) & mask;
-            }
-            self.slots[i] = slot;
-        }
-    }
-
-    /// The positions of the shard's lines grouped by organization (each group in
-    /// the order first seen), and where each `organization / USAGE_SHARDS`'s group
-    /// starts (one more start than organizations with lines or before them).
-    fn positions_by_organization(&self) -> (Vec<u32>, Vec<u32>) {
-        let locals = self.org_of.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut starts = vec![0u32; locals + 1];
-        for &o in &self.org_of {
-            starts[o as usize + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut next = starts.clone();
-        let mut positions = vec![0u32; self.org_of.len()];
-        for (p, &o) in self.org_of.iter().enumerate() {
-            positions[next[o as usize] as usize] = p as u32;
-            next[o as usize] += 1;
-        }
-        (positions, starts)
-    }
-
-    /// Drop the table that finds a line by its key (once no record is added):
-    /// the lines and their organizations stay.
-    pub fn drop_table(&mut self) {
-        self.slots = Vec::new();
-    }
-
-    /// How many lines the shard holds.
-    pub fn len(&self) -> usize {
-        self.org_of.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.org_of.is_empty()
-    }
-}
-
-/// Each of the `orgs` organizations' lines (in processing order: by period end,
-/// then key, as `OrgBooks::settle_until` takes them) in a list of
-/// exactly their length, made on all cores a run of organizations at a time in
-/// organization order: the settlement, which goes in that order too, frees whole
-/// pages as it goes, and its ledger lines reuse them (lists allocated as they grew
-/// shared pages with other organizations' lists, and none of that memory could be
-/// reused until the end; BENCHMARKS.md). The lines are copied: the caller drops the
-/// shards after.
-pub fn lists_by_organization(shards: &[LineShard], orgs: usize) -> Vec<Vec<(GroupKey, UsageGroup)>> {
-    use rayon::prelude::*;
-    assert_eq!(shards.len(), USAGE_SHARDS, "one shard per organization residue");
-    let index: Vec<(Vec<u32>, Vec<u32>)> = shards.par_iter().map(LineShard::positions_by_organization).collect();
-    (0..orgs)
-        .into_par_iter()
-        .with_max_len(64)
-        .map(|o| {
-            let (shard, local) = (&shards[o % USAGE_SHARDS], o / USAGE_SHARDS);
-            let (positions, starts) = &index[o % USAGE_SHARDS];
-            match (starts.get(local), starts.get(local + 1)) {
-                (Some(&from), Some(&to)) => {
-                    // In processing order: by period end (computed once a line), then key.
-                    let line = |p: u32| LineShard::line(&shard.segments, p);
-                    let mut order: Vec<(Ts, u32)> = positions[from as usize..to as usize].iter().map(|&p| (line(p).0.period_end(), p)).collect();
-                    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| line(a.1).0.cmp(&line(b.1).0)));
-                    order.iter().map(|&(_, p)| line(p).clone()).collect()
-                }
-                _ => Vec::new(),
-            }
-        })
-        .collect()
-}
 
 /// How a usage id compares with the ids remembered before it.
 #[derive(Clone, Copy)]
@@ -551,9 +335,8 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
 /// Read `usage.csv`: batches are read while the previous one is checked, rows are
 /// checked in parallel, duplicates are decided in file order, and lines are
 /// grouped by organization shard in parallel.
-fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut DayInput) -> Result<(), UnusableFile> {
+fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill, input: &mut DayInput) -> Result<(), UnusableFile> {
     let mut counts = FileCounts::default();
-    input.usage = (0..USAGE_SHARDS).map(|_| LineShard::default()).collect();
     let Some(mut reader) = RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id"))? else {
         input.counts.insert(USAGE_FILE, counts);
         return Ok(());
@@ -568,7 +351,7 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut Day
     while !current.is_empty() {
         let (more, settled) = rayon::join(
             || reader.next_batch(&mut next, USAGE_BATCH),
-            || settle_usage_batch(&current, &indices, ctx, seen, input, &mut counts),
+            || settle_usage_batch(&current, &indices, ctx, seen, usage, input, &mut counts),
         );
         settled?;
         more?;
@@ -583,6 +366,7 @@ fn settle_usage_batch(
     indices: &[Option<usize>],
     ctx: &ReadContext,
     seen: &mut SeenIds,
+    usage: &mut UsageSpill,
     input: &mut DayInput,
     counts: &mut FileCounts,
 ) -> Result<(), UnusableFile> {
@@ -646,36 +430,20 @@ fn settle_usage_batch(
         .par_chunks_mut(ROWS_PER_PART)
         .zip(batch.par_chunks(ROWS_PER_PART))
         .zip(seen_as.par_chunks(ROWS_PER_PART))
-        .map(|((checks, rows), seen_as)| classify_usage_rows(rows, checks, seen_as, indices))
+        .map(|((checks, rows), seen_as)| classify_usage_rows(rows, checks, seen_as, indices, usage))
         .collect();
-    let mut by_shard: Vec<Vec<Vec<AcceptedUsage>>> = (0..USAGE_SHARDS).map(|_| Vec::with_capacity(parts.len())).collect();
+    let mut accepted = Vec::with_capacity(parts.iter().map(|p| p.accepted.len()).sum());
     for part in parts {
         counts.rows += part.counts.rows;
         counts.accepted += part.counts.accepted;
         counts.duplicates += part.counts.duplicates;
         counts.rejected += part.counts.rejected;
         input.rejects.extend(part.rejects);
-        for (shard, rows) in by_shard.iter_mut().zip(part.accepted) {
-            shard.push(rows);
-        }
+        accepted.extend(part.accepted);
     }
-    // Each shard in line order; the first overflowing line (in file order) is reported.
-    let overflow = input
-        .usage
-        .par_iter_mut()
-        .zip(by_shard)
-        .filter_map(|(shard, parts)| {
-            let records: Vec<&AcceptedUsage> = parts.iter().flatten().collect();
-            shard.add_all(&records)
-        })
-        .min();
-    match overflow {
-        None => Ok(()),
-        Some(line) => Err(UnusableFile {
-            file: USAGE_FILE.into(),
-            message: format!("line {line}: the settlement line's sum exceeds the engine's exact range"),
-        }),
-    }
+    // In file order: each part of the spill keeps its rows in file order.
+    usage.add(&accepted);
+    Ok(())
 }
 
 /// How many rows ahead the id lookups of a shard prefetch their slots.
@@ -684,22 +452,19 @@ const PREFETCH_AHEAD: usize = 8;
 /// Rows of a batch classified by one task (see `settle_usage_batch`).
 const ROWS_PER_PART: usize = 4096;
 
-/// An accepted usage row: (organization / USAGE_SHARDS, line, sums, file line).
-type AcceptedUsage = (usize, GroupKey, UsageGroup, u64);
-
 /// The outcome of a part of a batch: its counts, its rejects in file order, and
-/// its accepted rows by line shard in file order.
+/// its accepted rows in file order.
 struct BatchPart {
     counts: FileCounts,
     rejects: Vec<Reject>,
-    accepted: Vec<Vec<AcceptedUsage>>,
+    accepted: Vec<SpilledRow>,
 }
 
-fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_as: &[Seen], indices: &[Option<usize>]) -> BatchPart {
+fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_as: &[Seen], indices: &[Option<usize>], usage: &UsageSpill) -> BatchPart {
     let mut part = BatchPart {
         counts: FileCounts::default(),
         rejects: Vec::new(),
-        accepted: (0..USAGE_SHARDS).map(|_| Vec::new()).collect(),
+        accepted: Vec::new(),
     };
     let counts = &mut part.counts;
     for ((row, check), seen_as) in rows.iter().zip(checks.iter_mut()).zip(seen_as) {
@@ -729,7 +494,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
                 )),
                 Seen::New => match group {
                     Some(group) => {
-                        part.accepted[org % USAGE_SHARDS].push((org / USAGE_SHARDS, key, group, line));
+                        part.accepted.push(SpilledRow { line, org, part: usage.part_of(&key), key, group });
                         None
                     }
                     // Reachable only with absurd contract prices: refuse the row rather than round.
@@ -1245,139 +1010,5 @@ mod digest_tests {
         let (a, b) = (TextRecord::of(&["ab", "c"]), TextRecord::of(&["a", "bc"]));
         let indices = [Some(0), Some(1)];
         assert_ne!(content_digest(&Fields::new(&a, &indices)), content_digest(&Fields::new(&b, &indices)));
-    }
-}
-
-#[cfg(test)]
-mod line_tests {
-    use super::*;
-
-    fn key(owner_uin: Uin, product: &str, hour: i64) -> GroupKey {
-        let start = Ts::parse("2026-11-01T00:00:00+08:00").unwrap();
-        GroupKey { owner_uin, product: intern_product(product), cycle: Cycle::Hourly, period_start: Ts(start.0 + hour * 3_600_000_000_000) }
-    }
-
-    fn part(list: &str, quantity: &str) -> UsageGroup {
-        let list = Exact8::parse(list).unwrap();
-        UsageGroup { list: Rated::from_exact8(list), priced: Rated::from_exact8(list), records: 1, quantity: Exact8::parse(quantity).unwrap(), contract: None }
-    }
-
-    fn shards() -> Vec<LineShard> {
-        (0..USAGE_SHARDS).map(|_| LineShard::default()).collect()
-    }
-
-    #[test]
-    fn records_are_summed_into_one_line_per_key_in_their_organizations_list() {
-        let mut shards = shards();
-        // Shard 1 holds organizations 1, 65, 129, ...: locals 0, 1, 2.
-        shards[1].add(2, key(100000000011, "cvm", 0), part("1.25", "2")).unwrap();
-        shards[1].add(0, key(100000000001, "cvm", 0), part("0.10", "1")).unwrap();
-        shards[1].add(2, key(100000000011, "cvm", 1), part("3", "1")).unwrap();
-        shards[1].add(2, key(100000000011, "cvm", 0), part("0.00000001", "0.5")).unwrap();
-        shards[3].add(0, key(100000000003, "cos", 0), part("7", "7")).unwrap();
-        assert_eq!(shards[1].len(), 3);
-        let orgs = lists_by_organization(&shards, 200);
-        assert_eq!(orgs.len(), 200);
-        let sizes: Vec<(usize, usize)> = orgs.iter().enumerate().filter(|(_, l)| !l.is_empty()).map(|(o, l)| (o, l.len())).collect();
-        assert_eq!(sizes, [(1, 1), (3, 1), (129, 2)]);
-        assert!(orgs.iter().all(|l| l.capacity() == l.len()), "exact lists");
-        // In processing order (here also the order first seen); the first line holds
-        // both of its records, exactly.
-        let (first_key, first) = &orgs[129][0];
-        assert_eq!(*first_key, key(100000000011, "cvm", 0));
-        assert_eq!(first.records, 2);
-        assert_eq!(first.list, Rated::from_exact8(Exact8::parse("1.25000001").unwrap()));
-        assert_eq!(first.quantity, Exact8::parse("2.5").unwrap());
-        assert_eq!(orgs[129][1].0, key(100000000011, "cvm", 1));
-        assert_eq!(orgs[1][0].1.list, Rated::from_exact8(Exact8::parse("0.10").unwrap()));
-    }
-
-    #[test]
-    fn lines_beyond_one_segment_are_each_found_and_handed_back_in_order() {
-        let mut shards = shards();
-        let n = 3 * LINE_SEGMENT as i64 + 5;
-        // Two organizations of shard 0 (0 and 64) interleaved, every line added twice.
-        for round in 0..2 {
-            for h in 0..n {
-                let (local, uin) = if h % 3 == 0 { (1, 100000000064) } else { (0, 100000000001) };
-                shards[0].add(local, key(uin, "cvm", h), part(if round == 0 { "1" } else { "0.5" }, "1")).unwrap();
-            }
-        }
-        assert_eq!(shards[0].len(), n as usize);
-        assert_eq!(shards[0].segments.len(), 4);
-        let orgs = lists_by_organization(&shards, 65);
-        let expect = |uin: Uin, every: &dyn Fn(i64) -> bool| -> Vec<GroupKey> { (0..n).filter(|h| every(*h)).map(|h| key(uin, "cvm", h)).collect() };
-        let keys = |o: usize| -> Vec<GroupKey> { orgs[o].iter().map(|(k, _)| k.clone()).collect() };
-        assert_eq!(keys(64), expect(100000000064, &|h| h % 3 == 0));
-        assert_eq!(keys(0), expect(100000000001, &|h| h % 3 != 0));
-        let one_and_a_half = Rated::from_exact8(Exact8::parse("1.5").unwrap());
-        assert!(orgs[0].iter().chain(&orgs[64]).all(|(_, g)| g.records == 2 && g.list == one_and_a_half));
-    }
-
-    #[test]
-    fn records_added_in_a_run_give_the_lines_of_adding_them_one_by_one_and_stop_at_an_overflow() {
-        // Enough lines for the table to grow several times while prefetching ahead,
-        // each line met three times, in an order that mixes them.
-        let records: Vec<AcceptedUsage> = (0..3 * 5000u64)
-            .map(|i| {
-                let line = (i * 7919) % 5000;
-                ((line % 3) as usize, key(100000000000 + line % 97, "cvm", (line / 97) as i64), part("0.01", "1"), i + 2)
-            })
-            .collect();
-        let refs: Vec<&AcceptedUsage> = records.iter().collect();
-        let (mut in_a_run, mut one_by_one) = (LineShard::default(), LineShard::default());
-        assert_eq!(in_a_run.add_all(&refs), None);
-        for (local, k, group, _) in &records {
-            one_by_one.add(*local, k.clone(), group.clone()).unwrap();
-        }
-        assert_eq!(in_a_run.len(), 5000);
-        assert!(in_a_run.slots.len() >= 5000 * 4 / 3 && in_a_run.slots.len().is_power_of_two());
-        let lines = |s: &LineShard| s.segments.concat();
-        assert_eq!(lines(&in_a_run), lines(&one_by_one));
-        assert_eq!(in_a_run.org_of, one_by_one.org_of);
-        assert!(lines(&in_a_run).iter().all(|(_, g)| g.records == 3));
-
-        // The record that overflows is reported by its file line; none after it is added.
-        let huge = UsageGroup { list: Rated::from_exact8(Exact8(i128::MAX / 300_000_000)), ..part("1", "1") };
-        let mut run: Vec<AcceptedUsage> = (0..4).map(|i| (0, key(100000000001, "cos", 0), huge.clone(), 10 + i)).collect();
-        run.push((0, key(100000000002, "cos", 0), part("1", "1"), 20));
-        let mut shard = LineShard::default();
-        assert_eq!(shard.add_all(&run.iter().collect::<Vec<_>>()), Some(13));
-        assert_eq!(shard.len(), 1);
-        assert_eq!(shard.segments[0][0].1.records, 3);
-    }
-
-    #[test]
-    fn two_keys_with_one_tag_are_two_lines() {
-        // Two keys whose hashes share their top 32 bits, found by a birthday search
-        // over keys of scattered owners and hours.
-        let scattered = |i: u64| {
-            let x = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
-            key(100000000000 + x % 1_000_000_000, "cvm", ((x >> 40) % 10_000) as i64)
-        };
-        let mut by_tag = std::collections::HashMap::new();
-        let (a, b) = (0..1_000_000u64)
-            .find_map(|i| by_tag.insert(LineShard::key_tag(&scattered(i)), i).map(|earlier| (scattered(earlier), scattered(i))))
-            .expect("a shared tag among a million keys");
-        assert_ne!(a, b);
-        let mut shard = LineShard::default();
-        for (k, list) in [(&a, "1"), (&b, "2"), (&a, "3"), (&b, "4")] {
-            shard.add(0, k.clone(), part(list, "1")).unwrap();
-        }
-        assert_eq!(shard.len(), 2);
-        let lists: Vec<(GroupKey, Rated)> = shard.segments[0].iter().map(|(k, g)| (k.clone(), g.list)).collect();
-        let rated = |t: &str| Rated::from_exact8(Exact8::parse(t).unwrap());
-        assert_eq!(lists, [(a, rated("4")), (b, rated("6"))]);
-    }
-
-    #[test]
-    fn a_sum_beyond_the_exact_range_is_an_error_not_a_wrapped_amount() {
-        let mut shard = LineShard::default();
-        // A third of what a rated amount can hold: the fourth record cannot be added.
-        let huge = UsageGroup { list: Rated::from_exact8(Exact8(i128::MAX / 300_000_000)), ..part("1", "1") };
-        for _ in 0..3 {
-            assert_eq!(shard.add(0, key(100000000001, "cos", 0), huge.clone()), Ok(()));
-        }
-        assert_eq!(shard.add(0, key(100000000001, "cos", 0), huge.clone()), Err(()));
     }
 }

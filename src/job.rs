@@ -4,9 +4,9 @@
 //! Invariant: nothing reaches the output directory until every check of the day
 //! has passed; a refused or failed run leaves the output directory as it was.
 
-use crate::engine::{orphan_transfer, Event, EventKey, KeyBound, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow, VoucherUse};
+use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
-use crate::ingest::{read_day, DayInput, FileCounts, GroupKey, ReadContext, UsageGroup, DAY_FILES, ORDERS_FILE};
+use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
@@ -49,10 +49,10 @@ pub struct Options {
     pub quiet: bool,
     /// Also write Parquet copies of the ledger, merged bill and FOCUS files.
     pub parquet: bool,
-    /// About how many settlement lines a run of a day holds (`RUN_LINES` when
-    /// None). It decides only how much is held at once, never an output: the
-    /// tests settle days a line at a time and compare.
-    pub run_lines: Option<usize>,
+    /// About how many usage rows a run of a day holds (`RUN_ROWS` when None). It
+    /// decides only how much is held at once, never an output: the tests settle
+    /// days a part of the spill at a time and compare.
+    pub run_rows: Option<u64>,
 }
 
 /// Add `NAME.parquet` beside `NAME.csv` for each named CSV file, when asked to.
@@ -250,52 +250,27 @@ struct RunRows {
 struct OrgDay<'a> {
     books: OrgBooks<'a>,
     pending: PendingEvents,
-    /// Its settlement lines in processing order, `from` on not settled yet.
-    lines: Vec<(GroupKey, UsageGroup)>,
-    from: usize,
-    /// The runs holding its lines, each with where its lines end (`line_runs`),
-    /// `next_line_run` on to come.
-    line_runs: Vec<(u32, u32)>,
-    next_line_run: usize,
-    /// The next run it has work in (lines or events); u32::MAX for none.
-    next_run: u32,
+    /// The run of its next event; usize::MAX for none.
+    next_event_run: usize,
     sums: crate::monthly::LineSumsBuilder<'a>,
     totals: crate::checks::LedgerTotals,
 }
 
 impl OrgDay<'_> {
-    /// The first run after those settled that holds a line or an event of the
-    /// organization (run j ends at `bounds[j]`; the last has no bound).
-    fn next_run(&mut self, bounds: &[KeyBound]) -> u32 {
-        let line = self.line_runs.get(self.next_line_run).map_or(u32::MAX, |&(run, _)| run);
-        let event = self.pending.peek_key().map_or(u32::MAX, |key| bounds.partition_point(|b| !b.is_after(key)) as u32);
-        line.min(event)
+    /// The run its next event falls in (the first whose bound is after it).
+    fn next_event_run(&mut self, runs: &[crate::spill::Run]) -> usize {
+        match self.pending.peek_key() {
+            None => usize::MAX,
+            Some(key) => runs.partition_point(|run| run.until.as_ref().is_some_and(|u| !u.is_after(key))),
+        }
     }
 }
 
-/// For each run holding some of `lines` (in processing order), in order: the run
-/// (run j ends at `bounds[j]`; the last has no bound) and where its lines end.
-fn line_runs(lines: &[(GroupKey, UsageGroup)], bounds: &[KeyBound]) -> Vec<(u32, u32)> {
-    let mut runs: Vec<(u32, u32)> = Vec::new();
-    let mut j = 0;
-    for (i, (key, _)) in lines.iter().enumerate() {
-        let at = key.period_end().pred();
-        while j < bounds.len() && !bounds[j].is_after_line_at(at, key.owner_uin) {
-            j += 1;
-        }
-        let end = u32::try_from(i + 1).expect("fewer than 2^32 lines an organization");
-        match runs.last_mut() {
-            Some((run, last)) if *run == j as u32 => *last = end,
-            _ => runs.push((j as u32, end)),
-        }
-    }
-    runs
-}
-
-/// About how many settlement lines a run of the day's processing order holds
-/// (`run_bounds`): the day is settled, merged, rendered and handed to the writers
-/// a run at a time, so its ledger lines are never held at once.
-const RUN_LINES: usize = 1 << 16;
+/// About how many usage rows a run of the day's processing order holds (about
+/// half as many settlement lines): the day is grouped, settled, merged, rendered
+/// and handed to the writers a run at a time, so neither its lines nor its ledger
+/// lines are ever held at once.
+const RUN_ROWS: u64 = 1 << 17;
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one),
 /// unchecked: its summary is made by `DayResult::check`. The ledger is settled in
@@ -309,7 +284,7 @@ pub fn settle_day(
     mut base: State,
     fresh_start: bool,
     store: &Store,
-    run_lines: usize,
+    run_rows: u64,
     emit: &mut dyn FnMut(RenderedRun) -> Result<(), Failure>,
 ) -> Result<(DayResult, Unchecked), Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
@@ -324,10 +299,15 @@ pub fn settle_day(
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
     let mut t = Stopwatch::start();
-    let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen)
+    // The accepted usage rows go aside, by part of the day's processing order
+    // (`spill`): reading never holds the day's settlement lines.
+    let mut usage = crate::spill::UsageSpill::new(&store.usage_spill_dir(day), day, snapshot, &inputs.reference.contracts)
+        .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", store.usage_spill_dir(day).display())))?;
+    let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage)
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
+    usage.finish().map_err(Failure::Internal)?;
     stage("read day", &mut t);
-    let DayInput { usage, orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
+    let DayInput { orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
 
     // Partition the day's records by organization. The settlement lines stay
     // (key, sums) pairs until their organization is settled, which turns them into
@@ -370,16 +350,8 @@ pub fn settle_day(
     }
     stage("  ids aside", &mut t);
     next.seen.usage = Default::default();
-    // The id table was the largest thing reading held: handed back before each
-    // organization's lines are copied out of the shards, and the shards after
-    // (their tables of keys before: ~70 MB at 10M rows).
-    let mut usage = usage;
-    usage.iter_mut().for_each(crate::ingest::LineShard::drop_table);
+    // The id table was the largest thing reading held.
     crate::memory::release_freed_memory();
-    let lines: Vec<Vec<(GroupKey, UsageGroup)>> = crate::ingest::lists_by_organization(&usage, snapshot.orgs.len());
-    drop(usage);
-    crate::memory::release_freed_memory();
-    stage("  lines by organization", &mut t);
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
     for (id, source) in &next.transfer_sources {
@@ -433,17 +405,14 @@ pub fn settle_day(
     // ends where the next begins in the day's processing order, so each
     // organization settles its events in order against its own books, and the
     // runs' rows, each run's merged by key, follow one another in processing order.
-    let bounds = run_bounds(&lines, &snapshot.all_uins(), run_lines.max(1));
-    stage("  run bounds", &mut t);
+    let runs = usage.runs(run_rows.max(1));
     let mut orgs: Vec<OrgDay> = books
         .into_par_iter()
         .zip(events.into_par_iter())
-        .zip(lines.into_par_iter())
-        .map(|((books, events), lines)| {
+        .map(|(books, events)| {
             let pending = books.day_events(day, events);
-            let line_runs = line_runs(&lines, &bounds);
-            let mut org = OrgDay { books, pending, lines, line_runs, next_line_run: 0, from: 0, next_run: 0, sums: Default::default(), totals: Default::default() };
-            org.next_run = org.next_run(&bounds);
+            let mut org = OrgDay { books, pending, next_event_run: 0, sums: Default::default(), totals: Default::default() };
+            org.next_event_run = org.next_event_run(&runs);
             org
         })
         .collect();
@@ -453,35 +422,29 @@ pub fn settle_day(
     let mut rejects = read_rejects;
     let mut processing_rejects = 0u64;
     let reference = &inputs.reference;
-    let bounds = &bounds;
-    // Each organization with work in run r settles it; the others wait for theirs.
+    let (runs, usage) = (&runs, &usage);
+    // Run r's lines grouped from its parts of the spill; then each organization
+    // with a line or an event in it settles them, the others wait for theirs.
     let mut settle_run = |r: usize| -> Result<Vec<OrgOutput>, Failure> {
-        let r32 = r as u32;
-        let until = bounds.get(r);
+        let lines = match usage.lines(&runs[r], snapshot.orgs.len()) {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(overflow)) => return Err(Failure::Unusable(vec![format!("days/{day}/{}", overflow.unusable())])),
+            Err(e) => return Err(Failure::Internal(format!("cannot read the day's usage rows back: {e}"))),
+        };
+        let until = runs[r].until.as_ref();
         let outputs: Vec<Result<OrgOutput, String>> = orgs
             .par_iter_mut()
-            .filter(|org| org.next_run == r32)
-            .map(|org| {
-                let to = match org.line_runs.get(org.next_line_run) {
-                    Some(&(run, end)) if run == r32 => {
-                        org.next_line_run += 1;
-                        end as usize
-                    }
-                    _ => org.from,
-                };
+            .zip(lines.into_par_iter())
+            .filter(|(org, lines)| org.next_event_run == r || !lines.is_empty())
+            .map(|(org, lines)| {
                 let mut out = OrgOutput::default();
-                out.ledger.reserve_exact(to - org.from);
-                let OrgDay { books, pending, lines, from, .. } = &mut *org;
-                books.settle_until(day, snapshot, reference, pending, &lines[*from..to], until, &mut out).map_err(|e| format!("org {}: {e}", books.org.org_id))?;
-                org.from = to;
-                if to == org.lines.len() {
-                    // Settled: the organization's lines are freed as the day goes.
-                    org.lines = Vec::new();
-                    org.from = 0;
-                }
+                out.ledger.reserve_exact(lines.len());
+                let OrgDay { books, pending, .. } = &mut *org;
+                books.settle_until(day, snapshot, reference, pending, &lines, until, &mut out).map_err(|e| format!("org {}: {e}", books.org.org_id))?;
+                drop(lines);
                 org.sums.add(snapshot, out.ledger.iter().map(|k| &k.line));
                 out.ledger.iter().for_each(|k| org.totals.add_line(&k.line));
-                org.next_run = org.next_run(bounds);
+                org.next_event_run = org.next_event_run(runs);
                 Ok(out)
             })
             .collect();
@@ -515,9 +478,9 @@ pub fn settle_day(
     // How long the runs were settled and rendered, and how long the writers kept
     // them waiting (ORGSETTLE_TIMINGS).
     let (mut working, mut waiting) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-    for r in 0..=bounds.len() + 1 {
-        // Run r, the last one without a bound; then none, to render the last.
-        let until = (r <= bounds.len()).then_some(r);
+    for r in 0..=runs.len() {
+        // Run r; then none, to render the last.
+        let until = (r < runs.len()).then_some(r);
         let joined = std::time::Instant::now();
         let (rows, outputs) = rayon::join(|| previous.take().map(&mut render).transpose(), || until.map(&mut settle_run).transpose());
         working += joined.elapsed();
@@ -535,12 +498,12 @@ pub fn settle_day(
         previous = Some(outputs);
     }
     if timings_on() {
-        eprintln!("timing:   {} runs: settled and rendered {}, waiting on the writers {}", bounds.len() + 1, seconds(working), seconds(waiting));
+        eprintln!("timing:   {} runs: settled and rendered {}, waiting on the writers {}", runs.len(), seconds(working), seconds(waiting));
     }
     let (books, sums): (Vec<OrgBooks>, Vec<_>) = orgs
         .into_iter()
         .map(|org| {
-            debug_assert!(org.next_run == u32::MAX && org.lines.is_empty(), "every event settled");
+            debug_assert!(org.next_event_run == usize::MAX, "every event settled");
             (org.books, (org.sums, org.totals))
         })
         .unzip();
@@ -597,66 +560,6 @@ pub fn settle_day(
         state: next,
     };
     Ok((result, Unchecked { base, ledger: totals, recharges: recharge_rows, counts }))
-}
-
-/// Where the runs of the day's processing order end (`RUN_LINES`): each bound but
-/// the last run's (which has none). The settlement lines are counted by instant;
-/// consecutive instants are put in one run until it holds `lines` lines, and an
-/// instant with more is cut between owners into as many runs as it fills, at
-/// evenly spaced UINs of `uins` (the snapshot's accounts, ascending): the day's
-/// last instant, where every daily, monthly and last hourly line is, holds a
-/// quarter of a day's lines or more. The runs depend on the lines and the
-/// snapshot only, never on the thread count.
-fn run_bounds(orgs: &[Vec<(GroupKey, UsageGroup)>], uins: &[Uin], lines: usize) -> Vec<KeyBound> {
-    let per_instant: BTreeMap<crate::time::Ts, usize> = orgs
-        .par_iter()
-        .fold(BTreeMap::new, |mut counts, org_lines| {
-            // An organization's lines are in processing order: its instants come in runs.
-            let mut run: Option<(crate::time::Ts, usize)> = None;
-            for (key, _) in org_lines {
-                let at = key.period_end().pred();
-                match &mut run {
-                    Some((t, n)) if *t == at => *n += 1,
-                    _ => {
-                        if let Some((t, n)) = run.replace((at, 1)) {
-                            *counts.entry(t).or_insert(0) += n;
-                        }
-                    }
-                }
-            }
-            if let Some((t, n)) = run {
-                *counts.entry(t).or_insert(0) += n;
-            }
-            counts
-        })
-        .reduce(BTreeMap::new, |mut a, b| {
-            for (at, n) in b {
-                *a.entry(at).or_insert(0) += n;
-            }
-            a
-        });
-    let mut bounds = Vec::new();
-    let mut held = 0;
-    for (&at, &n) in &per_instant {
-        if held > 0 && held + n > lines {
-            bounds.push(KeyBound::at(at));
-            held = 0;
-        }
-        held += n;
-        if n > lines {
-            let pieces = n.div_ceil(lines);
-            let mut last = 0;
-            for k in 1..pieces {
-                let owner = uins[k * uins.len() / pieces];
-                if owner > last {
-                    bounds.push(KeyBound::lines_from(at, owner));
-                    last = owner;
-                }
-            }
-            held = lines;
-        }
-    }
-    bounds
 }
 
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.
@@ -799,6 +702,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let (base, fresh) = prepare(inputs, store, day)?;
     stage("prepare", &mut t);
     let aside = store.is_committed(day).then_some(day);
+    let folders = store.folders_present();
     // The FOCUS lengths D starts from, of the months a day still keeps.
     let mut focus_before = base.focus.clone();
     focus_before.retain(|m, _| *m >= crate::state::months_kept_from(day));
@@ -844,7 +748,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
             ledger_to.send(run.ledger).map_err(|_| stopped())?;
             focus_to.send(FocusMessage::Pieces(run.focus)).map_err(|_| stopped())
         };
-        let settled = settle_day(inputs, day, base, fresh, store, opts.run_lines.unwrap_or(RUN_LINES), &mut emit);
+        let settled = settle_day(inputs, day, base, fresh, store, opts.run_rows.unwrap_or(RUN_ROWS), &mut emit);
         if let Ok((result, _)) = &settled {
             // A writer that stopped has its own error.
             let _ = focus_to.send(FocusMessage::Done(result.focus_rows.clone()));
@@ -854,11 +758,17 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
         let focus_written = focus_writer.join().expect("the FOCUS rows' writer does not panic");
         (settled, staging, focus_written)
     });
+    // A failed day leaves OUT as it was: its staging folder, its files aside and
+    // the FOCUS rows it appended removed (a crash leaves them to the next run).
     let fail = |e: Failure, staging: Option<crate::store::Staging>| {
         if let Some(staging) = staging {
             staging.discard();
         }
         store.discard_staged(day);
+        if aside.is_none() {
+            let _ = store.undo_focus_rows(&focus_before);
+        }
+        store.remove_folders_made(folders);
         Err(e)
     };
     let (mut result, unchecked, mut staging, focus_next) = match (settled, staging, focus_written) {
@@ -994,10 +904,21 @@ pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
     let closed = move |m: Month| m < first_month;
     let mut seen = SeenIds::default();
     let mut problems = Vec::new();
+    // The accepted usage rows of a day go aside as a settlement puts them, here in
+    // the system's folder for temporary files, to check their lines' sums.
+    let spill_dir = std::env::temp_dir().join(format!("orgsettle-validate-{}", std::process::id()));
     for &day in &inputs.days {
         let ctx = ReadContext { day, snapshot: &inputs.snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
-        match read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen) {
+        let mut usage = crate::spill::UsageSpill::new(&spill_dir, day, &inputs.snapshot, &inputs.reference.contracts)
+            .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", spill_dir.display())))?;
+        match read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage) {
             Ok(input) => {
+                usage.finish().map_err(Failure::Internal)?;
+                match usage.first_overflow() {
+                    Ok(None) => {}
+                    Ok(Some(overflow)) => problems.push(format!("days/{day}/{}", overflow.unusable())),
+                    Err(e) => return Err(Failure::Internal(format!("cannot read the day's usage rows back: {e}"))),
+                }
                 for r in input.rejects {
                     report.push(format!("days/{day}/{} line {}: {} ({}): {}", r.file, r.line, r.reason, r.id, r.message));
                 }

@@ -12,6 +12,7 @@ pub mod pricing;
 pub mod state;
 pub mod idtable;
 pub mod ingest;
+pub mod spill;
 pub mod refunds;
 pub mod settlement;
 pub mod engine;

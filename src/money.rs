@@ -222,6 +222,16 @@ pub struct Rated(i128);
 impl Rated {
     pub const ZERO: Rated = Rated(0);
 
+    /// The exact value in units of 10^-16, as kept aside between stages of a day
+    /// (`spill`); `from_bits` gives it back.
+    pub fn to_bits(self) -> i128 {
+        self.0
+    }
+
+    pub fn from_bits(bits: i128) -> Rated {
+        Rated(bits)
+    }
+
     /// The product of two exact 8-digit values, exact at 16 digits.
     #[inline]
     pub fn product(a: Exact8, b: Exact8) -> Option<Rated> {

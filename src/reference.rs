@@ -75,6 +75,11 @@ pub struct Contracts {
 }
 
 impl Contracts {
+    /// Every contract's name, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = ContractRef> + '_ {
+        self.by_key.values().flatten().map(|c| c.name)
+    }
+
     pub fn applicable(&self, owner: Uin, product: Product, cycle: ContractCycle, t: Ts) -> Option<&Contract> {
         if !self.owners.contains(&owner) {
             return None;

@@ -308,6 +308,29 @@ impl Store {
         self.state_dir().join(format!(".{day}.month-{month}.bin.tmp"))
     }
 
+    /// Which of OUT, OUT/days and OUT/state exist: a run that fails removes those
+    /// it made (`remove_folders_made`), so that a refused input leaves no folder.
+    pub fn folders_present(&self) -> [bool; 3] {
+        [self.out.exists(), self.out.join("days").exists(), self.state_dir().exists()]
+    }
+
+    /// Remove the folders of OUT, OUT/days and OUT/state that `before` says did not
+    /// exist, each only if it is empty.
+    pub fn remove_folders_made(&self, before: [bool; 3]) {
+        for (present, dir) in before.iter().zip([self.out.clone(), self.out.join("days"), self.state_dir()]).rev() {
+            if !present {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+
+    /// Where day `day`'s accepted usage rows are put aside while it is settled
+    /// (`spill`): `state/.D.rows/`, removed when the day is done, and by the next
+    /// run of D after a crash.
+    pub fn usage_spill_dir(&self, day: Day) -> PathBuf {
+        self.state_dir().join(format!(".{day}.rows"))
+    }
+
     /// Write the aggregates of each month day `day` changed aside
     /// (`state/.D.month-M.bin.tmp`, synced), once they are final; `commit_state`
     /// renames them. Nothing is published; a crash leaves only dot files.
@@ -340,6 +363,7 @@ impl Store {
     /// is not committed.
     pub fn discard_staged(&self, day: Day) {
         let _ = fs::remove_file(self.staged_usage_ids(day));
+        let _ = fs::remove_dir_all(self.usage_spill_dir(day));
         if let Ok(names) = entry_names(&self.state_dir()) {
             let prefix = format!(".{day}.month-");
             for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".bin.tmp")) {
@@ -488,6 +512,9 @@ impl Store {
     /// Every FOCUS month file cut back to the length `committed` records; files of
     /// closed months and of months `committed` does not know removed.
     fn cut_back_focus_files(&self, committed: &BTreeMap<Month, FocusMonth>, closed: &BTreeSet<Month>) -> Result<(), String> {
+        if !self.state_dir().exists() {
+            return Ok(());
+        }
         for name in entry_names(&self.state_dir())? {
             let Some(month) = name.strip_prefix("focus-").and_then(|n| n.strip_suffix(".csv")).and_then(Month::parse) else {
                 continue;
@@ -503,6 +530,13 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// After a failed run that appended FOCUS rows: every month file cut back to
+    /// the lengths `committed` records, and a file it does not know removed.
+    pub fn undo_focus_rows(&self, committed: &BTreeMap<Month, FocusMonth>) -> Result<(), String> {
+        let closed = self.closed_months()?;
+        self.cut_back_focus_files(committed, &closed)
     }
 
     fn focus_aside_file(&self, day: Day, month: Month) -> PathBuf {

@@ -8,6 +8,7 @@ use orgsettle::money::{Exact8, Money};
 use orgsettle::reference::Contracts;
 use orgsettle::snapshot::Snapshot;
 use orgsettle::state::SeenIds;
+use orgsettle::spill::UsageSpill;
 use orgsettle::time::{Day, Month, Ts};
 use proptest::prelude::*;
 
@@ -79,11 +80,15 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(DAY_FILES[which]), &content).unwrap();
             let mut seen = SeenIds::default();
-            if let Ok(input) = read_day(dir.path(), &ctx, &mut seen) {
+            let mut usage = UsageSpill::new(&dir.path().join(".rows"), ctx.day, &snapshot, &contracts).unwrap();
+            if let Ok(input) = read_day(dir.path(), &ctx, &mut seen, &mut usage) {
                 // Every row is accepted, a duplicate, or rejected: none is lost.
                 let c = input.counts[DAY_FILES[which]];
                 prop_assert_eq!(c.rows, c.accepted + c.duplicates + c.rejected);
                 prop_assert_eq!(c.rejected as usize, input.rejects.len());
+                // Every accepted usage row is put aside for its line, once.
+                usage.finish().unwrap();
+                prop_assert_eq!(usage.rows(), if which == 0 { c.accepted } else { 0 });
             }
         }
     }

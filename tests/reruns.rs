@@ -213,13 +213,13 @@ fn outputs_do_not_depend_on_how_a_day_is_cut_into_runs() {
     assert!(whole.rows("days/2026-10-01/ledger.csv").len() > 100);
     for lines in [1, 2, 5] {
         let cut = many_orgs(false);
-        job::run(&cut.input(), &cut.out(), None, None, job::Options { run_lines: Some(lines), ..quiet() }).unwrap();
+        job::run(&cut.input(), &cut.out(), None, None, job::Options { run_rows: Some(lines), ..quiet() }).unwrap();
         assert_eq!(tree(&cut.out()), expected, "runs of {lines} lines");
     }
     // The demo: late lines of the day before, several days, a month closed.
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
     let (one, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     job::run(&demo, one.path(), None, None, quiet()).unwrap();
-    job::run(&demo, cut.path(), None, None, job::Options { run_lines: Some(1), ..quiet() }).unwrap();
+    job::run(&demo, cut.path(), None, None, job::Options { run_rows: Some(1), ..quiet() }).unwrap();
     assert_eq!(tree(cut.path()), tree(one.path()));
 }

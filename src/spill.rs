@@ -1,0 +1,566 @@
+//! The day's accepted usage rows, partitioned first and grouped later (SPEC §5.3).
+//!
+//! Reading a day does not sum its usage rows into settlement lines: a 10M-row day
+//! has millions of lines, and holding them all was the largest part of reading's
+//! memory. Each accepted row is written instead, in a few dozen bytes, to the
+//! file of the part of the day's processing order its line falls in: late lines
+//! (their period ended before the day) in one part, and each hour of the day cut
+//! into `OWNER_RANGES` parts by the owner's UIN. Every line's rows are in one
+//! part, the parts follow one another in processing order (a line is processed
+//! at its period's last instant, then by owner), and a run of consecutive parts
+//! is a run of the day's order (`UsageSpill::runs`, `engine::KeyBound`). The
+//! settlement groups one run's rows into lines at a time (`UsageSpill::lines`).
+//!
+//! The files live in a folder of their own (under `state/`, a dot name, for a
+//! day's settlement), written through the page cache and removed when the spill
+//! is dropped: a 10M-row day writes ~540 MB there (54 bytes a row), read back once and
+//! removed before the kernel would write it to the disk.
+//!
+//! Invariant: the lines grouped from a part are exactly the sums of its rows
+//! (exact, checked), and a part's rows are in file order, so the first row whose
+//! sum leaves the exact range is found as reading in file order would find it.
+
+use crate::engine::KeyBound;
+use crate::ids::Uin;
+use crate::ingest::{GroupKey, UsageGroup, USAGE_FILE};
+use crate::money::{Exact8, Rated};
+use crate::reference::ContractRef;
+use crate::snapshot::Snapshot;
+use crate::time::{Cycle, Day, Ts};
+use rayon::prelude::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Each hour of the day is cut into this many parts by the owner's UIN (at evenly
+/// spaced UINs of the snapshot's accounts): the day's last hour holds its daily
+/// and monthly lines too, a quarter of a day's lines or more.
+pub const OWNER_RANGES: usize = 16;
+
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// The parts of a day: late lines first, then each hour's owner ranges.
+const PARTS: usize = 1 + 24 * OWNER_RANGES;
+
+/// Buffered bytes of a part before they are written to its file.
+const PART_BUFFER: usize = 32 * 1024;
+
+/// An accepted usage row as the spill keeps it: its file line, organization,
+/// line and sums (one record).
+pub struct SpilledRow {
+    pub line: u64,
+    pub org: usize,
+    pub key: GroupKey,
+    pub group: UsageGroup,
+    /// Its part (`UsageSpill::part_of`).
+    pub part: usize,
+}
+
+/// One part: its file, the bytes not yet written to it, and how many rows it has.
+struct Part {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buffer: Vec<u8>,
+    rows: u64,
+}
+
+/// The day's accepted usage rows, by part of the day's processing order.
+pub struct UsageSpill {
+    dir: Option<PathBuf>,
+    day: Day,
+    /// Where each hour is cut: a line of an owner below `splits[k]` is in a range
+    /// before k.
+    splits: Vec<Uin>,
+    parts: Vec<Part>,
+    /// Every contract's name, by the number a row stores (its position + 1).
+    contracts: Vec<ContractRef>,
+    contract_numbers: rustc_hash::FxHashMap<usize, u32>,
+    /// The first failure to write a part.
+    failed: Option<String>,
+}
+
+/// A run of the day's processing order: consecutive parts, and where the run ends
+/// (None for the last).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub parts: std::ops::Range<usize>,
+    pub until: Option<KeyBound>,
+}
+
+/// A part's rows sum beyond the engine's exact range: the file line of the first
+/// row (in file order) whose line's sum leaves it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow(pub u64);
+
+impl Overflow {
+    /// The unusable file it makes (the message reading in file order gave).
+    pub fn unusable(&self) -> crate::csvread::UnusableFile {
+        crate::csvread::UnusableFile {
+            file: USAGE_FILE.into(),
+            message: format!("line {}: the settlement line's sum exceeds the engine's exact range", self.0),
+        }
+    }
+}
+
+impl UsageSpill {
+    /// A spill of day `day`'s rows into the folder `dir`, made anew when the first
+    /// rows are written (what a crashed run left there is removed now) and
+    /// removed when the spill is dropped.
+    pub fn new(dir: &Path, day: Day, snapshot: &Snapshot, contracts: &crate::reference::Contracts) -> std::io::Result<UsageSpill> {
+        // The folder is made when the first rows are written: a day whose input is
+        // refused before any row is accepted makes none.
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let uins = snapshot.all_uins();
+        let splits = (1..OWNER_RANGES).map(|k| uins.get(k * uins.len() / OWNER_RANGES).copied().unwrap_or(Uin::MAX)).collect();
+        let parts = (0..PARTS).map(|p| Part { path: dir.join(format!("part-{p}")), file: None, buffer: Vec::new(), rows: 0 }).collect();
+        let contracts: Vec<ContractRef> = contracts.names().collect();
+        let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
+        Ok(UsageSpill { dir: Some(dir.to_path_buf()), day, splits, parts, contracts, contract_numbers, failed: None })
+    }
+
+    /// The part of a line: 0 for a late line, else its hour's owner range.
+    pub fn part_of(&self, key: &GroupKey) -> usize {
+        let at = key.period_end().pred();
+        if at < self.day.start() {
+            return 0;
+        }
+        let hour = ((at.0 - self.day.start().0) / NANOS_PER_HOUR) as usize;
+        debug_assert!(hour < 24, "an accepted line's period ends by the end of the day");
+        1 + hour * OWNER_RANGES + self.splits.partition_point(|&s| s <= key.owner_uin)
+    }
+
+    /// The instant of the lines of an in-day part (not 0).
+    fn instant_of(&self, part: usize) -> Ts {
+        let hour = ((part - 1) / OWNER_RANGES) as i64;
+        Ts(self.day.start().0 + (hour + 1) * NANOS_PER_HOUR).pred()
+    }
+
+    /// Add rows (each accepted, in file order), on all cores: each part's rows are
+    /// appended in their order. A failed write is kept for `finish` to report.
+    pub fn add(&mut self, rows: &[SpilledRow]) {
+        if self.failed.is_some() {
+            return;
+        }
+        let mut by_part: Vec<Vec<&SpilledRow>> = (0..PARTS).map(|_| Vec::new()).collect();
+        for row in rows {
+            debug_assert_eq!(row.part, self.part_of(&row.key));
+            by_part[row.part].push(row);
+        }
+        let numbers = &self.contract_numbers;
+        let written = self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).try_for_each(|(part, rows)| {
+            for row in rows {
+                encode(row, numbers, &mut part.buffer);
+                part.rows += 1;
+            }
+            if part.buffer.len() >= PART_BUFFER {
+                part.flush()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            self.failed = Some(self.error(e));
+        }
+    }
+
+    fn error(&self, e: std::io::Error) -> String {
+        format!("cannot write the day's usage rows aside in {}: {e}", self.dir.as_deref().unwrap_or(Path::new("")).display())
+    }
+
+    /// Every row written to its file (before the runs are read); the first
+    /// failure to write, if any.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.parts.par_iter_mut().try_for_each(Part::flush).map_err(|e| self.error(e))
+    }
+
+    /// How many rows the spill holds.
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// The day's runs: consecutive parts joined until a run holds about `rows`
+    /// rows (a part is never cut). The runs depend on the rows and the snapshot
+    /// only, never on the thread count.
+    pub fn runs(&self, rows: u64) -> Vec<Run> {
+        let mut runs = Vec::new();
+        let (mut start, mut held) = (0, 0u64);
+        for (p, part) in self.parts.iter().enumerate() {
+            if part.rows == 0 {
+                continue;
+            }
+            if held > 0 && held + part.rows > rows {
+                // Part p begins a new run: at its hour's first instant, or between
+                // owners of its hour.
+                let range = (p - 1) % OWNER_RANGES;
+                let at = self.instant_of(p);
+                let until = if range == 0 { KeyBound::at(at) } else { KeyBound::lines_from(at, self.splits[range - 1]) };
+                runs.push(Run { parts: start..p, until: Some(until) });
+                (start, held) = (p, 0);
+            }
+            held += part.rows;
+        }
+        runs.push(Run { parts: start..PARTS, until: None });
+        runs
+    }
+
+    /// The settlement lines of `run`, each organization's (of `orgs`) in processing
+    /// order (by period end, then key); Err with the first row in file order, in
+    /// any part, whose line's sum leaves the exact range.
+    pub fn lines(&self, run: &Run, orgs: usize) -> std::io::Result<Result<Vec<Vec<(GroupKey, UsageGroup)>>, Overflow>> {
+        let grouped: Vec<std::io::Result<Result<Vec<(usize, GroupKey, UsageGroup)>, u64>>> =
+            run.parts.clone().into_par_iter().map(|p| self.group(p)).collect();
+        let mut lines: Vec<Vec<(GroupKey, UsageGroup)>> = (0..orgs).map(|_| Vec::new()).collect();
+        for part in grouped {
+            match part? {
+                Ok(part) => part.into_iter().for_each(|(org, key, group)| lines[org].push((key, group))),
+                Err(_) => return Ok(Err(self.first_overflow()?.expect("a part overflowed"))),
+            }
+        }
+        Ok(Ok(lines))
+    }
+
+    /// The first row in file order, in any part, whose line's sum leaves the exact
+    /// range (reading the parts again).
+    pub fn first_overflow(&self) -> std::io::Result<Option<Overflow>> {
+        let firsts: Vec<std::io::Result<Option<u64>>> = (0..PARTS).into_par_iter().map(|p| Ok(self.group(p)?.err())).collect();
+        let mut first: Option<u64> = None;
+        for f in firsts {
+            if let Some(line) = f? {
+                first = Some(first.map_or(line, |l| l.min(line)));
+            }
+        }
+        Ok(first.map(Overflow))
+    }
+
+    /// A part's lines, by organization and in processing order; Err with the file
+    /// line of its first row whose line's sum leaves the exact range.
+    fn group(&self, p: usize) -> std::io::Result<Result<Vec<(usize, GroupKey, UsageGroup)>, u64>> {
+        let part = &self.parts[p];
+        if part.rows == 0 {
+            return Ok(Ok(Vec::new()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&part.path)?.read_to_end(&mut bytes)?;
+        let mut at = &bytes[..];
+        // A line's key by identity: an interned product is one address.
+        let mut index: rustc_hash::FxHashMap<(Uin, usize, Cycle, i64), usize> = Default::default();
+        index.reserve(part.rows as usize);
+        let mut lines: Vec<(usize, GroupKey, UsageGroup)> = Vec::new();
+        let mut products = rustc_hash::FxHashMap::default();
+        while !at.is_empty() {
+            let row = decode(&mut at, &self.contracts, &mut products)
+                .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", part.path.display())))?;
+            let key = (row.key.owner_uin, crate::ids::address_of(row.key.product), row.key.cycle, row.key.period_start.0);
+            match index.get(&key) {
+                Some(&i) => {
+                    let group = &mut lines[i].2;
+                    let added = (|| {
+                        let list = group.list.checked_add(row.group.list)?;
+                        let priced = group.priced.checked_add(row.group.priced)?;
+                        let quantity = group.quantity.0.checked_add(row.group.quantity.0)?;
+                        Some((list, priced, quantity))
+                    })();
+                    let Some((list, priced, quantity)) = added else { return Ok(Err(row.line)) };
+                    (group.list, group.priced, group.quantity, group.records) = (list, priced, Exact8(quantity), group.records + 1);
+                }
+                None => {
+                    index.insert(key, lines.len());
+                    lines.push((row.org, row.key, row.group));
+                }
+            }
+        }
+        drop(index);
+        if p == 0 {
+            // Late lines end at many instants.
+            lines.sort_by_cached_key(|(org, key, _)| (*org, key.period_end(), key.clone()));
+        } else {
+            // One instant: processing order is the key's.
+            lines.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        }
+        Ok(Ok(lines))
+    }
+}
+
+impl Part {
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = Some(std::fs::File::create(&self.path)?);
+        }
+        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+impl Drop for UsageSpill {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A row's amounts in 8 bytes each when they fit (nearly always), else 16: bit i
+/// of the flags byte says amount i takes 16.
+fn put_amount(out: &mut Vec<u8>, value: i128, flags: &mut u8, bit: u8) {
+    match i64::try_from(value) {
+        Ok(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Err(_) => {
+            *flags |= 1 << bit;
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+fn take<const N: usize>(at: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = at.split_first_chunk::<N>()?;
+    *at = rest;
+    Some(*head)
+}
+
+fn get_amount(at: &mut &[u8], flags: u8, bit: u8) -> Option<i128> {
+    if flags & (1 << bit) == 0 {
+        Some(i128::from(i64::from_le_bytes(take::<8>(at)?)))
+    } else {
+        Some(i128::from_le_bytes(take::<16>(at)?))
+    }
+}
+
+/// A row in 54 bytes (more for an amount beyond 8 bytes): flags, cycle, file
+/// line, organization, owner, product (its address), period start, contract (its
+/// number, 0 for none), list, priced and quantity.
+fn encode(row: &SpilledRow, contracts: &rustc_hash::FxHashMap<usize, u32>, out: &mut Vec<u8>) {
+    let SpilledRow { line, org, key, group, .. } = row;
+    let flags_at = out.len();
+    out.push(0);
+    out.push(match key.cycle {
+        Cycle::Hourly => 0,
+        Cycle::Daily => 1,
+        Cycle::Monthly => 2,
+    });
+    out.extend_from_slice(&line.to_le_bytes());
+    out.extend_from_slice(&(*org as u32).to_le_bytes());
+    out.extend_from_slice(&key.owner_uin.to_le_bytes());
+    out.extend_from_slice(&(crate::ids::address_of(key.product) as u64).to_le_bytes());
+    out.extend_from_slice(&key.period_start.0.to_le_bytes());
+    let contract = group.contract.map_or(0, |c| contracts[&(c as *const _ as usize)]);
+    out.extend_from_slice(&contract.to_le_bytes());
+    let mut flags = 0;
+    put_amount(out, group.list.to_bits(), &mut flags, 0);
+    put_amount(out, group.priced.to_bits(), &mut flags, 1);
+    put_amount(out, group.quantity.0, &mut flags, 2);
+    out[flags_at] = flags;
+}
+
+/// The row `encode` wrote at `at`; None for bytes it did not write. `products`
+/// caches the product codes met so far.
+fn decode(at: &mut &[u8], contracts: &[ContractRef], products: &mut rustc_hash::FxHashMap<u64, crate::ids::Product>) -> Option<SpilledRow> {
+    let [flags, cycle] = take::<2>(at)?;
+    let cycle = [Cycle::Hourly, Cycle::Daily, Cycle::Monthly].get(usize::from(cycle)).copied()?;
+    let line = u64::from_le_bytes(take(at)?);
+    let org = u32::from_le_bytes(take(at)?) as usize;
+    let owner_uin = u64::from_le_bytes(take(at)?);
+    let address = u64::from_le_bytes(take(at)?);
+    let product = match products.get(&address) {
+        Some(&p) => p,
+        None => {
+            let p = crate::ids::product_at(usize::try_from(address).ok()?)?;
+            products.insert(address, p);
+            p
+        }
+    };
+    let period_start = Ts(i64::from_le_bytes(take(at)?));
+    let contract = match u32::from_le_bytes(take(at)?) {
+        0 => None,
+        n => Some(*contracts.get(n as usize - 1)?),
+    };
+    let list = Rated::from_bits(get_amount(at, flags, 0)?);
+    let priced = Rated::from_bits(get_amount(at, flags, 1)?);
+    let quantity = Exact8(get_amount(at, flags, 2)?);
+    let key = GroupKey { owner_uin, product, cycle, period_start };
+    let part = 0; // not read back: the part is the file's
+    Some(SpilledRow { line, org, key, group: UsageGroup { list, priced, records: 1, quantity, contract }, part })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{ContractName, Contracts};
+
+    /// One organization of 32 accounts (UINs 1..=32): the hours are cut at UINs
+    /// 3, 5, 7, ... (every second account).
+    fn snapshot() -> Snapshot {
+        let members: Vec<String> = (2..=32)
+            .map(|u| format!(r#"{{"uin":{u},"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"snapshot_at":"2026-10-01T00:00:00+08:00","orgs":[{{"org_id":"org-1","created_at":"2026-01-01T00:00:00+08:00",
+            "management_uin":1,"entities":[{{"entity_id":"e1"}}],"departments":[{{"dept_id":"root","parent_id":null}}],"members":[
+            {{"uin":1,"entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"}},{}]}}]}}"#,
+            members.join(",")
+        );
+        Snapshot::from_json(json.as_bytes()).expect("a snapshot")
+    }
+
+    fn day() -> Day {
+        Day::parse("2026-10-02").unwrap()
+    }
+
+    fn row(line: u64, owner: Uin, product: &str, cycle: Cycle, start: &str, list: i128, priced: i128) -> SpilledRow {
+        let key = GroupKey { owner_uin: owner, product: intern_product(product), cycle, period_start: Ts::parse(start).unwrap() };
+        let group = UsageGroup { list: Rated::from_bits(list), priced: Rated::from_bits(priced), records: 1, quantity: Exact8(line as i128), contract: None };
+        SpilledRow { line, org: 0, key, group, part: 0 }
+    }
+
+    fn spill(dir: &Path, snapshot: &Snapshot, rows: &mut [SpilledRow]) -> UsageSpill {
+        let mut spill = UsageSpill::new(dir, day(), snapshot, &Contracts::default()).unwrap();
+        for r in rows.iter_mut() {
+            r.part = spill.part_of(&r.key);
+        }
+        spill.add(rows);
+        spill.finish().unwrap();
+        spill
+    }
+
+    use crate::ids::intern_product;
+
+    #[test]
+    fn a_row_comes_back_as_it_was_written_whatever_its_amounts() {
+        let name: ContractRef = ContractName::leak(7, "c-7");
+        let numbers: rustc_hash::FxHashMap<usize, u32> = [(name as *const _ as usize, 1)].into_iter().collect();
+        let mut products = rustc_hash::FxHashMap::default();
+        for (cycle, list, priced, quantity, contract) in [
+            (Cycle::Hourly, 1, 2, 3, None),
+            (Cycle::Daily, i128::MAX, i128::MIN, -1, Some(name)),
+            (Cycle::Monthly, i64::MAX as i128 + 1, i64::MIN as i128 - 1, i64::MIN as i128, None),
+        ] {
+            let mut r = row(u64::MAX, 100000000001, "cvm", cycle, "2026-10-01T00:00:00+08:00", list, priced);
+            r.org = 12_345;
+            r.group.quantity = Exact8(quantity);
+            r.group.contract = contract;
+            let mut bytes = Vec::new();
+            encode(&r, &numbers, &mut bytes);
+            let mut at = &bytes[..];
+            let back = decode(&mut at, &[name], &mut products).expect("a row");
+            assert!(at.is_empty(), "the whole row is read");
+            assert_eq!((back.line, back.org, back.key, back.group), (r.line, r.org, r.key, r.group));
+            // A row cut short is no row.
+            assert!(decode(&mut &bytes[..bytes.len() - 1], &[name], &mut products).is_none());
+        }
+    }
+
+    #[test]
+    fn each_lines_rows_are_summed_exactly_and_handed_out_in_processing_order() {
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = vec![
+            row(2, 9, "cvm", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 7, 5),
+            row(3, 4, "cvm", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 1, 1),
+            row(4, 9, "cvm", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 10_000_000_000_000_000_000, 3),
+            row(5, 4, "cbs", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 2, 2),
+            // Late: the day before, ending at two instants.
+            row(6, 9, "cvm", Cycle::Daily, "2026-10-01T00:00:00+08:00", 4, 4),
+            row(7, 30, "cvm", Cycle::Hourly, "2026-10-01T03:00:00+08:00", 5, 5),
+            // The last hour: an hourly and a daily line.
+            row(8, 4, "cvm", Cycle::Daily, "2026-10-02T00:00:00+08:00", 6, 6),
+            row(9, 4, "cvm", Cycle::Hourly, "2026-10-02T23:00:00+08:00", 8, 8),
+        ];
+        let spill = spill(dir.path(), &snapshot, &mut rows);
+        assert_eq!(spill.rows(), 8);
+        let mut all = Vec::new();
+        for run in spill.runs(u64::MAX) {
+            all.extend(spill.lines(&run, 1).unwrap().unwrap().remove(0));
+        }
+        let got: Vec<(Uin, &str, Cycle, String, i128, i128, u64)> = all
+            .iter()
+            .map(|(k, g)| (k.owner_uin, k.product.as_str(), k.cycle, k.period_start.to_string(), g.list.to_bits(), g.priced.to_bits(), g.records))
+            .collect();
+        let t = |s: &str| Ts::parse(s).unwrap().to_string();
+        assert_eq!(
+            got,
+            [
+                (30, "cvm", Cycle::Hourly, t("2026-10-01T03:00:00+08:00"), 5, 5, 1),
+                (9, "cvm", Cycle::Daily, t("2026-10-01T00:00:00+08:00"), 4, 4, 1),
+                (4, "cbs", Cycle::Hourly, t("2026-10-02T05:00:00+08:00"), 2, 2, 1),
+                (4, "cvm", Cycle::Hourly, t("2026-10-02T05:00:00+08:00"), 1, 1, 1),
+                (9, "cvm", Cycle::Hourly, t("2026-10-02T05:00:00+08:00"), 10_000_000_000_000_000_007, 8, 2),
+                (4, "cvm", Cycle::Daily, t("2026-10-02T00:00:00+08:00"), 6, 6, 1),
+                (4, "cvm", Cycle::Hourly, t("2026-10-02T23:00:00+08:00"), 8, 8, 1),
+            ]
+        );
+        // The quantities (here the rows' file lines) are summed too.
+        assert_eq!(all[4].1.quantity, Exact8(2 + 4));
+        drop(spill);
+        assert!(!dir.path().exists() || std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the folder is removed");
+    }
+
+    #[test]
+    fn runs_join_parts_and_end_before_an_hour_or_between_owners() {
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let at = |hour: i64| Ts(day().start().0 + hour * NANOS_PER_HOUR).pred();
+        // Hour 5: owners 1 and 2 (range 0), 9 (range 4); hour 7: owner 30 (range 14).
+        // A part beginning an hour's first range would end the run before it at
+        // the hour's first instant (`KeyBound::at`).
+        let mut rows = vec![
+            row(2, 1, "cvm", Cycle::Hourly, "2026-10-02T04:00:00+08:00", 1, 1),
+            row(3, 2, "cvm", Cycle::Hourly, "2026-10-02T04:00:00+08:00", 1, 1),
+            row(4, 9, "cvm", Cycle::Hourly, "2026-10-02T04:00:00+08:00", 1, 1),
+            row(5, 30, "cvm", Cycle::Hourly, "2026-10-02T06:00:00+08:00", 1, 1),
+        ];
+        let spill = spill(dir.path(), &snapshot, &mut rows);
+        assert_eq!([rows[0].part, rows[1].part, rows[2].part, rows[3].part], [1 + 4 * 16, 1 + 4 * 16, 1 + 4 * 16 + 4, 1 + 6 * 16 + 14]);
+        // One run: everything.
+        assert_eq!(spill.runs(4), [Run { parts: 0..PARTS, until: None }]);
+        // A part a run, each ending where the next part begins: between the owners
+        // of hour 5 (at range 4's first UIN, 9), then at range 14 of hour 7 (29).
+        let runs = spill.runs(1);
+        let until: Vec<Option<KeyBound>> = runs.iter().map(|r| r.until).collect();
+        assert_eq!(until, [Some(KeyBound::lines_from(at(5), 9)), Some(KeyBound::lines_from(at(7), 29)), None]);
+        assert_eq!(runs.iter().map(|r| r.parts.clone()).collect::<Vec<_>>(), [0..rows[2].part, rows[2].part..rows[3].part, rows[3].part..PARTS]);
+        // Every line falls before its run's bound and at or after the one before.
+        for (r, run) in runs.iter().enumerate() {
+            for (key, _) in spill.lines(run, 1).unwrap().unwrap().remove(0) {
+                assert!(run.until.is_none_or(|u| u.is_after_line(&key)));
+                assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
+            }
+        }
+    }
+
+    #[test]
+    fn a_sum_beyond_the_exact_range_names_the_first_such_row_in_file_order() {
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let third = i128::MAX / 3 + 1;
+        let mut rows = vec![
+            // Line A (hour 1) leaves the range at its third row, file line 9.
+            row(2, 4, "cvm", Cycle::Hourly, "2026-10-02T00:00:00+08:00", third, 0),
+            row(5, 4, "cvm", Cycle::Hourly, "2026-10-02T00:00:00+08:00", third, 0),
+            row(9, 4, "cvm", Cycle::Hourly, "2026-10-02T00:00:00+08:00", third, 0),
+            // Line B (hour 6, another run) leaves it earlier, at file line 7: its priced sum.
+            row(3, 30, "cos", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 1, i128::MAX),
+            row(7, 30, "cos", Cycle::Hourly, "2026-10-02T05:00:00+08:00", 1, 1),
+        ];
+        let spill = spill(dir.path(), &snapshot, &mut rows);
+        let runs = spill.runs(1);
+        assert_eq!(runs.len(), 2);
+        // The first run meets line A's overflow, and names line B's row, the first in the file.
+        assert_eq!(spill.lines(&runs[0], 1).unwrap().unwrap_err(), Overflow(7));
+        assert_eq!(spill.first_overflow().unwrap(), Some(Overflow(7)));
+        assert_eq!(
+            Overflow(7).unusable().to_string(),
+            "usage.csv: line 7: the settlement line's sum exceeds the engine's exact range"
+        );
+    }
+}
