@@ -14,7 +14,7 @@ use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
-use crate::state::{SeenIds, SeenUsage, UsageIds, WantedIds, ID_SHARDS};
+use crate::state::{SeenIds, UsageIds, WantedIds, ID_SHARDS};
 use crate::spill::{SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
@@ -342,9 +342,8 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut Usa
         return Ok(());
     };
     counts.present = true;
-    // Room for the day's ids up front: no rehashing (none at all when the state
-    // was loaded with `Store::load_for`, which made room for them already).
-    seen.usage.reserve(usage_ids_hint(dir));
+    // The Bloom filters of the day's ids sized for them up front.
+    usage.expect_ids(usage_ids_hint(dir));
     let indices = reader.indices().to_vec();
     let (mut current, mut next) = (Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH)?;
@@ -384,10 +383,14 @@ fn settle_usage_batch(
             by_shard[UsageIds::shard_of(*id)].push(i as u32);
         }
     }
+    // An id remembered from an earlier day decides here; any other is taken as the
+    // day's first for now, and noted with its row in its shard of the spill:
+    // repeats within the day are decided once it is read (`UsageSpill::dedupe_shard`).
     let verdicts: Vec<Vec<(u32, Seen)>> = seen
         .usage
-        .shards_mut()
-        .into_par_iter()
+        .remembered_shards()
+        .par_iter()
+        .zip(usage.id_shards_mut().par_iter_mut())
         .zip(by_shard)
         .map(|((remembered, shard), rows)| {
             let id_of = |i: u32| match &checks[i as usize] {
@@ -396,24 +399,22 @@ fn settle_usage_batch(
             };
             (0..rows.len())
                 .map(|k| {
-                    // The slots of the ids a few rows on are asked for now: their
-                    // cache misses overlap this row's (see `idtable`).
+                    // The filter blocks of the ids a few rows on are asked for now:
+                    // their cache misses overlap this row's (see `idtable`).
                     if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
-                        let (id, _) = id_of(ahead);
-                        shard.prefetch(id);
-                        remembered.prefetch(id);
+                        remembered.prefetch(id_of(ahead).0);
                     }
                     let i = rows[k];
                     let (id, content) = id_of(i);
                     if let Some(earlier) = remembered.get(id) {
                         return (i, if earlier.content == content { Seen::Same } else { Seen::Different });
                     }
-                    let verdict = match shard.get_or_insert(id, SeenUsage { day: ctx.day, content }) {
-                        None => Seen::New,
-                        Some(held) if held.content == content => Seen::Same,
-                        Some(_) => Seen::Different,
+                    let (line, text) = match &batch[i as usize] {
+                        RawRow::Record { line, record } => (*line, || Fields::new(record, indices).get(0).to_string()),
+                        RawRow::Bad { .. } => unreachable!("passed rows are records"),
                     };
-                    (i, verdict)
+                    shard.note(id, content, line, text);
+                    (i, Seen::New)
                 })
                 .collect()
         })
@@ -445,6 +446,73 @@ fn settle_usage_batch(
     usage.add(&accepted);
     Ok(())
 }
+
+/// The usage rows found, once the day was read, to repeat an id an earlier row of
+/// the day had (`later`: file line, and whether the content is the same; each
+/// was taken as its id's first while reading), counted and refused as reading in
+/// file order with every earlier id at hand decides them (§4.2, §14): an exact
+/// repeat is a duplicate, another a `conflicting_duplicate` reject naming the id
+/// (`texts`: the id text of every such row). A row refused while reading because
+/// its priced amount left the engine's range is a duplicate or a conflict
+/// instead (§14: the duplicate check precedes it). Returns the file lines of the
+/// rows that were taken as accepted: their sums must leave their lines.
+pub fn apply_duplicates(input: &mut DayInput, later: &[(u64, bool)], texts: &rustc_hash::FxHashMap<u64, String>) -> Result<Vec<u64>, String> {
+    if later.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refused: rustc_hash::FxHashMap<u64, usize> = input
+        .rejects
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.file == USAGE_FILE && r.reason == Reason::BadValue && r.message == PRICED_BEYOND_RANGE)
+        .map(|(i, r)| (r.line, i))
+        .collect();
+    let counts = input.counts.get_mut(USAGE_FILE).expect("usage rows were read");
+    let mut accepted_lines = Vec::new();
+    let mut dropped = Vec::new();
+    for &(line, same) in later {
+        let conflict = || -> Result<Reject, String> {
+            let id = texts.get(&line).ok_or_else(|| format!("{USAGE_FILE} line {line}: the id of a repeated record was not kept"))?;
+            Ok(Reject {
+                file: USAGE_FILE,
+                line,
+                id: id.clone(),
+                reason: Reason::ConflictingDuplicate,
+                message: format!("{id} was already accepted in {USAGE_FILE} with different content"),
+            })
+        };
+        match refused.get(&line) {
+            Some(&i) if same => {
+                counts.rejected -= 1;
+                counts.duplicates += 1;
+                dropped.push(i);
+            }
+            Some(&i) => input.rejects[i] = conflict()?,
+            None => {
+                counts.accepted -= 1;
+                accepted_lines.push(line);
+                if same {
+                    counts.duplicates += 1;
+                } else {
+                    counts.rejected += 1;
+                    input.rejects.push(conflict()?);
+                }
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        let dropped: std::collections::BTreeSet<usize> = dropped.into_iter().collect();
+        let mut i = 0;
+        input.rejects.retain(|_| {
+            i += 1;
+            !dropped.contains(&(i - 1))
+        });
+    }
+    Ok(accepted_lines)
+}
+
+/// Why a usage row whose priced amount leaves the engine's exact range is refused.
+const PRICED_BEYOND_RANGE: &str = "the priced amount exceeds the engine's exact range";
 
 /// How many rows ahead the id lookups of a shard prefetch their slots.
 const PREFETCH_AHEAD: usize = 8;
@@ -498,7 +566,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
                         None
                     }
                     // Reachable only with absurd contract prices: refuse the row rather than round.
-                    None => Some(Refusal::new(Reason::BadValue, "the priced amount exceeds the engine's exact range")),
+                    None => Some(Refusal::new(Reason::BadValue, PRICED_BEYOND_RANGE)),
                 },
             },
         };
@@ -972,6 +1040,45 @@ fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
         amount: Money::parse(amount_text).ok(),
         source_transfer_id: (!source.is_empty()).then(|| source.to_string()),
     })
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use super::*;
+
+    #[test]
+    fn the_days_later_rows_of_an_id_become_duplicates_and_conflicts_as_read_in_order() {
+        let reject = |line: u64, reason: Reason, message: &str| Reject { file: USAGE_FILE, line, id: format!("u{line}"), reason, message: message.into() };
+        let mut input = DayInput::default();
+        // Lines 2-4 taken as accepted; 5 and 6 refused for their priced amount; 7 refused
+        // before the duplicate check (a bad timestamp); an order's reject beside them.
+        input.rejects = vec![
+            reject(5, Reason::BadValue, PRICED_BEYOND_RANGE),
+            reject(6, Reason::BadValue, PRICED_BEYOND_RANGE),
+            reject(7, Reason::BadTimestamp, "no offset"),
+            Reject { file: ORDERS_FILE, line: 2, id: "o1".into(), reason: Reason::BadValue, message: "x".into() },
+        ];
+        input.counts.insert(USAGE_FILE, FileCounts { present: true, rows: 6, accepted: 3, duplicates: 0, rejected: 3 });
+        let texts: rustc_hash::FxHashMap<u64, String> = [3, 4, 5, 6, 8].into_iter().map(|l| (l, format!("u{l}"))).collect();
+        // 3 repeats its id's first exactly, 4 with other content; so do 5 and 6.
+        let later = [(3, true), (4, false), (5, true), (6, false)];
+        let lines = apply_duplicates(&mut input, &later, &texts).unwrap();
+        assert_eq!(lines, [3, 4], "the rows taken as accepted leave their lines");
+        assert_eq!(input.counts[USAGE_FILE], FileCounts { present: true, rows: 6, accepted: 1, duplicates: 2, rejected: 3 });
+        let conflict = |line: u64| {
+            let id = format!("u{line}");
+            Reject { file: USAGE_FILE, line, message: format!("{id} was already accepted in usage.csv with different content"), id, reason: Reason::ConflictingDuplicate }
+        };
+        // Line 5's reject is gone, line 6's is a conflict now, line 4's is new.
+        let mut rejects = input.rejects.clone();
+        rejects.sort();
+        let order = Reject { file: ORDERS_FILE, line: 2, id: "o1".into(), reason: Reason::BadValue, message: "x".into() };
+        assert_eq!(rejects, [order, conflict(4), conflict(6), reject(7, Reason::BadTimestamp, "no offset")]);
+        // A later row whose id text was not kept is an internal error, not a guess.
+        let mut other = DayInput::default();
+        other.counts.insert(USAGE_FILE, FileCounts { present: true, rows: 2, accepted: 2, ..FileCounts::default() });
+        assert!(apply_duplicates(&mut other, &[(9, false)], &texts).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -307,6 +307,23 @@ pub fn settle_day(
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
     usage.finish().map_err(Failure::Internal)?;
     stage("read day", &mut t);
+    // The day's own usage ids, each shard's sorted from the spill: the first row of
+    // an id is the day's, and goes to the day's id file now (published by the
+    // commit; the next day reads it); a later one is a duplicate or a conflict,
+    // counted or refused now and left out of its line.
+    let mut input = input;
+    let later = std::sync::Mutex::new(Vec::new());
+    let own = |s: usize| -> std::io::Result<Vec<(u128, crate::state::SeenUsage)>> {
+        let found = usage.dedupe_shard(s, day)?;
+        later.lock().unwrap_or_else(|e| e.into_inner()).extend(found.later);
+        Ok(found.firsts)
+    };
+    let day_ids = store.stage_usage_ids(day, &seen, &own).map_err(Failure::Internal)?;
+    let mut later = later.into_inner().unwrap_or_else(|e| e.into_inner());
+    later.sort_unstable();
+    let skip = crate::ingest::apply_duplicates(&mut input, &later, &usage.take_suspects()).map_err(Failure::Internal)?;
+    usage.skip(&skip);
+    stage("  ids aside", &mut t);
     let DayInput { orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
 
     // Partition the day's records by organization. The settlement lines stay
@@ -339,18 +356,12 @@ pub fn settle_day(
     next.focus = moved_focus;
     next.refund_bases = moved_bases;
     next.transfer_sources = moved_sources;
-    match next.seen.usage_count_of(day) {
+    match day_ids {
         0 => next.seen.usage_files.remove(&day),
         n => next.seen.usage_files.insert(day, n),
     };
-    // The day's ids go to their file now (published by the commit); the rest of
-    // the day needs only their count, and the next day reads them from the files.
-    if next.seen.usage_files.contains_key(&day) {
-        store.stage_usage_ids(day, &next.seen).map_err(Failure::Internal)?;
-    }
-    stage("  ids aside", &mut t);
+    // The rest of the day needs only their count.
     next.seen.usage = Default::default();
-    // The id table was the largest thing reading held.
     crate::memory::release_freed_memory();
     // Accepted `in` transfers by organization, looked up once per organization.
     let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
@@ -570,9 +581,8 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
         None => (fresh_state(inputs, day), true),
         Some(prev) if prev == day.prev() => {
             let dir = inputs.dir.join("days").join(day.to_string());
-            let extra = crate::ingest::usage_ids_hint(&dir);
             let wanted = || crate::ingest::usage_ids_of(&dir);
-            let next = crate::store::NextDay { day, extra, wanted: &wanted };
+            let next = crate::store::NextDay { day, wanted: &wanted };
             (store.load_for(prev, Some(next)).map_err(Failure::Internal)?, false)
         }
         Some(prev) => {
@@ -912,8 +922,24 @@ pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
         let mut usage = crate::spill::UsageSpill::new(&spill_dir, day, &inputs.snapshot, &inputs.reference.contracts)
             .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", spill_dir.display())))?;
         match read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage) {
-            Ok(input) => {
+            Ok(mut input) => {
                 usage.finish().map_err(Failure::Internal)?;
+                // The day's duplicates decided as a settlement decides them; its ids
+                // then remembered for the days after.
+                let mut firsts = Vec::new();
+                let mut later = Vec::new();
+                for s in 0..crate::state::ID_SHARDS {
+                    let found = usage.dedupe_shard(s, day).map_err(|e| Failure::Internal(format!("cannot read the day's usage ids back: {e}")))?;
+                    firsts.push(found.firsts);
+                    later.extend(found.later);
+                }
+                later.sort_unstable();
+                let skip = crate::ingest::apply_duplicates(&mut input, &later, &usage.take_suspects()).map_err(Failure::Internal)?;
+                usage.skip(&skip);
+                seen.remember_day(day, firsts).map_err(Failure::Internal)?;
+                // A conflict found now goes among the usage rows' rejects, in file order.
+                let usage_file = crate::ingest::USAGE_FILE;
+                input.rejects.sort_by_key(|r| if r.file == usage_file { (0, r.line) } else { (1, 0) });
                 match usage.first_overflow() {
                     Ok(None) => {}
                     Ok(Some(overflow)) => problems.push(format!("days/{day}/{}", overflow.unusable())),

@@ -74,8 +74,89 @@ pub struct UsageSpill {
     /// Every contract's name, by the number a row stores (its position + 1).
     contracts: Vec<ContractRef>,
     contract_numbers: rustc_hash::FxHashMap<usize, u32>,
+    /// The day's own usage ids, by id shard (`IdShard`).
+    ids: Vec<IdShard>,
+    /// The file lines of the rows found to be duplicates once the day was read
+    /// (`skip`): their parts' rows are left out of their lines. Bit l of word l / 64.
+    skipped: Vec<u64>,
     /// The first failure to write a part.
     failed: Option<String>,
+}
+
+/// Bytes of an entry of an id shard's file: id digest (16), content digest (8),
+/// file line (8).
+const ID_ENTRY: usize = 32;
+
+/// The day's own usage ids of one id shard (those not remembered from earlier
+/// days; `state::UsageIds::shard_of`): a file of (id, content, file line) entries
+/// in file order, written through the page cache. Duplicates within the day are
+/// decided once it is read (`UsageSpill::dedupe_shard`), by sorting the file:
+/// holding the day's ids in a table was the largest part of reading's memory
+/// (320 MB at 10M rows). Meanwhile a Bloom filter of the ids met so far (~10
+/// bits an id) tells which rows may repeat an id, and those keep the id's text,
+/// which a conflicting duplicate's reject names.
+pub struct IdShard {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buffer: Vec<u8>,
+    rows: u64,
+    filter: Vec<[u32; 8]>,
+    /// The file line and id text of each row whose id may have been met before.
+    suspects: Vec<(u64, String)>,
+    failed: Option<std::io::Error>,
+}
+
+impl IdShard {
+    fn new(path: PathBuf) -> IdShard {
+        IdShard { path, file: None, buffer: Vec::new(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
+    }
+
+    /// A row of the day (in file order within the shard) whose id `id` is not
+    /// remembered: it is first taken as the id's first, its text (`text`) kept if
+    /// the id may have been met before.
+    pub fn note(&mut self, id: u128, content: u64, line: u64, text: impl FnOnce() -> String) {
+        let (block, bits) = crate::state::filter_slot(id, self.filter.len());
+        let words = &mut self.filter[block];
+        if words.iter().zip(bits).all(|(w, b)| w & b != 0) {
+            self.suspects.push((line, text()));
+        }
+        for (w, b) in words.iter_mut().zip(bits) {
+            *w |= b;
+        }
+        self.buffer.extend_from_slice(&id.to_le_bytes());
+        self.buffer.extend_from_slice(&content.to_le_bytes());
+        self.buffer.extend_from_slice(&line.to_le_bytes());
+        self.rows += 1;
+        if self.buffer.len() >= PART_BUFFER && self.failed.is_none() {
+            if let Err(e) = self.flush() {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = Some(std::fs::File::create(&self.path)?);
+        }
+        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+/// What deciding the duplicates of one id shard found: the ids first accepted on
+/// the day, and every later row of one of them (its file line, and whether its
+/// content is the first's).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ShardDuplicates {
+    pub firsts: Vec<(u128, crate::state::SeenUsage)>,
+    pub later: Vec<(u64, bool)>,
 }
 
 /// A run of the day's processing order: consecutive parts, and where the run ends
@@ -118,7 +199,8 @@ impl UsageSpill {
         let parts = (0..PARTS).map(|p| Part { path: dir.join(format!("part-{p}")), file: None, buffer: Vec::new(), rows: 0 }).collect();
         let contracts: Vec<ContractRef> = contracts.names().collect();
         let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
-        Ok(UsageSpill { dir: Some(dir.to_path_buf()), day, splits, parts, contracts, contract_numbers, failed: None })
+        let ids = (0..crate::state::ID_SHARDS).map(|s| IdShard::new(dir.join(format!("ids-{s}")))).collect();
+        Ok(UsageSpill { dir: Some(dir.to_path_buf()), day, splits, parts, contracts, contract_numbers, ids, skipped: Vec::new(), failed: None })
     }
 
     /// The part of a line: 0 for a late line, else its hour's owner range.
@@ -175,7 +257,85 @@ impl UsageSpill {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.parts.par_iter_mut().try_for_each(Part::flush).map_err(|e| self.error(e))
+        if let Some(e) = self.ids.iter_mut().find_map(|s| s.failed.take()) {
+            return Err(self.error(e));
+        }
+        let flushed = self.parts.par_iter_mut().try_for_each(Part::flush).and_then(|()| self.ids.par_iter_mut().try_for_each(IdShard::flush));
+        flushed.map_err(|e| self.error(e))
+    }
+
+    /// Size the Bloom filters of the day's ids for about `ids` ids (before any is
+    /// noted).
+    pub fn expect_ids(&mut self, ids: usize) {
+        let blocks = (ids * 10 / 256 / self.ids.len()).max(1);
+        for shard in &mut self.ids {
+            debug_assert_eq!(shard.rows, 0);
+            shard.filter = vec![[0; 8]; blocks];
+        }
+    }
+
+    /// The id shards, for noting the day's ids (`IdShard::note`).
+    pub fn id_shards_mut(&mut self) -> &mut [IdShard] {
+        &mut self.ids
+    }
+
+    /// The day's duplicates of id shard `s` (after `finish`): its entries sorted by
+    /// id, then file line; the first of an id is the day's, the others repeat it.
+    pub fn dedupe_shard(&self, s: usize, day: Day) -> std::io::Result<ShardDuplicates> {
+        let shard = &self.ids[s];
+        let mut found = ShardDuplicates::default();
+        if shard.rows == 0 {
+            return Ok(found);
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&shard.path)?.read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != shard.rows * ID_ENTRY as u64 {
+            return Err(std::io::Error::other(format!("{}: {} bytes, not {} entries", shard.path.display(), bytes.len(), shard.rows)));
+        }
+        let mut entries: Vec<(u128, u64, u64)> = bytes
+            .chunks_exact(ID_ENTRY)
+            .map(|e| {
+                let id = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
+                let content = u64::from_le_bytes(e[16..24].try_into().expect("8 bytes"));
+                let line = u64::from_le_bytes(e[24..].try_into().expect("8 bytes"));
+                (id, line, content)
+            })
+            .collect();
+        drop(bytes);
+        entries.sort_unstable();
+        found.firsts.reserve(entries.len());
+        let mut first: Option<(u128, u64)> = None;
+        for (id, line, content) in entries {
+            match first {
+                Some((held, held_content)) if held == id => found.later.push((line, content == held_content)),
+                _ => {
+                    first = Some((id, content));
+                    found.firsts.push((id, crate::state::SeenUsage { day, content }));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The text of the ids of the rows that may repeat an earlier row's id, by
+    /// file line (a later row of an id is always among them).
+    pub fn take_suspects(&mut self) -> rustc_hash::FxHashMap<u64, String> {
+        self.ids.iter_mut().flat_map(|s| std::mem::take(&mut s.suspects)).collect()
+    }
+
+    /// Leave the rows of these file lines out of their lines (rows found to be
+    /// duplicates once the day was read; a line with no row here is ignored).
+    pub fn skip(&mut self, lines: &[u64]) {
+        let Some(&last) = lines.iter().max() else { return };
+        let mut bits = vec![0u64; last as usize / 64 + 1];
+        for &l in lines {
+            bits[l as usize / 64] |= 1 << (l % 64);
+        }
+        self.skipped = bits;
+    }
+
+    fn is_skipped(&self, line: u64) -> bool {
+        self.skipped.get(line as usize / 64).is_some_and(|w| w & (1 << (line % 64)) != 0)
     }
 
     /// How many rows the spill holds.
@@ -255,6 +415,9 @@ impl UsageSpill {
         while !at.is_empty() {
             let row = decode(&mut at, &self.contracts, &mut products)
                 .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", part.path.display())))?;
+            if self.is_skipped(row.line) {
+                continue;
+            }
             let key = (row.key.owner_uin, crate::ids::address_of(row.key.product), row.key.cycle, row.key.period_start.0);
             match index.get(&key) {
                 Some(&i) => {
@@ -536,6 +699,34 @@ mod tests {
                 assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
             }
         }
+    }
+
+    #[test]
+    fn a_days_repeated_ids_are_its_later_rows_each_compared_with_the_first() {
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = UsageSpill::new(dir.path(), day(), &snapshot, &Contracts::default()).unwrap();
+        spill.expect_ids(10);
+        // Ids of one shard (the top bits): 5 (lines 2, 7, 9), 3 (line 4), 8 (lines 5, 6).
+        let id = |low: u128| (7u128 << 122) | low;
+        let shard = crate::state::UsageIds::shard_of(id(0));
+        for (low, content, line) in [(5, 50, 2), (3, 30, 4), (8, 80, 5), (8, 80, 6), (5, 51, 7), (5, 50, 9)] {
+            spill.id_shards_mut()[shard].note(id(low), content, line, || format!("u-{low}"));
+        }
+        spill.finish().unwrap();
+        let found = spill.dedupe_shard(shard, day()).unwrap();
+        let seen = |content| crate::state::SeenUsage { day: day(), content };
+        assert_eq!(found.firsts, [(id(3), seen(30)), (id(5), seen(50)), (id(8), seen(80))]);
+        // Line 7 differs from line 2 (the first), line 9 does not; line 6 repeats line 5.
+        let mut later = found.later;
+        later.sort_unstable();
+        assert_eq!(later, [(6, true), (7, false), (9, true)]);
+        // Every later row kept its id's text (the filter may keep others too).
+        let texts = spill.take_suspects();
+        for (line, text) in [(6, "u-8"), (7, "u-5"), (9, "u-5")] {
+            assert_eq!(texts.get(&line).map(String::as_str), Some(text));
+        }
+        assert_eq!(spill.dedupe_shard(shard ^ 1, day()).unwrap(), ShardDuplicates::default());
     }
 
     #[test]

@@ -153,7 +153,7 @@ const FILTER_SALT: [u32; 8] = [0x47b6137b, 0x44974d91, 0x8824ad5b, 0xa2b7289d, 0
 /// The block of `id` among `blocks` and the bits it sets there. The id is a
 /// digest: its low 64 bits serve as the hash (the shard and the index use its
 /// top bits).
-fn filter_slot(id: u128, blocks: usize) -> (usize, [u32; 8]) {
+pub(crate) fn filter_slot(id: u128, blocks: usize) -> (usize, [u32; 8]) {
     let hash = id as u64;
     let block = (((hash >> 32) * blocks as u64) >> 32) as usize;
     let key = hash as u32;
@@ -408,6 +408,10 @@ impl UsageIds {
     pub fn shards_mut(&mut self) -> Vec<(&RememberedShard, &mut crate::idtable::DayIds)> {
         self.remembered.iter().zip(self.shards.iter_mut()).collect()
     }
+    /// Each shard's remembered ids.
+    pub fn remembered_shards(&self) -> &[RememberedShard] {
+        &self.remembered
+    }
 }
 
 /// The FOCUS rows of one bill month so far: they are appended day by day to
@@ -622,22 +626,43 @@ impl SeenIds {
     /// cores while the two before are written, on a thread of its own): memory
     /// holds a sixteenth of the file, not all of it twice (eight at a time put ~40
     /// MB on the peak of a 10M-row day, which this is written at).
-    pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
+    pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<u64> {
+        let tables = &self.usage.shards;
+        self.write_usage_with(day, &|s| Ok(tables[s].iter().filter(|(_, v)| v.day == day).collect()), w)
+    }
+
+    /// `day`'s usage-id file streamed to `w` as `write_usage_of` writes it, the
+    /// day's own ids of shard s given by `own(s)` (in any order) rather than taken
+    /// from the tables; returns how many ids it holds.
+    pub fn write_usage_with(
+        &self,
+        day: Day,
+        own: &(dyn Fn(usize) -> std::io::Result<Vec<(u128, SeenUsage)>> + Sync),
+        w: &mut (dyn std::io::Write + Send),
+    ) -> std::io::Result<u64> {
         use rayon::prelude::*;
         // Two shards at a time are encoded on all cores while the two before
         // them are written.
         let in_remembered = self.usage.remembered_days.contains(&day);
-        let encode = |group: &[(&RememberedShard, &crate::idtable::DayIds)]| -> Vec<Vec<u8>> {
+        let count = std::sync::atomic::AtomicU64::new(0);
+        let failed: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+        let encode = |group: &[usize]| -> Vec<Vec<u8>> {
             group
                 .par_iter()
-                .map(|(remembered, shard)| {
-                    let mut entries: Vec<(u128, SeenUsage)> =
-                        shard.iter().filter(|(_, s)| s.day == day).collect();
+                .map(|&s| {
+                    let mut entries = match own(s) {
+                        Ok(entries) => entries,
+                        Err(e) => {
+                            failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            return Vec::new();
+                        }
+                    };
                     if in_remembered {
-                        let of_day = remembered.ids.iter().filter(|e| { e.day } == day);
+                        let of_day = self.usage.remembered[s].ids.iter().filter(|e| { e.day } == day);
                         entries.extend(of_day.map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
                     }
                     let entries = sorted_by_id(entries);
+                    count.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
                     for (id, seen) in entries {
                         out.extend_from_slice(&id.to_le_bytes());
@@ -648,9 +673,27 @@ impl SeenIds {
                 })
                 .collect()
         };
-        let tiers: Vec<(&RememberedShard, &crate::idtable::DayIds)> =
-            self.usage.remembered.iter().zip(self.usage.shards.iter()).collect();
-        crate::parallel::write_behind(w, tiers.chunks(2).map(encode))
+        let shards: Vec<usize> = (0..ID_SHARDS).collect();
+        crate::parallel::write_behind(w, shards.chunks(2).map(encode))?;
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        Ok(count.into_inner())
+    }
+
+    /// Remember the ids first accepted on `day` (by shard) as if read from its file
+    /// (`validate`, which keeps what it reads in memory from day to day).
+    pub fn remember_day(&mut self, day: Day, ids: Vec<Vec<(u128, SeenUsage)>>) -> Result<(), String> {
+        let mut count = 0u64;
+        for (s, shard) in ids.into_iter().enumerate() {
+            count += shard.len() as u64;
+            self.usage.remembered[s].ids.extend(shard.into_iter().map(|(id, v)| RememberedId { id, content: v.content, day: v.day }));
+        }
+        if count > 0 {
+            self.usage_files.insert(day, count);
+            self.usage.remembered_days.insert(day);
+        }
+        self.finish_decoding()
     }
 
     /// How many remembered ids were first accepted on `day`.

@@ -62,8 +62,6 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
 /// What a day that starts from a state needs of it (`Store::load_for`).
 pub struct NextDay<'a> {
     pub day: Day,
-    /// About how many usage ids of its own the day adds.
-    pub extra: usize,
     /// The usage ids the day can look up (`ingest::usage_ids_of`), asked for only
     /// when the state remembers some; `None` keeps every remembered id.
     pub wanted: &'a (dyn Fn() -> Option<WantedIds> + Sync),
@@ -108,17 +106,16 @@ impl Store {
     /// The state after `day`; with `Some(next)`, as day `next.day` starts from it:
     /// only the usage ids it still remembers (§4.2: those of its month and the
     /// month before) are read, and of those only the ones `next.wanted` gives (the
-    /// ids its usage file holds), into arrays sized once for them; the day's tables
-    /// get room for about `next.extra` ids (its own). Tables grown file by file
-    /// doubled several times, and the memory of each outgrown table stayed with the
-    /// process: 3.6 GB resident after loading a month of 1M-row days (BENCHMARKS.md).
+    /// ids its usage file holds), into arrays sized once for them (tables grown
+    /// file by file doubled several times, and the memory of each outgrown table
+    /// stayed with the process: 3.6 GB resident after loading a month of 1M-row
+    /// days; BENCHMARKS.md).
     pub fn load_for(&self, day: Day, next: Option<NextDay<'_>>) -> Result<State, String> {
         let mut state = self.load_json(day)?;
         let mut wanted_ids = None;
         if let Some(next) = &next {
             let from = next.day.month().prev();
             state.seen.usage_files.retain(|d, _| d.month() >= from);
-            state.seen.usage.reserve_total(next.extra);
         }
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
         // Each id file is decoded as it is read, a block at a time (holding them
@@ -293,15 +290,27 @@ impl Store {
     /// without their table (at 10M rows a sixth of the day's memory). Nothing is
     /// published: `commit_state` renames the file, and a run that fails before
     /// removes it (`discard_staged_usage_ids`); a crash leaves only a dot file.
-    pub fn stage_usage_ids(&self, day: Day, seen: &crate::state::SeenIds) -> Result<(), String> {
+    /// The day's own ids of shard s are `own(s)` (`SeenIds::write_usage_with`);
+    /// returns how many ids the file holds (none: no file is left).
+    pub fn stage_usage_ids(
+        &self,
+        day: Day,
+        seen: &crate::state::SeenIds,
+        own: &(dyn Fn(usize) -> std::io::Result<Vec<(u128, crate::state::SeenUsage)>> + Sync),
+    ) -> Result<u64, String> {
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
         let ids_tmp = self.staged_usage_ids(day);
         failpoint("create file");
         let file = fs::File::create(&ids_tmp).map_err(|e| io_error("cannot create", &ids_tmp, e))?;
         let mut out = DirectWriter::new(file, 0);
-        seen.write_usage_of(day, &mut out).map_err(|e| io_error("cannot write", &ids_tmp, e))?;
+        let count = seen.write_usage_with(day, own, &mut out).map_err(|e| io_error("cannot write", &ids_tmp, e))?;
         let file = out.finish().map_err(|e| io_error("cannot write", &ids_tmp, e))?;
-        file.sync_all().map_err(|e| io_error("cannot sync", &ids_tmp, e))
+        if count == 0 {
+            drop(file);
+            return remove_if_present(&ids_tmp).map(|()| 0);
+        }
+        file.sync_all().map_err(|e| io_error("cannot sync", &ids_tmp, e))?;
+        Ok(count)
     }
 
     fn staged_month_file(&self, day: Day, month: Month) -> PathBuf {

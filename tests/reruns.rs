@@ -69,17 +69,16 @@ fn a_closed_month_is_never_run_again() {
     let listed: Vec<String> = last.seen.usage_files.keys().map(|d| d.to_string()).collect();
     assert_eq!(listed, ["2026-10-30", "2026-10-31", "2026-11-02"]);
     assert_eq!(last.seen.usage.len() as u64, last.seen.usage_files.values().sum::<u64>());
-    // As Nov 3 starts from it: every id file is read, with room for 5,000 ids of its
-    // own (every remembered id kept: no ids wanted are given).
+    // As Nov 3 starts from it: every id file is read (every remembered id kept: no
+    // ids wanted are given).
     let store = orgsettle::store::Store::new(out.path());
     let keep_all = || None;
-    let next = |d: &str, extra| Some(orgsettle::store::NextDay { day: day(d), extra, wanted: &keep_all });
-    let for_nov3 = store.load_for(day("2026-11-02"), next("2026-11-03", 5000)).unwrap();
+    let next = |d: &str| Some(orgsettle::store::NextDay { day: day(d), wanted: &keep_all });
+    let for_nov3 = store.load_for(day("2026-11-02"), next("2026-11-03")).unwrap();
     assert_eq!(for_nov3.seen, last.seen);
-    assert!(for_nov3.seen.usage.capacity() >= 5000);
     // As Dec 1 would start from it: October's ids are forgotten (§4.2), so their
     // files are not read at all.
-    let for_dec1 = store.load_for(day("2026-11-02"), next("2026-12-01", 0)).unwrap();
+    let for_dec1 = store.load_for(day("2026-11-02"), next("2026-12-01")).unwrap();
     assert_eq!(for_dec1.seen.usage_files.keys().map(|d| d.to_string()).collect::<Vec<_>>(), ["2026-11-02"]);
     assert_eq!(for_dec1.seen.usage.len() as u64, last.seen.usage_files[&day("2026-11-02")]);
     assert!(for_dec1.seen.usage.len() < last.seen.usage.len());

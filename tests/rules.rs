@@ -303,10 +303,10 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     let store = Store::new(&s.out());
     let dir = s.input().join("days/2026-10-02");
     let wanted = || orgsettle::ingest::usage_ids_of(&dir);
-    let as_day2 = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), extra: 0, wanted: &wanted })).unwrap();
+    let as_day2 = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), wanted: &wanted })).unwrap();
     assert_eq!(as_day2.seen.usage.len(), 3);
     let keep_all = || None;
-    let all = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), extra: 0, wanted: &keep_all })).unwrap();
+    let all = store.load_for(day("2026-10-01"), Some(NextDay { day: day("2026-10-02"), wanted: &keep_all })).unwrap();
     assert_eq!(all.seen.usage.len(), 20);
     // The states still count every id of each file, whatever a day kept of them.
     let after_day2 = store.load(day("2026-10-02")).unwrap();
@@ -314,12 +314,12 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     assert_eq!(files, [("2026-10-01".to_string(), 20), ("2026-10-02".to_string(), 1)]);
     let dir3 = s.input().join("days/2026-10-03");
     let wanted3 = || orgsettle::ingest::usage_ids_of(&dir3);
-    let as_day3 = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted3 })).unwrap();
+    let as_day3 = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted3 })).unwrap();
     assert_eq!(as_day3.seen.usage.len(), 2, "u12 and u100");
     // A day with no usage file loads none of them.
     let nothing = s.input().join("days/2026-10-09");
     let wanted_none = || orgsettle::ingest::usage_ids_of(&nothing);
-    let as_empty = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted_none })).unwrap();
+    let as_empty = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted_none })).unwrap();
     assert_eq!(as_empty.seen.usage.len(), 0);
 
     // Damaged id files are refused, the first in day order named, whether the
@@ -330,9 +330,9 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
         std::fs::write(ids_file(d), &bytes[..bytes.len() - 1]).unwrap();
     }
     let refused = format!("{}: usage id file holds 559 bytes, expected 20 entries", ids_file("2026-10-01").display());
-    let with_wanted = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &wanted3 }));
+    let with_wanted = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted3 }));
     assert_eq!(with_wanted.err(), Some(refused.clone()));
-    let keeping_all = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), extra: 0, wanted: &keep_all }));
+    let keeping_all = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &keep_all }));
     assert_eq!(keeping_all.err(), Some(refused));
 }
 
