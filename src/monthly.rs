@@ -68,6 +68,13 @@ pub struct LineSums<'a> {
     self_paid: Vec<(SelfPaidCheapKey<'a>, Money)>,
 }
 
+impl LineSums<'_> {
+    /// How many merged-bill and self-paid entries it holds.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.merged.len(), self.self_paid.len())
+    }
+}
+
 /// Sum ledger lines for the month aggregates (one organization's on each core).
 pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) -> LineSums<'a> {
     let mut sums = LineSumsBuilder::default();

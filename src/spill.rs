@@ -33,8 +33,10 @@ use std::path::{Path, PathBuf};
 
 /// Each hour of the day is cut into this many parts by the owner's UIN (at evenly
 /// spaced UINs of the snapshot's accounts): the day's last hour holds its daily
-/// and monthly lines too, a quarter of a day's lines or more.
-pub const OWNER_RANGES: usize = 16;
+/// and monthly lines too, a quarter of a day's lines or more, and a part is never
+/// cut into runs (with 16, a 10M-row day's last-hour parts were 200k rows each,
+/// and its runs there three times the others).
+pub const OWNER_RANGES: usize = 64;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -42,7 +44,7 @@ const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const PARTS: usize = 1 + 24 * OWNER_RANGES;
 
 /// Buffered bytes of a part before they are written to its file.
-const PART_BUFFER: usize = 32 * 1024;
+const PART_BUFFER: usize = 16 * 1024;
 
 /// An accepted usage row as the spill keeps it: its file line, organization,
 /// line and sums (one record).
@@ -561,10 +563,10 @@ mod tests {
     use super::*;
     use crate::reference::{ContractName, Contracts};
 
-    /// One organization of 32 accounts (UINs 1..=32): the hours are cut at UINs
-    /// 3, 5, 7, ... (every second account).
+    /// One organization of two accounts an owner range (UINs 1, 2, ...): the hours
+    /// are cut at UINs 3, 5, 7, ... (every second account).
     fn snapshot() -> Snapshot {
-        let members: Vec<String> = (2..=32)
+        let members: Vec<String> = (2..=2 * OWNER_RANGES)
             .map(|u| format!(r#"{{"uin":{u},"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}}"#))
             .collect();
         let json = format!(
@@ -683,7 +685,8 @@ mod tests {
             row(5, 30, "cvm", Cycle::Hourly, "2026-10-02T06:00:00+08:00", 1, 1),
         ];
         let spill = spill(dir.path(), &snapshot, &mut rows);
-        assert_eq!([rows[0].part, rows[1].part, rows[2].part, rows[3].part], [1 + 4 * 16, 1 + 4 * 16, 1 + 4 * 16 + 4, 1 + 6 * 16 + 14]);
+        let r = OWNER_RANGES;
+        assert_eq!([rows[0].part, rows[1].part, rows[2].part, rows[3].part], [1 + 4 * r, 1 + 4 * r, 1 + 4 * r + 4, 1 + 6 * r + 14]);
         // One run: everything.
         assert_eq!(spill.runs(4), [Run { parts: 0..PARTS, until: None }]);
         // A part a run, each ending where the next part begins: between the owners
