@@ -252,7 +252,7 @@ struct OrgDay<'a> {
     pending: PendingEvents,
     /// The run of its next event; usize::MAX for none.
     next_event_run: usize,
-    sums: crate::monthly::LineSumsBuilder<'a>,
+    sums: crate::monthly::LineSumsBuilder,
     totals: crate::checks::LedgerTotals,
 }
 
@@ -543,7 +543,7 @@ pub fn settle_day(
     // organization (refused) go in among them.
     keyed_transfers.sort_by(|a, b| a.0.cmp(&b.0));
     let transfer_rows = merge_in_processing_order(vec![orphan_transfers, keyed_transfers]);
-    let (sums, totals): (Vec<_>, Vec<_>) = sums.into_par_iter().map(|(sums, totals)| (sums.finish(), totals)).unzip();
+    let (sums, totals): (Vec<_>, Vec<_>) = sums.into_par_iter().map(|(sums, totals)| (sums.finish(snapshot), totals)).unzip();
     if timings_on() {
         let (merged, self_paid) = sums.iter().map(|s| s.sizes()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         eprintln!("timing:   the day's sums: {merged} merged-bill entries, {self_paid} self-paid");

@@ -79,24 +79,53 @@ impl LineSums<'_> {
 pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) -> LineSums<'a> {
     let mut sums = LineSumsBuilder::default();
     sums.add(snapshot, lines);
-    sums.finish()
+    sums.finish(snapshot)
 }
 
-/// One organization's `LineSums` while its lines are settled, a run of them at a
-/// time.
+/// A product code by its interned address (one address a code): hashed and
+/// compared as one word.
+#[derive(Clone, Copy)]
+struct ByAddress(crate::ids::Product);
+
+impl PartialEq for ByAddress {
+    fn eq(&self, other: &ByAddress) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for ByAddress {}
+
+impl std::hash::Hash for ByAddress {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        crate::ids::address_of(self.0).hash(state);
+    }
+}
+
+/// A merged-bill key while a day is summed: (bill month, organization index,
+/// bill owner, member, paid by a payer, product, kind): 40 bytes where the key of
+/// texts took 88 (a 10M-row day has ~460k of them, held until it is settled).
+type MergedSumKey = (crate::time::PackedMonth, u32, Uin, Uin, bool, ByAddress, LineKind);
+
+/// A self-paid key while a day is summed: (bill month, organization index,
+/// member, product).
+type SelfPaidSumKey = (crate::time::PackedMonth, u32, Uin, ByAddress);
+
+/// The `LineSums` of ledger lines added a run of them at a time (one
+/// organization's, as its runs settle).
 #[derive(Default)]
-pub struct LineSumsBuilder<'a> {
-    merged: rustc_hash::FxHashMap<CheapBillKey<'a>, BillSums>,
-    self_paid: rustc_hash::FxHashMap<SelfPaidCheapKey<'a>, Money>,
+pub struct LineSumsBuilder {
+    merged: rustc_hash::FxHashMap<MergedSumKey, BillSums>,
+    self_paid: rustc_hash::FxHashMap<SelfPaidSumKey, Money>,
 }
 
-impl<'a> LineSumsBuilder<'a> {
+impl LineSumsBuilder {
     /// Add `lines` (each of an account of `snapshot`).
-    pub fn add<'l>(&mut self, snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
+    pub fn add<'l>(&mut self, snapshot: &Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
         for line in lines {
-            let Some((org, _)) = snapshot.find(line.owner_uin) else { continue };
+            let Some((o, _)) = snapshot.locate(line.owner_uin) else { continue };
+            let org = &snapshot.orgs[o];
             if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
-                let key = (line.bill_month.get(), org.org_id.as_str(), bill_owner, line.owner_uin, pay_mode, line.product.as_str(), line.kind.as_str());
+                let key = (line.bill_month, o as u32, bill_owner, line.owner_uin, pay_mode == "payer", ByAddress(line.product), line.kind);
                 let one = BillSums {
                     lines: 1,
                     list: line.list_amount,
@@ -110,14 +139,28 @@ impl<'a> LineSumsBuilder<'a> {
                 add_sums(self.merged.entry(key).or_default(), &one);
             }
             if is_self_paid(org, line) {
-                *self.self_paid.entry((line.bill_month.get(), org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_default() += line.payable_amount;
+                *self.self_paid.entry((line.bill_month, o as u32, line.owner_uin, ByAddress(line.product))).or_default() += line.payable_amount;
             }
         }
     }
 
-    /// The sums, as lists of exactly their length.
-    pub fn finish(self) -> LineSums<'a> {
-        LineSums { merged: self.merged.into_iter().collect(), self_paid: self.self_paid.into_iter().collect() }
+    /// The sums, as lists of exactly their length, keyed as `LineSums` keys them.
+    pub fn finish(self, snapshot: &Snapshot) -> LineSums<'_> {
+        let org_id = |o: u32| snapshot.orgs[o as usize].org_id.as_str();
+        let merged = self
+            .merged
+            .into_iter()
+            .map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
+                let pay_mode = if payer { "payer" } else { "self" };
+                ((month.get(), org_id(o), bill_owner, member, pay_mode, product.0.as_str(), kind.as_str()), sums)
+            })
+            .collect();
+        let self_paid = self
+            .self_paid
+            .into_iter()
+            .map(|((month, o, member, product), total)| ((month.get(), org_id(o), member, product.0.as_str()), total))
+            .collect();
+        LineSums { merged, self_paid }
     }
 }
 

@@ -57,12 +57,71 @@ pub struct SpilledRow {
     pub part: usize,
 }
 
-/// One part: its file, the bytes not yet written to it, and how many rows it has.
+/// One part: its file and how many rows it has.
 struct Part {
+    file: SpillFile,
+    rows: u64,
+}
+
+/// A file of the spill, written through a buffer of `PART_BUFFER` bytes and made
+/// at its first write (a day refused before any row is accepted makes none).
+struct SpillFile {
     path: PathBuf,
     file: Option<std::fs::File>,
     buffer: Vec<u8>,
-    rows: u64,
+}
+
+impl SpillFile {
+    fn new(path: PathBuf) -> SpillFile {
+        SpillFile { path, file: None, buffer: Vec::new() }
+    }
+
+    /// The buffer to append to (sized once: a full one is written by `flush_full`
+    /// before it grows).
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(PART_BUFFER + 256);
+        }
+        &mut self.buffer
+    }
+
+    /// Write the buffer out once it holds `PART_BUFFER` bytes.
+    fn flush_full(&mut self) -> std::io::Result<()> {
+        if self.buffer.len() >= PART_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = Some(std::fs::File::create(&self.path)?);
+        }
+        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Everything written; the buffer freed and the file closed.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.buffer = Vec::new();
+        self.file = None;
+        Ok(())
+    }
+
+    /// The whole file (after `finish`; there is one if anything was written).
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(&self.path)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// The day's accepted usage rows, by part of the day's processing order.
@@ -98,9 +157,7 @@ const ID_ENTRY: usize = 32;
 /// bits an id) tells which rows may repeat an id, and those keep the id's text,
 /// which a conflicting duplicate's reject names.
 pub struct IdShard {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    buffer: Vec<u8>,
+    file: SpillFile,
     rows: u64,
     filter: Vec<[u32; 8]>,
     /// The file line and id text of each row whose id may have been met before.
@@ -110,7 +167,7 @@ pub struct IdShard {
 
 impl IdShard {
     fn new(path: PathBuf) -> IdShard {
-        IdShard { path, file: None, buffer: Vec::new(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
+        IdShard { file: SpillFile::new(path), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
     }
 
     /// A row of the day (in file order within the shard) whose id `id` is not
@@ -125,30 +182,16 @@ impl IdShard {
         for (w, b) in words.iter_mut().zip(bits) {
             *w |= b;
         }
-        self.buffer.extend_from_slice(&id.to_le_bytes());
-        self.buffer.extend_from_slice(&content.to_le_bytes());
-        self.buffer.extend_from_slice(&line.to_le_bytes());
+        let buffer = self.file.buffer();
+        buffer.extend_from_slice(&id.to_le_bytes());
+        buffer.extend_from_slice(&content.to_le_bytes());
+        buffer.extend_from_slice(&line.to_le_bytes());
         self.rows += 1;
-        if self.buffer.len() >= PART_BUFFER && self.failed.is_none() {
-            if let Err(e) = self.flush() {
+        if self.failed.is_none() {
+            if let Err(e) = self.file.flush_full() {
                 self.failed = Some(e);
             }
         }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = Some(std::fs::File::create(&self.path)?);
-        }
-        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
-        self.buffer.clear();
-        Ok(())
     }
 }
 
@@ -198,7 +241,7 @@ impl UsageSpill {
         }
         let uins = snapshot.all_uins();
         let splits = (1..OWNER_RANGES).map(|k| uins.get(k * uins.len() / OWNER_RANGES).copied().unwrap_or(Uin::MAX)).collect();
-        let parts = (0..PARTS).map(|p| Part { path: dir.join(format!("part-{p}")), file: None, buffer: Vec::new(), rows: 0 }).collect();
+        let parts = (0..PARTS).map(|p| Part { file: SpillFile::new(dir.join(format!("part-{p}"))), rows: 0 }).collect();
         let contracts: Vec<ContractRef> = contracts.names().collect();
         let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
         let ids = (0..crate::state::ID_SHARDS).map(|s| IdShard::new(dir.join(format!("ids-{s}")))).collect();
@@ -236,13 +279,10 @@ impl UsageSpill {
         let numbers = &self.contract_numbers;
         let written = self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).try_for_each(|(part, rows)| {
             for row in rows {
-                encode(row, numbers, &mut part.buffer);
+                encode(row, numbers, part.file.buffer());
                 part.rows += 1;
             }
-            if part.buffer.len() >= PART_BUFFER {
-                part.flush()?;
-            }
-            Ok(())
+            part.file.flush_full()
         });
         if let Err(e) = written {
             self.failed = Some(self.error(e));
@@ -262,8 +302,14 @@ impl UsageSpill {
         if let Some(e) = self.ids.iter_mut().find_map(|s| s.failed.take()) {
             return Err(self.error(e));
         }
-        let flushed = self.parts.par_iter_mut().try_for_each(Part::flush).and_then(|()| self.ids.par_iter_mut().try_for_each(IdShard::flush));
-        flushed.map_err(|e| self.error(e))
+        // The buffers are freed (1,600 of them) and the filters too: reading is done.
+        let parts = self.parts.iter_mut().map(|p| &mut p.file);
+        let ids = self.ids.iter_mut().map(|s| {
+            s.filter = Vec::new();
+            &mut s.file
+        });
+        let mut files: Vec<&mut SpillFile> = parts.chain(ids).collect();
+        files.par_iter_mut().try_for_each(|f| f.finish()).map_err(|e| self.error(e))
     }
 
     /// Size the Bloom filters of the day's ids for about `ids` ids (before any is
@@ -289,10 +335,9 @@ impl UsageSpill {
         if shard.rows == 0 {
             return Ok(found);
         }
-        let mut bytes = Vec::new();
-        std::fs::File::open(&shard.path)?.read_to_end(&mut bytes)?;
+        let bytes = shard.file.read()?;
         if bytes.len() as u64 != shard.rows * ID_ENTRY as u64 {
-            return Err(std::io::Error::other(format!("{}: {} bytes, not {} entries", shard.path.display(), bytes.len(), shard.rows)));
+            return Err(std::io::Error::other(format!("{}: {} bytes, not {} entries", shard.file.path.display(), bytes.len(), shard.rows)));
         }
         let mut entries: Vec<(u128, u64, u64)> = bytes
             .chunks_exact(ID_ENTRY)
@@ -406,8 +451,7 @@ impl UsageSpill {
         if part.rows == 0 {
             return Ok(Ok(Vec::new()));
         }
-        let mut bytes = Vec::new();
-        std::fs::File::open(&part.path)?.read_to_end(&mut bytes)?;
+        let bytes = part.file.read()?;
         let mut at = &bytes[..];
         // A line's key by identity: an interned product is one address.
         let mut index: rustc_hash::FxHashMap<(Uin, usize, Cycle, i64), usize> = Default::default();
@@ -416,7 +460,7 @@ impl UsageSpill {
         let mut products = rustc_hash::FxHashMap::default();
         while !at.is_empty() {
             let row = decode(&mut at, &self.contracts, &mut products)
-                .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", part.path.display())))?;
+                .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", part.file.path.display())))?;
             if self.is_skipped(row.line) {
                 continue;
             }
@@ -448,23 +492,6 @@ impl UsageSpill {
             lines.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         }
         Ok(Ok(lines))
-    }
-}
-
-impl Part {
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = Some(std::fs::File::create(&self.path)?);
-        }
-        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
-        self.buffer.clear();
-        Ok(())
     }
 }
 
