@@ -301,8 +301,8 @@ pub fn settle_day(
     let mut t = Stopwatch::start();
     // The accepted usage rows go aside, by part of the day's processing order
     // (`spill`): reading never holds the day's settlement lines.
-    let mut usage = crate::spill::UsageSpill::new(&store.usage_spill_dir(day), day, snapshot, &inputs.reference.contracts)
-        .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", store.usage_spill_dir(day).display())))?;
+    let mut usage = crate::spill::UsageSpill::new(&store.usage_spill_file(day), day, snapshot, &inputs.reference.contracts)
+        .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", store.usage_spill_file(day).display())))?;
     let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage)
         .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
     usage.finish().map_err(Failure::Internal)?;
@@ -925,11 +925,11 @@ pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
     let mut problems = Vec::new();
     // The accepted usage rows of a day go aside as a settlement puts them, here in
     // the system's folder for temporary files, to check their lines' sums.
-    let spill_dir = std::env::temp_dir().join(format!("orgsettle-validate-{}", std::process::id()));
+    let spill_file = std::env::temp_dir().join(format!("orgsettle-validate-{}.rows", std::process::id()));
     for &day in &inputs.days {
         let ctx = ReadContext { day, snapshot: &inputs.snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
-        let mut usage = crate::spill::UsageSpill::new(&spill_dir, day, &inputs.snapshot, &inputs.reference.contracts)
-            .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", spill_dir.display())))?;
+        let mut usage = crate::spill::UsageSpill::new(&spill_file, day, &inputs.snapshot, &inputs.reference.contracts)
+            .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", spill_file.display())))?;
         match read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage) {
             Ok(mut input) => {
                 usage.finish().map_err(Failure::Internal)?;

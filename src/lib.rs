@@ -10,7 +10,6 @@ pub mod reference;
 pub mod parquet;
 pub mod pricing;
 pub mod state;
-pub mod idtable;
 pub mod ingest;
 pub mod spill;
 pub mod refunds;

@@ -40,3 +40,32 @@ pub fn release_freed_memory() {
     // SAFETY: as above; `true` forces the purge of every range marked for it.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
+
+/// Ask the processor to bring `value` into the cache (a hint: it reads nothing the
+/// program sees and never faults).
+#[inline]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache; the address is of a live value.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(std::ptr::from_ref(value).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+/// Ask for every cache line `value` spans (a hint, as `prefetch`).
+#[inline]
+pub fn prefetch_whole<T>(value: &T) {
+    let start = std::ptr::from_ref(value).cast::<u8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_prefetch` only hints the cache and never faults; the address
+        // lies inside a live value (`wrapping_add` stays within its bytes).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(offset).cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, offset);
+    }
+}

@@ -107,7 +107,7 @@ const RENDER_PREFETCH_AHEAD: usize = 8;
 pub fn ahead<'a, 'r: 'a, T, R: 'r>(rows: &'r [T], line: &'a impl Fn(&'r T) -> &'r R) -> impl Iterator<Item = &'r R> + 'a {
     rows.iter().enumerate().map(move |(i, row)| {
         if let Some(later) = rows.get(i + RENDER_PREFETCH_AHEAD) {
-            crate::idtable::prefetch_whole(line(later));
+            crate::memory::prefetch_whole(line(later));
         }
         line(row)
     })

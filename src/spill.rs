@@ -28,7 +28,7 @@ use crate::reference::ContractRef;
 use crate::snapshot::Snapshot;
 use crate::time::{Cycle, Day, Ts};
 use rayon::prelude::*;
-use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 
 /// Each hour of the day is cut into this many parts by the owner's UIN (at evenly
@@ -57,25 +57,61 @@ pub struct SpilledRow {
     pub part: usize,
 }
 
-/// One part: its file and how many rows it has.
+/// One part: its blocks in the spill's file and how many rows it has.
 struct Part {
-    file: SpillFile,
+    blocks: Blocks,
     rows: u64,
 }
 
-/// A file of the spill, written through a buffer of `PART_BUFFER` bytes and made
-/// at its first write (a day refused before any row is accepted makes none).
-struct SpillFile {
+/// The spill's one file (`state/.D.rows`), made at its first write (a day refused
+/// before any row is accepted makes none): the parts and id shards write their
+/// buffers to it as blocks, each at the next free offset, from any thread. One
+/// file, not one a part: the 1,600 files a day made and removed held the folder's
+/// lock for a tenth of reading's time on later days (ext4 looking for their
+/// recently deleted inodes).
+pub struct SpillFile {
     path: PathBuf,
-    file: Option<std::fs::File>,
-    buffer: Vec<u8>,
+    file: std::sync::OnceLock<std::fs::File>,
+    making: std::sync::Mutex<()>,
+    end: std::sync::atomic::AtomicU64,
 }
 
 impl SpillFile {
-    fn new(path: PathBuf) -> SpillFile {
-        SpillFile { path, file: None, buffer: Vec::new() }
+    fn get(&self) -> std::io::Result<&std::fs::File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&self.path)?;
+        Ok(self.file.get_or_init(|| file))
     }
 
+    /// Write `bytes` at the next free offset; where they went.
+    fn append(&self, bytes: &[u8]) -> std::io::Result<(u64, u32)> {
+        use std::os::unix::fs::FileExt;
+        let file = self.get()?;
+        let len = u32::try_from(bytes.len()).expect("a block is small");
+        let at = self.end.fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed);
+        file.write_all_at(bytes, at)?;
+        Ok((at, len))
+    }
+}
+
+/// What a part or an id shard has written: a buffer of `PART_BUFFER` bytes and
+/// the blocks of the spill's file it wrote before.
+#[derive(Default)]
+struct Blocks {
+    buffer: Vec<u8>,
+    written: Vec<(u64, u32)>,
+}
+
+impl Blocks {
     /// The buffer to append to (sized once: a full one is written by `flush_full`
     /// before it grows).
     fn buffer(&mut self) -> &mut Vec<u8> {
@@ -86,47 +122,44 @@ impl SpillFile {
     }
 
     /// Write the buffer out once it holds `PART_BUFFER` bytes.
-    fn flush_full(&mut self) -> std::io::Result<()> {
+    fn flush_full(&mut self, file: &SpillFile) -> std::io::Result<()> {
         if self.buffer.len() >= PART_BUFFER {
-            self.flush()?;
+            self.flush(file)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
+    fn flush(&mut self, file: &SpillFile) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.written.push(file.append(&self.buffer)?);
+            self.buffer.clear();
         }
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = Some(std::fs::File::create(&self.path)?);
-        }
-        self.file.as_mut().expect("opened").write_all(&self.buffer)?;
-        self.buffer.clear();
         Ok(())
     }
 
-    /// Everything written; the buffer freed and the file closed.
-    fn finish(&mut self) -> std::io::Result<()> {
-        self.flush()?;
+    /// Everything written; the buffer freed.
+    fn finish(&mut self, file: &SpillFile) -> std::io::Result<()> {
+        self.flush(file)?;
         self.buffer = Vec::new();
-        self.file = None;
         Ok(())
     }
 
-    /// The whole file (after `finish`; there is one if anything was written).
-    fn read(&self) -> std::io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(&self.path)?.read_to_end(&mut bytes)?;
+    /// Every byte written, in order (after `finish`).
+    fn read(&self, file: &SpillFile) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; self.written.iter().map(|&(_, len)| len as usize).sum()];
+        let mut at = 0;
+        for &(offset, len) in &self.written {
+            file.get()?.read_exact_at(&mut bytes[at..at + len as usize], offset)?;
+            at += len as usize;
+        }
         Ok(bytes)
     }
 }
 
 /// The day's accepted usage rows, by part of the day's processing order.
 pub struct UsageSpill {
-    dir: Option<PathBuf>,
+    file: SpillFile,
     day: Day,
     /// Where each hour is cut: a line of an owner below `splits[k]` is in a range
     /// before k.
@@ -149,15 +182,15 @@ pub struct UsageSpill {
 const ID_ENTRY: usize = 32;
 
 /// The day's own usage ids of one id shard (those not remembered from earlier
-/// days; `state::UsageIds::shard_of`): a file of (id, content, file line) entries
-/// in file order, written through the page cache. Duplicates within the day are
-/// decided once it is read (`UsageSpill::dedupe_shard`), by sorting the file:
+/// days; `state::UsageIds::shard_of`): blocks of (id, content, file line) entries
+/// in file order in the spill's file, through the page cache. Duplicates within the day are
+/// decided once it is read (`UsageSpill::dedupe_shard`), by sorting them:
 /// holding the day's ids in a table was the largest part of reading's memory
 /// (320 MB at 10M rows). Meanwhile a Bloom filter of the ids met so far (~10
 /// bits an id) tells which rows may repeat an id, and those keep the id's text,
 /// which a conflicting duplicate's reject names.
 pub struct IdShard {
-    file: SpillFile,
+    blocks: Blocks,
     rows: u64,
     filter: Vec<[u32; 8]>,
     /// The file line and id text of each row whose id may have been met before.
@@ -166,14 +199,14 @@ pub struct IdShard {
 }
 
 impl IdShard {
-    fn new(path: PathBuf) -> IdShard {
-        IdShard { file: SpillFile::new(path), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
+    fn new() -> IdShard {
+        IdShard { blocks: Blocks::default(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
     }
 
     /// A row of the day (in file order within the shard) whose id `id` is not
     /// remembered: it is first taken as the id's first, its text (`text`) kept if
     /// the id may have been met before.
-    pub fn note(&mut self, id: u128, content: u64, line: u64, text: impl FnOnce() -> String) {
+    pub fn note(&mut self, file: &SpillFile, id: u128, content: u64, line: u64, text: impl FnOnce() -> String) {
         let (block, bits) = crate::state::filter_slot(id, self.filter.len());
         let words = &mut self.filter[block];
         if words.iter().zip(bits).all(|(w, b)| w & b != 0) {
@@ -182,13 +215,13 @@ impl IdShard {
         for (w, b) in words.iter_mut().zip(bits) {
             *w |= b;
         }
-        let buffer = self.file.buffer();
+        let buffer = self.blocks.buffer();
         buffer.extend_from_slice(&id.to_le_bytes());
         buffer.extend_from_slice(&content.to_le_bytes());
         buffer.extend_from_slice(&line.to_le_bytes());
         self.rows += 1;
         if self.failed.is_none() {
-            if let Err(e) = self.file.flush_full() {
+            if let Err(e) = self.blocks.flush_full(file) {
                 self.failed = Some(e);
             }
         }
@@ -231,21 +264,27 @@ impl UsageSpill {
     /// A spill of day `day`'s rows into the folder `dir`, made anew when the first
     /// rows are written (what a crashed run left there is removed now) and
     /// removed when the spill is dropped.
-    pub fn new(dir: &Path, day: Day, snapshot: &Snapshot, contracts: &crate::reference::Contracts) -> std::io::Result<UsageSpill> {
-        // The folder is made when the first rows are written: a day whose input is
+    pub fn new(path: &Path, day: Day, snapshot: &Snapshot, contracts: &crate::reference::Contracts) -> std::io::Result<UsageSpill> {
+        // The file is made when the first rows are written: a day whose input is
         // refused before any row is accepted makes none.
-        match std::fs::remove_dir_all(dir) {
+        match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         let uins = snapshot.all_uins();
         let splits = (1..OWNER_RANGES).map(|k| uins.get(k * uins.len() / OWNER_RANGES).copied().unwrap_or(Uin::MAX)).collect();
-        let parts = (0..PARTS).map(|p| Part { file: SpillFile::new(dir.join(format!("part-{p}"))), rows: 0 }).collect();
+        let parts = (0..PARTS).map(|_| Part { blocks: Blocks::default(), rows: 0 }).collect();
         let contracts: Vec<ContractRef> = contracts.names().collect();
         let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
-        let ids = (0..crate::state::ID_SHARDS).map(|s| IdShard::new(dir.join(format!("ids-{s}")))).collect();
-        Ok(UsageSpill { dir: Some(dir.to_path_buf()), day, splits, parts, contracts, contract_numbers, ids, skipped: Vec::new(), failed: None })
+        let ids = (0..crate::state::ID_SHARDS).map(|_| IdShard::new()).collect();
+        let file = SpillFile {
+            path: path.to_path_buf(),
+            file: std::sync::OnceLock::new(),
+            making: std::sync::Mutex::new(()),
+            end: std::sync::atomic::AtomicU64::new(0),
+        };
+        Ok(UsageSpill { file, day, splits, parts, contracts, contract_numbers, ids, skipped: Vec::new(), failed: None })
     }
 
     /// The part of a line: 0 for a late line, else its hour's owner range.
@@ -276,13 +315,13 @@ impl UsageSpill {
             debug_assert_eq!(row.part, self.part_of(&row.key));
             by_part[row.part].push(row);
         }
-        let numbers = &self.contract_numbers;
+        let (numbers, file) = (&self.contract_numbers, &self.file);
         let written = self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).try_for_each(|(part, rows)| {
             for row in rows {
-                encode(row, numbers, part.file.buffer());
+                encode(row, numbers, part.blocks.buffer());
                 part.rows += 1;
             }
-            part.file.flush_full()
+            part.blocks.flush_full(file)
         });
         if let Err(e) = written {
             self.failed = Some(self.error(e));
@@ -290,7 +329,7 @@ impl UsageSpill {
     }
 
     fn error(&self, e: std::io::Error) -> String {
-        format!("cannot write the day's usage rows aside in {}: {e}", self.dir.as_deref().unwrap_or(Path::new("")).display())
+        format!("cannot write the day's usage rows aside in {}: {e}", self.file.path.display())
     }
 
     /// Every row written to its file (before the runs are read); the first
@@ -303,13 +342,15 @@ impl UsageSpill {
             return Err(self.error(e));
         }
         // The buffers are freed (1,600 of them) and the filters too: reading is done.
-        let parts = self.parts.iter_mut().map(|p| &mut p.file);
+        let parts = self.parts.iter_mut().map(|p| &mut p.blocks);
         let ids = self.ids.iter_mut().map(|s| {
             s.filter = Vec::new();
-            &mut s.file
+            &mut s.blocks
         });
-        let mut files: Vec<&mut SpillFile> = parts.chain(ids).collect();
-        files.par_iter_mut().try_for_each(|f| f.finish()).map_err(|e| self.error(e))
+        let mut blocks: Vec<&mut Blocks> = parts.chain(ids).collect();
+        let file = &self.file;
+        let finished = blocks.par_iter_mut().try_for_each(|b| b.finish(file));
+        finished.map_err(|e| self.error(e))
     }
 
     /// Size the Bloom filters of the day's ids for about `ids` ids (before any is
@@ -322,9 +363,10 @@ impl UsageSpill {
         }
     }
 
-    /// The id shards, for noting the day's ids (`IdShard::note`).
-    pub fn id_shards_mut(&mut self) -> &mut [IdShard] {
-        &mut self.ids
+    /// The id shards, for noting the day's ids (`IdShard::note`), and the file
+    /// they write to.
+    pub fn id_shards_mut(&mut self) -> (&SpillFile, &mut [IdShard]) {
+        (&self.file, &mut self.ids)
     }
 
     /// The day's duplicates of id shard `s` (after `finish`): its entries sorted by
@@ -335,9 +377,9 @@ impl UsageSpill {
         if shard.rows == 0 {
             return Ok(found);
         }
-        let bytes = shard.file.read()?;
+        let bytes = shard.blocks.read(&self.file)?;
         if bytes.len() as u64 != shard.rows * ID_ENTRY as u64 {
-            return Err(std::io::Error::other(format!("{}: {} bytes, not {} entries", shard.file.path.display(), bytes.len(), shard.rows)));
+            return Err(std::io::Error::other(format!("{}: {} bytes, not {} entries", self.file.path.display(), bytes.len(), shard.rows)));
         }
         let mut entries: Vec<(u128, u64, u64)> = bytes
             .chunks_exact(ID_ENTRY)
@@ -451,7 +493,7 @@ impl UsageSpill {
         if part.rows == 0 {
             return Ok(Ok(Vec::new()));
         }
-        let bytes = part.file.read()?;
+        let bytes = part.blocks.read(&self.file)?;
         let mut at = &bytes[..];
         // A line's key by identity: an interned product is one address.
         let mut index: rustc_hash::FxHashMap<(Uin, usize, Cycle, i64), usize> = Default::default();
@@ -460,7 +502,7 @@ impl UsageSpill {
         let mut products = rustc_hash::FxHashMap::default();
         while !at.is_empty() {
             let row = decode(&mut at, &self.contracts, &mut products)
-                .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", part.file.path.display())))?;
+                .ok_or_else(|| std::io::Error::other(format!("{}: a damaged row", self.file.path.display())))?;
             if self.is_skipped(row.line) {
                 continue;
             }
@@ -497,8 +539,8 @@ impl UsageSpill {
 
 impl Drop for UsageSpill {
     fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+        if self.file.file.get().is_some() {
+            let _ = std::fs::remove_file(&self.file.path);
         }
     }
 }
@@ -616,7 +658,7 @@ mod tests {
     }
 
     fn spill(dir: &Path, snapshot: &Snapshot, rows: &mut [SpilledRow]) -> UsageSpill {
-        let mut spill = UsageSpill::new(dir, day(), snapshot, &Contracts::default()).unwrap();
+        let mut spill = UsageSpill::new(&dir.join("rows"), day(), snapshot, &Contracts::default()).unwrap();
         for r in rows.iter_mut() {
             r.part = spill.part_of(&r.key);
         }
@@ -693,8 +735,9 @@ mod tests {
         );
         // The quantities (here the rows' file lines) are summed too.
         assert_eq!(all[4].1.quantity, Exact8(2 + 4));
+        assert!(dir.path().join("rows").exists());
         drop(spill);
-        assert!(!dir.path().exists() || std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the folder is removed");
+        assert!(!dir.path().join("rows").exists(), "the file is removed");
     }
 
     #[test]
@@ -735,13 +778,14 @@ mod tests {
     fn a_days_repeated_ids_are_its_later_rows_each_compared_with_the_first() {
         let snapshot = snapshot();
         let dir = tempfile::tempdir().unwrap();
-        let mut spill = UsageSpill::new(dir.path(), day(), &snapshot, &Contracts::default()).unwrap();
+        let mut spill = UsageSpill::new(&dir.path().join("rows"), day(), &snapshot, &Contracts::default()).unwrap();
         spill.expect_ids(10);
         // Ids of one shard (the top bits): 5 (lines 2, 7, 9), 3 (line 4), 8 (lines 5, 6).
         let id = |low: u128| (7u128 << 122) | low;
         let shard = crate::state::UsageIds::shard_of(id(0));
         for (low, content, line) in [(5, 50, 2), (3, 30, 4), (8, 80, 5), (8, 80, 6), (5, 51, 7), (5, 50, 9)] {
-            spill.id_shards_mut()[shard].note(id(low), content, line, || format!("u-{low}"));
+            let (file, shards) = spill.id_shards_mut();
+            shards[shard].note(file, id(low), content, line, || format!("u-{low}"));
         }
         spill.finish().unwrap();
         let found = spill.dedupe_shard(shard, day()).unwrap();

@@ -71,19 +71,20 @@ pub const ID_SHARDS: usize = 64;
 /// are checked and written in parallel, and the concatenation of the sorted
 /// shards is sorted by digest.
 ///
-/// Two tiers. The ids of earlier days (read from their files) are `remembered`:
-/// per shard a sorted array, 28 bytes an id with no empty slots, found through an
-/// index of where each prefix of the digest starts; they never change during a
-/// run. A day keeps of them only those its usage file holds (`WantedIds`). The ids added by the run (the day's own) go to open-addressing tables
-/// (`idtable::DayIds`, one day's), 24 bytes a slot in tables at most 3/4 full. Holding every remembered id in hash tables
-/// took ~70 bytes an id at their usual load (two months of 10M-row days would not
-/// fit in this machine's memory; BENCHMARKS.md).
+/// The ids of earlier days (read from their files) are `remembered`: per shard a
+/// sorted array, 28 bytes an id with no empty slots, found through an index of
+/// where each prefix of the digest starts, behind a Bloom filter; they never
+/// change during a run. A day keeps of them only those its usage file holds
+/// (`WantedIds`). A day's own ids are not held: they are noted in the spill and
+/// decided once it is read (`spill::IdShard`). Holding every remembered id in
+/// hash tables took ~70 bytes an id at their usual load (two months of 10M-row
+/// days would not fit in this machine's memory; BENCHMARKS.md), and the day's own
+/// ids in tables ~32 (320 MB at 10M rows).
 #[derive(Clone, Debug)]
 pub struct UsageIds {
     remembered: Vec<RememberedShard>,
     /// The days whose ids are in `remembered` (a day not listed has none there).
     remembered_days: std::collections::BTreeSet<Day>,
-    shards: Vec<crate::idtable::DayIds>,
 }
 
 /// `entries` (of one id shard: their ids share the shard's top bits) sorted by id.
@@ -198,12 +199,12 @@ impl RememberedShard {
         Ok(())
     }
 
-    /// Ask the processor for the filter block of `id` (a hint; see `idtable`).
+    /// Ask the processor for the filter block of `id` (a hint, `memory::prefetch`).
     pub fn prefetch(&self, id: u128) {
         if self.filter.is_empty() {
             return;
         }
-        crate::idtable::prefetch(&self.filter[filter_slot(id, self.filter.len()).0]);
+        crate::memory::prefetch(&self.filter[filter_slot(id, self.filter.len()).0]);
     }
 
     /// False when `id` is surely not remembered.
@@ -337,12 +338,11 @@ impl Default for UsageIds {
         UsageIds {
             remembered: (0..ID_SHARDS).map(|_| Default::default()).collect(),
             remembered_days: Default::default(),
-            shards: (0..ID_SHARDS).map(|_| Default::default()).collect(),
         }
     }
 }
 
-/// Equal when they hold the same ids with the same records, in whichever tier.
+/// Equal when they hold the same ids with the same records.
 impl PartialEq for UsageIds {
     fn eq(&self, other: &UsageIds) -> bool {
         self.len() == other.len() && self.entries().all(|(id, seen)| other.get(id) == Some(seen))
@@ -356,29 +356,28 @@ impl UsageIds {
         (id >> (128 - ID_SHARDS.trailing_zeros())) as usize
     }
     pub fn len(&self) -> usize {
-        self.remembered.iter().map(|s| s.ids.len()).sum::<usize>() + self.shards.iter().map(|s| s.len()).sum::<usize>()
+        self.remembered.iter().map(|s| s.ids.len()).sum::<usize>()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The record of `id`, if remembered (after `SeenIds::finish_decoding`).
     pub fn get(&self, id: u128) -> Option<SeenUsage> {
-        let s = Self::shard_of(id);
-        self.remembered[s].get(id).or_else(|| self.shards[s].get(id))
+        self.remembered[Self::shard_of(id)].get(id)
     }
-    /// Every id with its record, remembered ones first.
+    /// Every id with its record.
     fn entries(&self) -> impl Iterator<Item = (u128, SeenUsage)> + '_ {
-        let remembered = self.remembered.iter().flat_map(|s| s.ids.iter().map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
-        remembered.chain(self.shards.iter().flat_map(|s| s.iter()))
+        self.remembered.iter().flat_map(|s| s.ids.iter().map(|e| (e.id, SeenUsage { day: e.day, content: e.content })))
     }
-    /// Add an id that is not held yet (the day's tier).
+    /// Remember an id that is not held yet (as read from `seen.day`'s file; for
+    /// tests, which then call `SeenIds::finish_decoding`).
     pub fn insert(&mut self, id: u128, seen: SeenUsage) {
-        debug_assert!(self.get(id).is_none(), "an id is added once");
-        self.shards[Self::shard_of(id)].get_or_insert(id, seen);
+        self.remembered[Self::shard_of(id)].ids.push(RememberedId { id, content: seen.content, day: seen.day });
+        self.remembered_days.insert(seen.day);
     }
     /// Keep the ids first accepted on the days `keep` keeps.
     pub fn retain_days(&mut self, keep: impl Fn(Day) -> bool + Sync) {
         use rayon::prelude::*;
-        self.shards.par_iter_mut().for_each(|s| s.retain(|v| keep(v.day)));
         if self.remembered_days.iter().all(|&d| keep(d)) {
             return;
         }
@@ -387,26 +386,6 @@ impl UsageIds {
             s.ids.retain(|e| keep(e.day));
             s.finish().expect("a subset of distinct ids is distinct");
         });
-    }
-    /// Make room for about `additional` more ids of the day (the tables, hundreds
-    /// of MB at 10M rows, are filled with empty slots on all cores).
-    pub fn reserve(&mut self, additional: usize) {
-        use rayon::prelude::*;
-        self.shards.par_iter_mut().for_each(|s| s.reserve(additional / ID_SHARDS + 1));
-    }
-    /// Make room for `total` ids of the day in all (see `shard_room`).
-    pub fn reserve_total(&mut self, total: usize) {
-        use rayon::prelude::*;
-        let room = shard_room(total);
-        self.shards.par_iter_mut().for_each(|s| s.reserve(room.saturating_sub(s.len())));
-    }
-    /// How many ids of the day the tables have room for without growing.
-    pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.capacity()).sum()
-    }
-    /// Each shard's remembered ids (read-only) with its table of the day's ids.
-    pub fn shards_mut(&mut self) -> Vec<(&RememberedShard, &mut crate::idtable::DayIds)> {
-        self.remembered.iter().zip(self.shards.iter_mut()).collect()
     }
     /// Each shard's remembered ids.
     pub fn remembered_shards(&self) -> &[RememberedShard] {
@@ -627,8 +606,7 @@ impl SeenIds {
     /// holds a sixteenth of the file, not all of it twice (eight at a time put ~40
     /// MB on the peak of a 10M-row day, which this is written at).
     pub fn write_usage_of(&self, day: Day, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<u64> {
-        let tables = &self.usage.shards;
-        self.write_usage_with(day, &|s| Ok(tables[s].iter().filter(|(_, v)| v.day == day).collect()), w)
+        self.write_usage_with(day, &|_| Ok(Vec::new()), w)
     }
 
     /// `day`'s usage-id file streamed to `w` as `write_usage_of` writes it, the
@@ -699,13 +677,10 @@ impl SeenIds {
     /// How many remembered ids were first accepted on `day`.
     pub fn usage_count_of(&self, day: Day) -> u64 {
         use rayon::prelude::*;
-        let added: u64 = self.usage.shards.par_iter().map(|s| s.iter().filter(|(_, v)| v.day == day).count() as u64).sum();
-        let remembered: u64 = if self.usage.remembered_days.contains(&day) {
-            self.usage.remembered.par_iter().map(|s| s.ids.iter().filter(|e| { e.day } == day).count() as u64).sum()
-        } else {
-            0
-        };
-        added + remembered
+        if !self.usage.remembered_days.contains(&day) {
+            return 0;
+        }
+        self.usage.remembered.par_iter().map(|s| s.ids.iter().filter(|e| { e.day } == day).count() as u64).sum()
     }
 
     /// Add the ids of `day`'s file (as `encode_usage_of` wrote it) to the
@@ -827,22 +802,6 @@ mod tests {
     }
 
     #[test]
-    fn tables_sized_for_a_total_do_not_grow_while_it_is_added() {
-        for total in [0usize, 1, 1000, 200_000, 3584 * ID_SHARDS] {
-            let mut ids = UsageIds::default();
-            ids.reserve_total(total);
-            let room = ids.capacity();
-            assert!(room >= total);
-            let day = Day(chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
-            for i in 0..total as u64 {
-                ids.insert(xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()), SeenUsage { day, content: i });
-            }
-            assert_eq!(ids.len(), total);
-            assert_eq!(ids.capacity(), room, "{total} ids");
-        }
-    }
-
-    #[test]
     fn month_aggregates_round_trip_through_their_binary_file_to_the_fen() {
         let m = |text: &str| Money::parse(text).unwrap();
         let mut a = MonthAggregates::default();
@@ -892,6 +851,7 @@ mod tests {
         seen.decode_usage_of(d1, &run_of_d1.encode_usage_of(d1)).unwrap();
         seen.finish_decoding().unwrap();
         ids_of(d2).for_each(|(id, s)| seen.usage.insert(id, s));
+        seen.finish_decoding().unwrap();
         seen.usage_files.insert(d2, seen.usage_count_of(d2));
         assert_eq!(seen.usage_files[&d1], 334);
         let mut loaded = SeenIds { usage_files: seen.usage_files.clone(), ..Default::default() };
@@ -900,13 +860,12 @@ mod tests {
         }
         loaded.finish_decoding().unwrap();
         assert_eq!(loaded, seen);
-        // Read back, the ids are remembered, not added: files written from them are
-        // the same, and each id is found with its record.
+        // Read back, files written from them are the same, and each id is found
+        // with its record.
         for d in [d1, d2] {
             assert_eq!(loaded.encode_usage_of(d), seen.encode_usage_of(d));
             assert_eq!(loaded.usage_count_of(d), seen.usage_files[&d]);
         }
-        assert_eq!(loaded.usage.capacity(), 0);
         for i in 0..1000u128 {
             let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
             assert_eq!(loaded.usage.get(id), seen.usage.get(id));

@@ -122,8 +122,14 @@ impl Store {
         // all until the end was 870 MB more after a month of 1M-row days), after the
         // day's own ids are known (read while the aggregates are).
         let mut seen = std::mem::take(&mut state.seen);
+        // A day adds to the aggregates of the months whose records it can accept:
+        // those not closed (nor before the first day). The others stay in their
+        // files, which the state goes on naming (up to seven months are kept for
+        // the closes; loading them all held ~100 MB a month at 100k accounts).
+        let closed = if next.is_some() { self.closed_months()? } else { BTreeSet::new() };
+        let open = |m: Month| next.is_none() || (m >= state.first_day.month() && !closed.contains(&m));
         let (months, ids) = rayon::join(
-            || self.read_months(&state.month_files, |_| true),
+            || self.read_months(&state.month_files, open),
             || -> Result<(), String> {
                 if days.is_empty() {
                     return Ok(());
@@ -333,10 +339,10 @@ impl Store {
         }
     }
 
-    /// Where day `day`'s accepted usage rows are put aside while it is settled
-    /// (`spill`): `state/.D.rows/`, removed when the day is done, and by the next
-    /// run of D after a crash.
-    pub fn usage_spill_dir(&self, day: Day) -> PathBuf {
+    /// Where day `day`'s accepted usage rows and own ids are put aside while it is
+    /// settled (`spill`): the file `state/.D.rows`, removed when the day is done,
+    /// and by the next run of D after a crash.
+    pub fn usage_spill_file(&self, day: Day) -> PathBuf {
         self.state_dir().join(format!(".{day}.rows"))
     }
 
@@ -372,7 +378,7 @@ impl Store {
     /// is not committed.
     pub fn discard_staged(&self, day: Day) {
         let _ = fs::remove_file(self.staged_usage_ids(day));
-        let _ = fs::remove_dir_all(self.usage_spill_dir(day));
+        let _ = fs::remove_file(self.usage_spill_file(day));
         if let Ok(names) = entry_names(&self.state_dir()) {
             let prefix = format!(".{day}.month-");
             for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".bin.tmp")) {
