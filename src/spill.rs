@@ -463,13 +463,36 @@ impl UsageSpill {
     pub fn lines(&self, run: &Run, orgs: usize) -> std::io::Result<Result<Vec<Vec<(GroupKey, UsageGroup)>>, Overflow>> {
         let grouped: Vec<std::io::Result<Result<Vec<(usize, GroupKey, UsageGroup)>, u64>>> =
             run.parts.clone().into_par_iter().map(|p| self.group(p)).collect();
-        let mut lines: Vec<Vec<(GroupKey, UsageGroup)>> = (0..orgs).map(|_| Vec::new()).collect();
+        let mut parts = Vec::with_capacity(grouped.len());
         for part in grouped {
             match part? {
-                Ok(part) => part.into_iter().for_each(|(org, key, group)| lines[org].push((key, group))),
+                Ok(part) => parts.push(part),
                 Err(_) => return Ok(Err(self.first_overflow()?.expect("a part overflowed"))),
             }
         }
+        // Where each organization's lines are in each part (a part's are sorted by
+        // organization), found by bisection; then each organization's list made on
+        // all cores, its parts in order.
+        let mut spans: Vec<Vec<(u32, u32, u32)>> = (0..orgs).map(|_| Vec::new()).collect();
+        for (p, part) in parts.iter().enumerate() {
+            let mut start = 0;
+            while start < part.len() {
+                let org = part[start].0;
+                let end = start + part[start..].partition_point(|l| l.0 == org);
+                spans[org].push((p as u32, start as u32, end as u32));
+                start = end;
+            }
+        }
+        let lines = spans
+            .into_par_iter()
+            .map(|spans| {
+                let mut lines = Vec::with_capacity(spans.iter().map(|&(_, from, to)| (to - from) as usize).sum());
+                for (p, from, to) in spans {
+                    lines.extend(parts[p as usize][from as usize..to as usize].iter().map(|(_, key, group)| (key.clone(), group.clone())));
+                }
+                lines
+            })
+            .collect();
         Ok(Ok(lines))
     }
 
