@@ -386,12 +386,11 @@ fn settle_usage_batch(
     // An id remembered from an earlier day decides here; any other is taken as the
     // day's first for now, and noted with its row in its shard of the spill:
     // repeats within the day are decided once it is read (`UsageSpill::dedupe_shard`).
-    let (file, id_shards) = usage.id_shards_mut();
     let verdicts: Vec<Vec<(u32, Seen)>> = seen
         .usage
         .remembered_shards()
         .par_iter()
-        .zip(id_shards.par_iter_mut())
+        .zip(usage.id_shards_mut().par_iter_mut())
         .zip(by_shard)
         .map(|((remembered, shard), rows)| {
             let id_of = |i: u32| match &checks[i as usize] {
@@ -414,7 +413,7 @@ fn settle_usage_batch(
                         RawRow::Record { line, record } => (*line, || Fields::new(record, indices).get(0).to_string()),
                         RawRow::Bad { .. } => unreachable!("passed rows are records"),
                     };
-                    shard.note(file, id, content, line, text);
+                    shard.note(id, content, line, text);
                     (i, Seen::New)
                 })
                 .collect()

@@ -69,7 +69,7 @@ struct Part {
 /// file, not one a part: the 1,600 files a day made and removed held the folder's
 /// lock for a tenth of reading's time on later days (ext4 looking for their
 /// recently deleted inodes).
-pub struct SpillFile {
+struct SpillFile {
     path: PathBuf,
     file: std::sync::OnceLock<std::fs::File>,
     making: std::sync::Mutex<()>,
@@ -112,8 +112,8 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// The buffer to append to (sized once: a full one is written by `flush_full`
-    /// before it grows).
+    /// The buffer to append to (sized once: it is written once full, after the
+    /// batch that filled it, `UsageSpill::add`).
     fn buffer(&mut self) -> &mut Vec<u8> {
         if self.buffer.capacity() == 0 {
             self.buffer.reserve_exact(PART_BUFFER + 256);
@@ -121,12 +121,9 @@ impl Blocks {
         &mut self.buffer
     }
 
-    /// Write the buffer out once it holds `PART_BUFFER` bytes.
-    fn flush_full(&mut self, file: &SpillFile) -> std::io::Result<()> {
-        if self.buffer.len() >= PART_BUFFER {
-            self.flush(file)?;
-        }
-        Ok(())
+    /// Whether the buffer holds `PART_BUFFER` bytes or more (and should be written).
+    fn is_full(&self) -> bool {
+        self.buffer.len() >= PART_BUFFER
     }
 
     fn flush(&mut self, file: &SpillFile) -> std::io::Result<()> {
@@ -195,18 +192,17 @@ pub struct IdShard {
     filter: Vec<[u32; 8]>,
     /// The file line and id text of each row whose id may have been met before.
     suspects: Vec<(u64, String)>,
-    failed: Option<std::io::Error>,
 }
 
 impl IdShard {
     fn new() -> IdShard {
-        IdShard { blocks: Blocks::default(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new(), failed: None }
+        IdShard { blocks: Blocks::default(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new() }
     }
 
     /// A row of the day (in file order within the shard) whose id `id` is not
     /// remembered: it is first taken as the id's first, its text (`text`) kept if
     /// the id may have been met before.
-    pub fn note(&mut self, file: &SpillFile, id: u128, content: u64, line: u64, text: impl FnOnce() -> String) {
+    pub fn note(&mut self, id: u128, content: u64, line: u64, text: impl FnOnce() -> String) {
         let (block, bits) = crate::state::filter_slot(id, self.filter.len());
         let words = &mut self.filter[block];
         if words.iter().zip(bits).all(|(w, b)| w & b != 0) {
@@ -220,11 +216,6 @@ impl IdShard {
         buffer.extend_from_slice(&content.to_le_bytes());
         buffer.extend_from_slice(&line.to_le_bytes());
         self.rows += 1;
-        if self.failed.is_none() {
-            if let Err(e) = self.blocks.flush_full(file) {
-                self.failed = Some(e);
-            }
-        }
     }
 }
 
@@ -315,14 +306,19 @@ impl UsageSpill {
             debug_assert_eq!(row.part, self.part_of(&row.key));
             by_part[row.part].push(row);
         }
-        let (numbers, file) = (&self.contract_numbers, &self.file);
-        let written = self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).try_for_each(|(part, rows)| {
+        let numbers = &self.contract_numbers;
+        self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).for_each(|(part, rows)| {
             for row in rows {
                 encode(row, numbers, part.blocks.buffer());
                 part.rows += 1;
             }
-            part.blocks.flush_full(file)
         });
+        // The full buffers (of parts and of id shards, whose rows were noted
+        // before) written on this thread alone: two threads appending to the one
+        // file at once spent a fifth more CPU on the kernel's lock of it.
+        let file = &self.file;
+        let blocks = self.parts.iter_mut().map(|p| &mut p.blocks).chain(self.ids.iter_mut().map(|s| &mut s.blocks));
+        let written = blocks.filter(|b| b.is_full()).try_for_each(|b| b.flush(file));
         if let Err(e) = written {
             self.failed = Some(self.error(e));
         }
@@ -337,9 +333,6 @@ impl UsageSpill {
     pub fn finish(&mut self) -> Result<(), String> {
         if let Some(e) = self.failed.take() {
             return Err(e);
-        }
-        if let Some(e) = self.ids.iter_mut().find_map(|s| s.failed.take()) {
-            return Err(self.error(e));
         }
         // The buffers are freed (1,600 of them) and the filters too: reading is done.
         let parts = self.parts.iter_mut().map(|p| &mut p.blocks);
@@ -363,10 +356,10 @@ impl UsageSpill {
         }
     }
 
-    /// The id shards, for noting the day's ids (`IdShard::note`), and the file
-    /// they write to.
-    pub fn id_shards_mut(&mut self) -> (&SpillFile, &mut [IdShard]) {
-        (&self.file, &mut self.ids)
+    /// The id shards, for noting the day's ids (`IdShard::note`; what they hold is
+    /// written by the next `add`).
+    pub fn id_shards_mut(&mut self) -> &mut [IdShard] {
+        &mut self.ids
     }
 
     /// The day's duplicates of id shard `s` (after `finish`): its entries sorted by
@@ -807,8 +800,7 @@ mod tests {
         let id = |low: u128| (7u128 << 122) | low;
         let shard = crate::state::UsageIds::shard_of(id(0));
         for (low, content, line) in [(5, 50, 2), (3, 30, 4), (8, 80, 5), (8, 80, 6), (5, 51, 7), (5, 50, 9)] {
-            let (file, shards) = spill.id_shards_mut();
-            shards[shard].note(file, id(low), content, line, || format!("u-{low}"));
+            spill.id_shards_mut()[shard].note(id(low), content, line, || format!("u-{low}"));
         }
         spill.finish().unwrap();
         let found = spill.dedupe_shard(shard, day()).unwrap();
