@@ -88,6 +88,31 @@ impl LedgerTotals {
     }
 }
 
+/// What the day's voucher usage rows used (`voucher_usage.csv`, streamed as the
+/// day settles): how many rows, their sum, and each voucher's sum.
+#[derive(Default)]
+pub struct VoucherTotals {
+    rows: u64,
+    total: Money,
+    by_voucher: BTreeMap<String, Money>,
+}
+
+impl VoucherTotals {
+    /// Add the next rows.
+    pub fn add(&mut self, uses: &[crate::engine::VoucherUse]) {
+        for u in uses {
+            self.rows += 1;
+            self.total += u.amount;
+            match self.by_voucher.get_mut(&u.voucher_id) {
+                Some(sum) => *sum += u.amount,
+                None => {
+                    self.by_voucher.insert(u.voucher_id.clone(), u.amount);
+                }
+            }
+        }
+    }
+}
+
 /// The day's summary (SPEC §11.2) once its books check: `ledger` holds the sums
 /// of every ledger line of `result`'s day.
 pub fn check_and_summarize(
@@ -95,6 +120,7 @@ pub fn check_and_summarize(
     base: &State,
     result: &DayResult,
     ledger: LedgerTotals,
+    vouchers: VoucherTotals,
     recharges: &[RechargeRecord],
     counts: &BTreeMap<&'static str, FileCounts>,
     snapshot: &Snapshot,
@@ -145,18 +171,13 @@ pub fn check_and_summarize(
         checked += 1;
     }
 
-    let mut used_today: BTreeMap<&str, Money> = BTreeMap::new();
-    let mut voucher_total = Money::ZERO;
-    for u in &result.voucher_usage {
-        *used_today.entry(u.voucher_id.as_str()).or_default() += u.amount;
-        voucher_total += u.amount;
-    }
+    let VoucherTotals { rows: voucher_rows, total: voucher_total, by_voucher: used_today } = vouchers;
     if voucher_total != totals[3] {
         return Err(format!("voucher usage {voucher_total} ≠ the ledger's voucher amounts {}", totals[3]));
     }
     for (id, amount) in &used_today {
-        let before = base.vouchers_used.get(*id).copied().unwrap_or(Money::ZERO);
-        let after = result.state.vouchers_used.get(*id).copied().unwrap_or(Money::ZERO);
+        let before = base.vouchers_used.get(id).copied().unwrap_or(Money::ZERO);
+        let after = result.state.vouchers_used.get(id).copied().unwrap_or(Money::ZERO);
         if before + *amount != after || !amount.is_positive() {
             return Err(format!("voucher {id}: used {before} + {amount} today ≠ {after}"));
         }
@@ -186,7 +207,7 @@ pub fn check_and_summarize(
             "in_amount": money(transferred_in),
             "out_amount": money(transferred_out),
         },
-        "voucher_usage": { "rows": result.voucher_usage.len(), "amount": money(voucher_total) },
+        "voucher_usage": { "rows": voucher_rows, "amount": money(voucher_total) },
         "events": { "shutdown": shutdowns, "reversal": result.events.len() - shutdowns },
         "rejects": result.rejects.len(),
         "cash_check": { "accounts": checked, "passed": true },

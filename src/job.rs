@@ -4,7 +4,7 @@
 //! Invariant: nothing reaches the output directory until every check of the day
 //! has passed; a refused or failed run leaves the output directory as it was.
 
-use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow, VoucherUse};
+use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow};
 use crate::ids::Uin;
 use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
 use crate::money::Money;
@@ -146,7 +146,6 @@ pub struct DayResult {
     pub state: State,
     /// How many lines the ledger has.
     pub ledger_lines: u64,
-    pub voucher_usage: Vec<VoucherUse>,
     pub events: Vec<ServiceEvent>,
     pub transfers: Vec<TransferRow>,
     pub rejects: Vec<Reject>,
@@ -160,6 +159,7 @@ pub struct DayResult {
 pub struct Unchecked {
     base: State,
     ledger: crate::checks::LedgerTotals,
+    vouchers: crate::checks::VoucherTotals,
     recharges: Vec<crate::ingest::RechargeRecord>,
     counts: BTreeMap<&'static str, FileCounts>,
 }
@@ -168,14 +168,15 @@ impl DayResult {
     /// The books check of the day's rows against the state it started from, and
     /// the day's summary (SPEC §11.2) when it passes.
     pub fn check(&self, inputs: &Inputs, day: Day, unchecked: Unchecked) -> Result<serde_json::Value, Failure> {
-        let Unchecked { base, ledger, recharges, counts } = unchecked;
-        let summary = crate::checks::check_and_summarize(day, &base, self, ledger, &recharges, &counts, &inputs.snapshot);
+        let Unchecked { base, ledger, vouchers, recharges, counts } = unchecked;
+        let summary = crate::checks::check_and_summarize(day, &base, self, ledger, vouchers, &recharges, &counts, &inputs.snapshot);
         drop(base);
         crate::memory::release_freed_memory();
         summary.map_err(Failure::Internal)
     }
 
-    /// The day's files but the ledger (streamed as it was settled), in the order
+    /// The day's files but the ledger and the voucher usage (streamed as the day
+    /// settled), in the order
     /// they are published, rendered at once, each on whichever core is free:
     /// `overview_mtd` (the month-to-date overview's files) before the summary.
     pub fn small_files(&self, inputs: &Inputs, summary: &serde_json::Value, overview_mtd: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
@@ -194,10 +195,7 @@ impl DayResult {
         let summary = small.pop().expect("the summary is rendered last");
         small.extend(overview_mtd);
         small.push(summary);
-        let uses = &self.voucher_usage;
-        let mut files: Vec<OutFile> = vec![("voucher_usage.csv", Body::Stream(Box::new(move |w| reports::write_voucher_usage(uses, w))))];
-        files.extend(small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))));
-        files
+        small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))).collect()
     }
 }
 
@@ -234,13 +232,14 @@ impl State {
 pub struct RenderedRun {
     pub ledger: Vec<String>,
     pub focus: Vec<focus::FocusPiece>,
+    /// Its rows of `voucher_usage.csv`.
+    pub vouchers: Vec<u8>,
 }
 
 /// A run's rows: rendered for the writers, or in processing order for the small
 /// files and the books check.
 struct RunRows {
     rendered: RenderedRun,
-    voucher_usage: Vec<VoucherUse>,
     events: Vec<ServiceEvent>,
     transfers: Vec<(EventKey, TransferRow)>,
     rejects: Vec<Reject>,
@@ -429,7 +428,8 @@ pub fn settle_day(
         .collect();
     stage("  runs", &mut t);
     let mut focus_rows = focus::FocusRows::new(snapshot);
-    let (mut voucher_usage, mut service, mut keyed_transfers) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut service, mut keyed_transfers) = (Vec::new(), Vec::new());
+    let mut voucher_totals = crate::checks::VoucherTotals::default();
     let mut rejects = read_rejects;
     let mut processing_rejects = 0u64;
     let reference = &inputs.reference;
@@ -483,7 +483,9 @@ pub fn settle_day(
             || focus_rows.add(rows, |h| ledger.get(*h)),
         );
         let focus = focus.map_err(|e| Failure::Internal(format!("cannot write the FOCUS rows: {e}")))?;
-        Ok(RunRows { rendered: RenderedRun { ledger: rendered, focus }, voucher_usage, events, transfers, rejects })
+        voucher_totals.add(&voucher_usage);
+        let vouchers = reports::voucher_usage_rows(&voucher_usage, false);
+        Ok(RunRows { rendered: RenderedRun { ledger: rendered, focus, vouchers }, events, transfers, rejects })
     };
     let mut previous: Option<Vec<OrgOutput>> = None;
     // How long the runs were settled and rendered, and how long the writers kept
@@ -497,7 +499,6 @@ pub fn settle_day(
         working += joined.elapsed();
         let emitted = std::time::Instant::now();
         if let Some(rows) = rows? {
-            voucher_usage.extend(rows.voucher_usage);
             service.extend(rows.events);
             keyed_transfers.extend(rows.transfers);
             processing_rejects += rows.rejects.len() as u64;
@@ -567,14 +568,13 @@ pub fn settle_day(
     }
     let result = DayResult {
         ledger_lines: totals.lines(),
-        voucher_usage,
         events: service,
         transfers: transfer_rows,
         rejects,
         focus_rows: focus_rows.finish(),
         state: next,
     };
-    Ok((result, Unchecked { base, ledger: totals, recharges: recharge_rows, counts }))
+    Ok((result, Unchecked { base, ledger: totals, vouchers: voucher_totals, recharges: recharge_rows, counts }))
 }
 
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.
@@ -725,22 +725,30 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // Each run is handed over when its writer is free (a rendezvous): the writers
     // hold the run they write, the settlement the run it renders (a queued run on
     // top was ~60 MB more of a 1M-row day's peak).
-    let (ledger_to, ledger_from) = std::sync::mpsc::sync_channel::<Vec<String>>(0);
+    let (ledger_to, ledger_from) = std::sync::mpsc::sync_channel::<(Vec<String>, Vec<u8>)>(0);
     let (focus_to, focus_from) = std::sync::mpsc::sync_channel::<FocusMessage>(0);
     let (settled, staging, focus_written) = std::thread::scope(|scope| {
         // Each writer starts with the day's first run: a day refused before it
         // writes nothing.
+        // The ledger and the voucher usage, each run's rows appended to each.
         let ledger_writer = scope.spawn(move || -> Result<Option<crate::store::Staging>, String> {
             let Ok(first) = ledger_from.recv() else { return Ok(None) };
             let mut staging = store.stage_day(day)?;
-            let stream = move |w: &mut (dyn Write + Send)| -> std::io::Result<()> {
-                w.write_all(reports::ledger_header().as_bytes())?;
-                for blocks in std::iter::once(first).chain(ledger_from) {
-                    blocks.iter().try_for_each(|block| w.write_all(block.as_bytes()))?;
-                }
-                Ok(())
-            };
-            match staging.write(vec![("ledger.csv", Body::Stream(Box::new(stream)))]) {
+            let written = (|| -> Result<(), String> {
+                let mut vouchers = staging.create("voucher_usage.csv")?;
+                vouchers.write(&reports::voucher_usage_header())?;
+                let stream = |w: &mut (dyn Write + Send)| -> std::io::Result<()> {
+                    w.write_all(reports::ledger_header().as_bytes())?;
+                    for (blocks, uses) in std::iter::once(first).chain(ledger_from) {
+                        blocks.iter().try_for_each(|block| w.write_all(block.as_bytes()))?;
+                        vouchers.write(&uses).map_err(std::io::Error::other)?;
+                    }
+                    Ok(())
+                };
+                staging.write(vec![("ledger.csv", Body::Stream(Box::new(stream)))])?;
+                staging.close(vouchers)
+            })();
+            match written {
                 Ok(()) => Ok(Some(staging)),
                 Err(e) => {
                     staging.discard();
@@ -764,7 +772,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
         });
         let mut emit = |run: RenderedRun| -> Result<(), Failure> {
             let stopped = || Failure::Internal(WRITER_STOPPED.into());
-            ledger_to.send(run.ledger).map_err(|_| stopped())?;
+            ledger_to.send((run.ledger, run.vouchers)).map_err(|_| stopped())?;
             focus_to.send(FocusMessage::Pieces(run.focus)).map_err(|_| stopped())
         };
         let settled = settle_day(inputs, day, base, fresh, store, opts.run_rows.unwrap_or(RUN_ROWS), &mut emit);

@@ -248,15 +248,32 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
     }
 }
 
-/// `voucher_usage.csv`, streamed to `w` (tens of MB at 10M rows: rendered in memory
-/// it was a buffer grown by doubling, at the day's peak).
-pub fn write_voucher_usage(uses: &[VoucherUse], w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).buffer_capacity(1 << 16).from_writer(w);
-    w.write_record(["line_id", "voucher_id", "voucher_owner_uin", "amount"])?;
-    for u in uses {
-        w.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()])?;
-    }
-    w.flush()
+const VOUCHER_USAGE_COLUMNS: [&str; 4] = ["line_id", "voucher_id", "voucher_owner_uin", "amount"];
+
+/// The header line of `voucher_usage.csv`.
+pub fn voucher_usage_header() -> Vec<u8> {
+    voucher_usage_rows(&[], true)
+}
+
+/// The rows of `voucher_usage.csv` for `uses` (the next rows of the day, in
+/// processing order), quoted as the csv crate quotes; with `header`, its header
+/// line first. The day's are rendered a run at a time as it settles.
+pub fn voucher_usage_rows(uses: &[VoucherUse], header: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(uses.len() * 96 + 64);
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(&mut out);
+    let written = (|| -> csv::Result<()> {
+        if header {
+            w.write_record(VOUCHER_USAGE_COLUMNS)?;
+        }
+        for u in uses {
+            w.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()])?;
+        }
+        w.flush()?;
+        Ok(())
+    })();
+    written.expect("writing to memory cannot fail");
+    drop(w);
+    out
 }
 
 pub fn events_csv(events: &[ServiceEvent]) -> Vec<u8> {
@@ -436,6 +453,30 @@ mod tests {
     use super::*;
     use crate::money::Money;
     use crate::state::{BillKey, BillSums, Text};
+
+    #[test]
+    fn voucher_usage_rendered_a_run_at_a_time_is_the_file_the_csv_crate_writes() {
+        let uses: Vec<VoucherUse> = (0..5i64)
+            .map(|i| VoucherUse {
+                line_id: format!("P|10{i}|cvm|hourly|2026-10-31T0{i}:00:00+08:00"),
+                voucher_id: if i == 3 { "v,\"odd\"".into() } else { format!("v-{i}") },
+                voucher_owner_uin: 100 + i as u64,
+                amount: Money::from_fen(i * 101 - 7),
+            })
+            .collect();
+        let mut pieces = voucher_usage_header();
+        pieces.extend(voucher_usage_rows(&uses[..2], false));
+        pieces.extend(voucher_usage_rows(&[], false));
+        pieces.extend(voucher_usage_rows(&uses[2..], false));
+        let mut whole = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+        whole.write_record(["line_id", "voucher_id", "voucher_owner_uin", "amount"]).unwrap();
+        for u in &uses {
+            whole.write_record([u.line_id.as_str(), &u.voucher_id, &u.voucher_owner_uin.to_string(), &u.amount.to_string()]).unwrap();
+        }
+        let whole = whole.into_inner().unwrap();
+        assert_eq!(String::from_utf8(pieces).unwrap(), String::from_utf8(whole).unwrap());
+        assert!(voucher_usage_header().ends_with(b"voucher_owner_uin,amount\n"));
+    }
 
     #[test]
     fn ledger_rows_rendered_in_one_run_equal_rows_rendered_one_at_a_time() {

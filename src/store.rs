@@ -687,6 +687,24 @@ impl Staging {
         Ok(())
     }
 
+    /// A file of the folder written a piece at a time (`StagedFile::write`), beside
+    /// what `write` streams; `close` ends it.
+    pub fn create(&self, file: &str) -> Result<StagedFile, String> {
+        let path = self.dir.join(file);
+        failpoint("create file");
+        let out = fs::File::create(&path).map_err(|e| io_error("cannot create", &path, e))?;
+        Ok(StagedFile { out: std::io::BufWriter::with_capacity(1 << 20, out), path })
+    }
+
+    /// The file written to its end, synced with the folder's others.
+    pub fn close(&mut self, file: StagedFile) -> Result<(), String> {
+        let StagedFile { out, path } = file;
+        let written = out.into_inner().map_err(|e| io_error("cannot write", &path, e.into_error()))?;
+        failpoint("write file");
+        self.syncing.push((path, std::thread::spawn(move || written.sync_all())));
+        Ok(())
+    }
+
     fn publish(self) -> Result<(), String> {
         let Staging { parent, name, dir, syncing } = self;
         for (path, sync) in syncing {
@@ -712,6 +730,18 @@ impl Staging {
             let _ = sync.join();
         }
         let _ = remove_dir_if_present(&self.dir);
+    }
+}
+
+/// A file of a staging folder being written (`Staging::create`).
+pub struct StagedFile {
+    out: std::io::BufWriter<fs::File>,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.out.write_all(bytes).map_err(|e| io_error("cannot write", &self.path, e))
     }
 }
 
