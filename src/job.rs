@@ -544,13 +544,13 @@ pub fn settle_day(
     // organization (refused) go in among them.
     keyed_transfers.sort_by(|a, b| a.0.cmp(&b.0));
     let transfer_rows = merge_in_processing_order(vec![orphan_transfers, keyed_transfers]);
-    let (sums, totals): (Vec<_>, Vec<_>) = sums.into_par_iter().map(|(sums, totals)| (sums.finish(snapshot), totals)).unzip();
+    let (sums, totals): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
     if timings_on() {
         let (merged, self_paid) = sums.iter().map(|s| s.sizes()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         eprintln!("timing:   the day's sums: {merged} merged-bill entries, {self_paid} self-paid");
     }
     let totals = crate::checks::LedgerTotals::sum(totals);
-    for month in crate::monthly::add_sums_to_months(&mut next.months, sums) {
+    for month in crate::monthly::add_builders_to_months(&mut next.months, sums, snapshot) {
         next.month_files.insert(month, day);
     }
     let keep_from = crate::state::months_kept_from(day);

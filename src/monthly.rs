@@ -10,7 +10,7 @@ use crate::ids::Uin;
 use crate::money::Money;
 use crate::reference::HistoryRow;
 use crate::snapshot::{Org, Snapshot};
-use crate::state::{BillSums, MonthAggregates, Text};
+use crate::state::{BillKey, BillSums, MonthAggregates, SelfPaidKey, Text};
 use crate::time::{Month, Ts};
 use std::collections::BTreeMap;
 
@@ -54,32 +54,12 @@ fn add_sums(sums: &mut BillSums, more: &BillSums) {
     sums.credit += more.credit;
 }
 
-type CheapBillKey<'a> = (Month, &'a str, Uin, Uin, &'static str, &'static str, &'static str);
 
-type SelfPaidCheapKey<'a> = (Month, &'a str, Uin, &'static str);
-
-/// Lines summed under cheap keys (millions of lines, far fewer keys), to be folded
-/// into the state's month aggregates with `add_sums_to_months`: summed in maps,
-/// then kept as lists of exactly their length (maps of all organizations at once
-/// were ~40% larger, and they are held beside the month's new list while it is
-/// made, the day's peak).
-pub struct LineSums<'a> {
-    merged: Vec<(CheapBillKey<'a>, BillSums)>,
-    self_paid: Vec<(SelfPaidCheapKey<'a>, Money)>,
-}
-
-impl LineSums<'_> {
+impl LineSumsBuilder {
     /// How many merged-bill and self-paid entries it holds.
     pub fn sizes(&self) -> (usize, usize) {
         (self.merged.len(), self.self_paid.len())
     }
-}
-
-/// Sum ledger lines for the month aggregates (one organization's on each core).
-pub fn sum_lines<'a, 'l>(snapshot: &'a Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) -> LineSums<'a> {
-    let mut sums = LineSumsBuilder::default();
-    sums.add(snapshot, lines);
-    sums.finish(snapshot)
 }
 
 /// A product code by its interned address (one address a code): hashed and
@@ -144,86 +124,84 @@ impl LineSumsBuilder {
         }
     }
 
-    /// The sums, as lists of exactly their length, keyed as `LineSums` keys them.
-    pub fn finish(self, snapshot: &Snapshot) -> LineSums<'_> {
-        let org_id = |o: u32| snapshot.orgs[o as usize].org_id.as_str();
+    /// The sums with the keys of the month aggregates, each with its month.
+    #[allow(clippy::type_complexity)]
+    fn owned(self, snapshot: &Snapshot) -> (Vec<(Month, BillKey, BillSums)>, Vec<(Month, SelfPaidKey, Money)>) {
+        let org_id = |o: u32| Text::from(snapshot.orgs[o as usize].org_id.as_str());
         let merged = self
             .merged
             .into_iter()
             .map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
-                let pay_mode = if payer { "payer" } else { "self" };
-                ((month.get(), org_id(o), bill_owner, member, pay_mode, product.0.as_str(), kind.as_str()), sums)
+                let pay_mode = Text::from(if payer { "payer" } else { "self" });
+                (month.get(), (org_id(o), bill_owner, member, pay_mode, Text::from(product.0.as_str()), Text::from(kind.as_str())), sums)
             })
             .collect();
         let self_paid = self
             .self_paid
             .into_iter()
-            .map(|((month, o, member, product), total)| ((month.get(), org_id(o), member, product.0.as_str()), total))
+            .map(|((month, o, member, product), total)| (month.get(), (org_id(o), member, Text::from(product.0.as_str())), total))
             .collect();
-        LineSums { merged, self_paid }
+        (merged, self_paid)
     }
 }
 
-/// Fold summed lines (one part per organization) into the month aggregates. For
-/// each month the lines reached, the parts' entries of that month are written,
-/// with owned keys, straight into one list (on all cores) and sorted there; the
-/// month's list takes it whole when it had nothing yet, and otherwise the sums are
-/// added in place, with only keys it lacked merged in (each copy of these lists was
-/// ~110 MB of fresh pages at 10M rows). Sums are exact: the folding order does not
-/// change them. Returns the months that received sums.
-pub fn add_sums_to_months(months: &mut BTreeMap<Month, MonthAggregates>, parts: Vec<LineSums<'_>>) -> std::collections::BTreeSet<Month> {
+/// Fold the day's sums (one builder per organization) into the month aggregates.
+/// For each month they reached, the builders' entries of that month are put in one
+/// new list with owned keys, a few hundred organizations' at a time, each builder
+/// freed as its entries join (the day's sums are never held twice beside the new
+/// lists), sorted, and added to the month's list (in place where it had the key).
+/// Sums are exact: the folding order does not change them. Returns the months that
+/// received sums.
+pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, builders: Vec<LineSumsBuilder>, snapshot: &Snapshot) -> std::collections::BTreeSet<Month> {
     use rayon::prelude::*;
-    let (merged, self_paid): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.merged, p.self_paid)).unzip();
-    let merged_months = months_of(&merged, |k| k.0);
-    let self_paid_months = months_of(&self_paid, |k| k.0);
-    for &month in &merged_months {
-        let own = |&(_, org_id, owner, member, pay_mode, product, kind): &CheapBillKey<'_>| {
-            (Text::from(org_id), owner, member, Text::from(pay_mode), Text::from(product), Text::from(kind))
-        };
-        let mut new = entries_of_month(&merged, month, |k| k.0, own, BillSums::default());
+    const AT_A_TIME: usize = 256;
+    // Each month's new lists sized once (grown by doubling they were twice the
+    // size at times, the day's peak).
+    let counts = builders
+        .par_iter()
+        .map(|b| {
+            let mut counts: BTreeMap<Month, (usize, usize)> = BTreeMap::new();
+            b.merged.keys().for_each(|k| counts.entry(k.0.get()).or_default().0 += 1);
+            b.self_paid.keys().for_each(|k| counts.entry(k.0.get()).or_default().1 += 1);
+            counts
+        })
+        .reduce(BTreeMap::new, |mut a, b| {
+            for (m, (x, y)) in b {
+                let c = a.entry(m).or_default();
+                (c.0, c.1) = (c.0 + x, c.1 + y);
+            }
+            a
+        });
+    let mut merged: BTreeMap<Month, Vec<(BillKey, BillSums)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.0))).collect();
+    let mut self_paid: BTreeMap<Month, Vec<(SelfPaidKey, Money)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.1))).collect();
+    let mut builders = builders.into_iter();
+    loop {
+        let chunk: Vec<LineSumsBuilder> = builders.by_ref().take(AT_A_TIME).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let owned: Vec<_> = chunk.into_par_iter().map(|b| b.owned(snapshot)).collect();
+        for (m, p) in owned {
+            for (month, key, sums) in m {
+                merged.entry(month).or_default().push((key, sums));
+            }
+            for (month, key, total) in p {
+                self_paid.entry(month).or_default().push((key, total));
+            }
+        }
+    }
+    let mut changed = std::collections::BTreeSet::new();
+    for (month, mut new) in merged.into_iter().filter(|(_, new)| !new.is_empty()) {
         new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         add_sorted(&mut months.entry(month).or_default().merged, new, |a, b| add_sums(a, &b));
+        changed.insert(month);
     }
-    drop(merged);
-    for &month in &self_paid_months {
-        let own = |&(_, org_id, member, product): &(Month, &str, Uin, &'static str)| (Text::from(org_id), member, Text::from(product));
-        let mut new = entries_of_month(&self_paid, month, |k| k.0, own, Money::ZERO);
+    for (month, mut new) in self_paid.into_iter().filter(|(_, new)| !new.is_empty()) {
         new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         add_sorted(&mut months.entry(month).or_default().self_paid, new, |a, b| *a += b);
+        changed.insert(month);
     }
-    merged_months.into_iter().chain(self_paid_months).collect()
-}
-
-/// The months of the keys of `parts`.
-fn months_of<C: Sync, V: Sync>(parts: &[Vec<(C, V)>], month_of: impl Fn(&C) -> Month + Sync) -> std::collections::BTreeSet<Month> {
-    use rayon::prelude::*;
-    parts
-        .par_iter()
-        .map(|part| part.iter().map(|(k, _)| month_of(k)).collect::<std::collections::BTreeSet<Month>>())
-        .reduce(Default::default, |mut a, b| {
-            a.extend(b);
-            a
-        })
-}
-
-/// The entries of `month` in `parts`, their keys made by `own`, in one list
-/// written on all cores (part after part, each in its own order).
-fn entries_of_month<C: Sync, K: Clone + Default + Send + Sync, V: Clone + Send + Sync>(
-    parts: &[Vec<(C, V)>],
-    month: Month,
-    month_of: impl Fn(&C) -> Month + Sync,
-    own: impl Fn(&C) -> K + Sync,
-    blank: V,
-) -> Vec<(K, V)> {
-    use rayon::prelude::*;
-    let counted: Vec<(&Vec<(C, V)>, usize)> =
-        parts.par_iter().map(|part| (part, part.iter().filter(|(k, _)| month_of(k) == month).count())).collect();
-    crate::parallel::concat(counted, (K::default(), blank), |&(_, n)| n, |_, (part, _), slot| {
-        let of_month = part.iter().filter(|(k, _)| month_of(k) == month);
-        for (to, (k, v)) in slot.iter_mut().zip(of_month) {
-            *to = (own(k), v.clone());
-        }
-    })
+    changed
 }
 
 /// Sorted, distinct `new` entries added to sorted, distinct `list` (values of equal
@@ -275,11 +253,6 @@ fn merge_sorted<K: Ord, V>(old: Vec<(K, V)>, new: impl Iterator<Item = (K, V)>, 
         out.push(if take_new { new.next() } else { old.next() }.expect("peeked"));
     }
     out
-}
-
-/// Add a day's ledger lines to the month aggregates.
-pub fn add_lines(months: &mut BTreeMap<Month, MonthAggregates>, snapshot: &Snapshot, lines: &[LedgerLine]) {
-    add_sums_to_months(months, vec![sum_lines(snapshot, lines.iter())]);
 }
 
 /// One row of `overview_by_member.csv` or `overview_by_product.csv`.
@@ -476,6 +449,10 @@ pub fn merged_bill(aggregates: &BTreeMap<Month, MonthAggregates>, month: Month) 
 mod tests {
     use super::*;
 
+    /// The merged-bill and self-paid keys by their texts, to compare sums with.
+    type CheapBillKey<'a> = (Month, &'a str, Uin, Uin, &'a str, &'a str, &'a str);
+    type SelfPaidCheapKey<'a> = (Month, &'a str, Uin, &'a str);
+
     #[test]
     fn lines_of_organizations_interleaved_are_summed_under_their_own() {
         // Two organizations: org-a (10 managing, 11 with the merged bill, 12
@@ -534,10 +511,15 @@ mod tests {
                 *self_paid.entry((month, org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_insert(Money::ZERO) += line.payable_amount;
             }
         }
-        let sums = sum_lines(&snapshot, lines.iter());
-        let mut got_merged: Vec<_> = sums.merged.iter().map(|(k, s)| (*k, (s.lines, s.payable))).collect();
+        let mut sums = LineSumsBuilder::default();
+        sums.add(&snapshot, lines.iter());
+        let (owned_merged, owned_self_paid) = sums.owned(&snapshot);
+        let mut got_merged: Vec<_> = owned_merged
+            .iter()
+            .map(|(m, (o, b, u, mode, p, k), s)| ((*m, o.as_str(), *b, *u, mode.as_str(), p.as_str(), k.as_str()), (s.lines, s.payable)))
+            .collect();
         got_merged.sort();
-        let mut got_self_paid = sums.self_paid.clone();
+        let mut got_self_paid: Vec<_> = owned_self_paid.iter().map(|(m, (o, u, p), t)| ((*m, o.as_str(), *u, p.as_str()), *t)).collect();
         got_self_paid.sort();
         assert_eq!(got_merged, merged.into_iter().collect::<Vec<_>>());
         assert_eq!(got_self_paid, self_paid.into_iter().collect::<Vec<_>>());
