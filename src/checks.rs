@@ -114,13 +114,12 @@ impl VoucherTotals {
 }
 
 /// The day's summary (SPEC §11.2) once its books check: `ledger` holds the sums
-/// of every ledger line of `result`'s day.
+/// of every ledger line of `result`'s day, `vouchers` those of its voucher usage.
 pub fn check_and_summarize(
     day: Day,
     base: &State,
     result: &DayResult,
-    ledger: LedgerTotals,
-    vouchers: VoucherTotals,
+    (ledger, vouchers): (LedgerTotals, VoucherTotals),
     recharges: &[RechargeRecord],
     counts: &BTreeMap<&'static str, FileCounts>,
     snapshot: &Snapshot,

@@ -169,7 +169,7 @@ impl DayResult {
     /// the day's summary (SPEC §11.2) when it passes.
     pub fn check(&self, inputs: &Inputs, day: Day, unchecked: Unchecked) -> Result<serde_json::Value, Failure> {
         let Unchecked { base, ledger, vouchers, recharges, counts } = unchecked;
-        let summary = crate::checks::check_and_summarize(day, &base, self, ledger, vouchers, &recharges, &counts, &inputs.snapshot);
+        let summary = crate::checks::check_and_summarize(day, &base, self, (ledger, vouchers), &recharges, &counts, &inputs.snapshot);
         drop(base);
         crate::memory::release_freed_memory();
         summary.map_err(Failure::Internal)

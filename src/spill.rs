@@ -228,6 +228,12 @@ pub struct ShardDuplicates {
     pub later: Vec<(u64, bool)>,
 }
 
+/// One organization's settlement lines, in processing order.
+pub type Lines = Vec<(GroupKey, UsageGroup)>;
+
+/// A part's lines with their organizations, by organization, then in processing order.
+type PartLines = Vec<(usize, GroupKey, UsageGroup)>;
+
 /// A run of the day's processing order: consecutive parts, and where the run ends
 /// (None for the last).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,9 +459,8 @@ impl UsageSpill {
     /// The settlement lines of `run`, each organization's (of `orgs`) in processing
     /// order (by period end, then key); Err with the first row in file order, in
     /// any part, whose line's sum leaves the exact range.
-    pub fn lines(&self, run: &Run, orgs: usize) -> std::io::Result<Result<Vec<Vec<(GroupKey, UsageGroup)>>, Overflow>> {
-        let grouped: Vec<std::io::Result<Result<Vec<(usize, GroupKey, UsageGroup)>, u64>>> =
-            run.parts.clone().into_par_iter().map(|p| self.group(p)).collect();
+    pub fn lines(&self, run: &Run, orgs: usize) -> std::io::Result<Result<Vec<Lines>, Overflow>> {
+        let grouped: Vec<std::io::Result<Result<PartLines, u64>>> = run.parts.clone().into_par_iter().map(|p| self.group(p)).collect();
         let mut parts = Vec::with_capacity(grouped.len());
         for part in grouped {
             match part? {
@@ -504,7 +509,7 @@ impl UsageSpill {
 
     /// A part's lines, by organization and in processing order; Err with the file
     /// line of its first row whose line's sum leaves the exact range.
-    fn group(&self, p: usize) -> std::io::Result<Result<Vec<(usize, GroupKey, UsageGroup)>, u64>> {
+    fn group(&self, p: usize) -> std::io::Result<Result<PartLines, u64>> {
         let part = &self.parts[p];
         if part.rows == 0 {
             return Ok(Ok(Vec::new()));
@@ -514,7 +519,7 @@ impl UsageSpill {
         // A line's key by identity: an interned product is one address.
         let mut index: rustc_hash::FxHashMap<(Uin, usize, Cycle, i64), usize> = Default::default();
         index.reserve(part.rows as usize);
-        let mut lines: Vec<(usize, GroupKey, UsageGroup)> = Vec::new();
+        let mut lines: PartLines = Vec::new();
         let mut products = rustc_hash::FxHashMap::default();
         while !at.is_empty() {
             let row = decode(&mut at, &self.contracts, &mut products)
