@@ -281,7 +281,7 @@ enum UsageCheck {
 }
 
 /// About how many usage ids the day folder `dir` brings (rows are about 140
-/// bytes), to size the id tables once.
+/// bytes), to size the Bloom filters of the day's ids once.
 pub fn usage_ids_hint(dir: &Path) -> usize {
     let size = std::fs::metadata(dir.join(USAGE_FILE)).map(|m| m.len()).unwrap_or(0);
     (size / 140) as usize
@@ -400,7 +400,7 @@ fn settle_usage_batch(
             (0..rows.len())
                 .map(|k| {
                     // The filter blocks of the ids a few rows on are asked for now:
-                    // their cache misses overlap this row's (see `idtable`).
+                    // their cache misses overlap this row's (`memory::prefetch`).
                     if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
                         remembered.prefetch(id_of(ahead).0);
                     }
