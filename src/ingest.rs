@@ -255,7 +255,7 @@ fn read_file(
 }
 
 /// Usage rows are read and checked in batches of this many.
-const USAGE_BATCH: usize = 1 << 16;
+const USAGE_BATCH: usize = 1 << 15;
 
 /// How a usage id compares with the ids remembered before it.
 #[derive(Clone, Copy)]
