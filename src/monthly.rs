@@ -155,6 +155,11 @@ impl LineSumsBuilder {
 pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, builders: Vec<LineSumsBuilder>, snapshot: &Snapshot) -> std::collections::BTreeSet<Month> {
     use rayon::prelude::*;
     const AT_A_TIME: usize = 256;
+    // The memory of the builders folded so far is handed back every few chunks
+    // (`memory::release_freed_memory`): the new lists, one large block each, can
+    // reuse none of it, and kept it sat on top of them, the day's peak (10M usage
+    // rows: ~440 MB, ~20 MB above the settlement's).
+    const RELEASE_EVERY: usize = 4;
     // Each month's new lists sized once (grown by doubling they were twice the
     // size at times, the day's peak).
     let counts = builders
@@ -175,6 +180,7 @@ pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, bui
     let mut merged: BTreeMap<Month, Vec<(BillKey, BillSums)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.0))).collect();
     let mut self_paid: BTreeMap<Month, Vec<(SelfPaidKey, Money)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.1))).collect();
     let mut builders = builders.into_iter();
+    let mut chunks = 0;
     loop {
         let chunk: Vec<LineSumsBuilder> = builders.by_ref().take(AT_A_TIME).collect();
         if chunk.is_empty() {
@@ -188,6 +194,10 @@ pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, bui
             for (month, key, total) in p {
                 self_paid.entry(month).or_default().push((key, total));
             }
+        }
+        chunks += 1;
+        if chunks % RELEASE_EVERY == 0 {
+            crate::memory::release_freed_memory();
         }
     }
     let mut changed = std::collections::BTreeSet::new();
