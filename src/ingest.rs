@@ -348,10 +348,17 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut Usa
     let (mut current, mut next) = (Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH)?;
     while !current.is_empty() {
+        let mut writes = usage.take_writes();
         let (more, settled) = rayon::join(
-            || reader.next_batch(&mut next, USAGE_BATCH),
+            || {
+                // The spill's buffers the last batch filled are written here, off
+                // the path the batch's checks wait on (`SpillWrites`).
+                writes.write();
+                reader.next_batch(&mut next, USAGE_BATCH)
+            },
             || settle_usage_batch(&current, &indices, ctx, seen, usage, input, &mut counts),
         );
+        usage.written(writes);
         settled?;
         more?;
         std::mem::swap(&mut current, &mut next);
@@ -427,20 +434,22 @@ fn settle_usage_batch(
     // Each row's outcome, a part of the batch per task on all cores; the parts are
     // joined in file order (this loop alone was a fifth of reading when serial).
     let mut checks = checks;
-    let parts: Vec<BatchPart> = checks
+    let mut parts: Vec<BatchPart> = checks
         .par_chunks_mut(ROWS_PER_PART)
         .zip(batch.par_chunks(ROWS_PER_PART))
         .zip(seen_as.par_chunks(ROWS_PER_PART))
         .map(|((checks, rows), seen_as)| classify_usage_rows(rows, checks, seen_as, indices, usage))
         .collect();
-    let mut accepted = Vec::with_capacity(parts.iter().map(|p| p.accepted.len()).sum());
-    for part in parts {
+    // The parts' accepted rows are handed to the spill as they are (joined into
+    // one list they were copied, on one core).
+    let mut accepted = Vec::with_capacity(parts.len());
+    for part in &mut parts {
         counts.rows += part.counts.rows;
         counts.accepted += part.counts.accepted;
         counts.duplicates += part.counts.duplicates;
         counts.rejected += part.counts.rejected;
-        input.rejects.extend(part.rejects);
-        accepted.extend(part.accepted);
+        input.rejects.append(&mut part.rejects);
+        accepted.push(&part.accepted[..]);
     }
     // In file order: each part of the spill keeps its rows in file order.
     usage.add(&accepted);

@@ -46,6 +46,9 @@ const PARTS: usize = 1 + 24 * OWNER_RANGES;
 /// Buffered bytes of a part before they are written to its file.
 const PART_BUFFER: usize = 16 * 1024;
 
+/// How many written buffers are kept for reuse (`UsageSpill::written`).
+const MAX_SPARE: usize = 256;
+
 /// An accepted usage row as the spill keeps it: its file line, organization,
 /// line and sums (one record).
 pub struct SpilledRow {
@@ -65,7 +68,8 @@ struct Part {
 
 /// The spill's one file (`state/.D.rows`), made at its first write (a day refused
 /// before any row is accepted makes none): the parts and id shards write their
-/// buffers to it as blocks, each at the next free offset, from any thread. One
+/// buffers to it as blocks, each at the next free offset, taken when the buffer
+/// is full and written then or later (`SpillWrites`), from any thread. One
 /// file, not one a part: the 1,600 files a day made and removed held the folder's
 /// lock for a tenth of reading's time on later days (ext4 looking for their
 /// recently deleted inodes).
@@ -90,6 +94,17 @@ impl SpillFile {
         }
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&self.path)?;
         Ok(self.file.get_or_init(|| file))
+    }
+
+    /// Take the next `len` bytes of the file for a block written later (`write_at`).
+    fn reserve(&self, len: usize) -> (u64, u32) {
+        let len = u32::try_from(len).expect("a block is small");
+        (self.end.fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed), len)
+    }
+
+    fn write_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.get()?.write_all_at(bytes, at)
     }
 
     /// Write `bytes` at the next free offset; where they went.
@@ -126,6 +141,15 @@ impl Blocks {
         self.buffer.len() >= PART_BUFFER
     }
 
+    /// The full buffer, its place in the file taken (and noted as this one's next
+    /// block), for `SpillWrites` to write; a spare buffer (or a new one) takes its place.
+    fn take_full(&mut self, file: &SpillFile, spare: Option<Vec<u8>>) -> (u64, Vec<u8>) {
+        let (at, len) = file.reserve(self.buffer.len());
+        self.written.push((at, len));
+        let full = std::mem::replace(&mut self.buffer, spare.unwrap_or_default());
+        (at, full)
+    }
+
     fn flush(&mut self, file: &SpillFile) -> std::io::Result<()> {
         if !self.buffer.is_empty() {
             self.written.push(file.append(&self.buffer)?);
@@ -156,7 +180,7 @@ impl Blocks {
 
 /// The day's accepted usage rows, by part of the day's processing order.
 pub struct UsageSpill {
-    file: SpillFile,
+    file: std::sync::Arc<SpillFile>,
     day: Day,
     /// Where each hour is cut: a line of an owner below `splits[k]` is in a range
     /// before k.
@@ -172,6 +196,38 @@ pub struct UsageSpill {
     skipped: Vec<u64>,
     /// The first failure to write a part.
     failed: Option<String>,
+    /// Full buffers whose blocks are taken but not yet written (`take_writes`).
+    unwritten: Vec<(u64, Vec<u8>)>,
+    /// Buffers written and emptied, for the next full ones' places.
+    spare: Vec<Vec<u8>>,
+    /// `add`'s rows of each part: (chunk, row).
+    by_part: Vec<Vec<(u32, u32)>>,
+}
+
+/// Full buffers of a spill and their places in its file, written by `write` on
+/// whichever thread has time (reading writes them while the next batch is read,
+/// off the path the checks of a batch wait on), then handed back
+/// (`UsageSpill::written`).
+pub struct SpillWrites {
+    file: std::sync::Arc<SpillFile>,
+    blocks: Vec<(u64, Vec<u8>)>,
+    failed: Option<std::io::Error>,
+}
+
+impl SpillWrites {
+    /// Write every block at its place (the first failure is kept, and the rest
+    /// left unwritten).
+    pub fn write(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        for (at, bytes) in &self.blocks {
+            if let Err(e) = self.file.write_at(bytes, *at) {
+                self.failed = Some(e);
+                return;
+            }
+        }
+    }
 }
 
 /// Bytes of an entry of an id shard's file: id digest (16), content digest (8),
@@ -275,13 +331,26 @@ impl UsageSpill {
         let contracts: Vec<ContractRef> = contracts.names().collect();
         let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
         let ids = (0..crate::state::ID_SHARDS).map(|_| IdShard::new()).collect();
-        let file = SpillFile {
+        let file = std::sync::Arc::new(SpillFile {
             path: path.to_path_buf(),
             file: std::sync::OnceLock::new(),
             making: std::sync::Mutex::new(()),
             end: std::sync::atomic::AtomicU64::new(0),
-        };
-        Ok(UsageSpill { file, day, splits, parts, contracts, contract_numbers, ids, skipped: Vec::new(), failed: None })
+        });
+        Ok(UsageSpill {
+            file,
+            day,
+            splits,
+            parts,
+            contracts,
+            contract_numbers,
+            ids,
+            skipped: Vec::new(),
+            failed: None,
+            unwritten: Vec::new(),
+            spare: Vec::new(),
+            by_part: vec![Vec::new(); PARTS],
+        })
     }
 
     /// The part of a line: 0 for a late line, else its hour's owner range.
@@ -301,32 +370,63 @@ impl UsageSpill {
         Ts(self.day.start().0 + (hour + 1) * NANOS_PER_HOUR).pred()
     }
 
-    /// Add rows (each accepted, in file order), on all cores: each part's rows are
-    /// appended in their order. A failed write is kept for `finish` to report.
-    pub fn add(&mut self, rows: &[SpilledRow]) {
+    /// Add rows (each accepted; the chunks, and the rows of each, in file order),
+    /// on all cores: each part's rows are appended in their order. The buffers
+    /// filled are set aside with their places in the file taken, for
+    /// `take_writes`. A failed write is kept for `finish` to report.
+    pub fn add(&mut self, chunks: &[&[SpilledRow]]) {
         if self.failed.is_some() {
             return;
         }
-        let mut by_part: Vec<Vec<&SpilledRow>> = (0..PARTS).map(|_| Vec::new()).collect();
-        for row in rows {
-            debug_assert_eq!(row.part, self.part_of(&row.key));
-            by_part[row.part].push(row);
+        // Each row's place, by part (the lists are kept from batch to batch).
+        for list in &mut self.by_part {
+            list.clear();
+        }
+        for (c, rows) in chunks.iter().enumerate() {
+            for (i, row) in rows.iter().enumerate() {
+                debug_assert_eq!(row.part, self.part_of(&row.key));
+                self.by_part[row.part].push((c as u32, i as u32));
+            }
         }
         let numbers = &self.contract_numbers;
-        self.parts.par_iter_mut().zip(by_part).filter(|(_, rows)| !rows.is_empty()).for_each(|(part, rows)| {
-            for row in rows {
-                encode(row, numbers, part.blocks.buffer());
+        self.parts.par_iter_mut().zip(&self.by_part).filter(|(_, rows)| !rows.is_empty()).for_each(|(part, rows)| {
+            for &(c, i) in rows {
+                encode(&chunks[c as usize][i as usize], numbers, part.blocks.buffer());
                 part.rows += 1;
             }
         });
         // The full buffers (of parts and of id shards, whose rows were noted
-        // before) written on this thread alone: two threads appending to the one
-        // file at once spent a fifth more CPU on the kernel's lock of it.
-        let file = &self.file;
+        // before) are written later, by one thread (`SpillWrites`): two threads
+        // appending to the one file at once spent a fifth more CPU on the
+        // kernel's lock of it, and written here they held up the batch.
+        let (file, spare, unwritten) = (&self.file, &mut self.spare, &mut self.unwritten);
         let blocks = self.parts.iter_mut().map(|p| &mut p.blocks).chain(self.ids.iter_mut().map(|s| &mut s.blocks));
-        let written = blocks.filter(|b| b.is_full()).try_for_each(|b| b.flush(file));
-        if let Err(e) = written {
-            self.failed = Some(self.error(e));
+        for b in blocks.filter(|b| b.is_full()) {
+            unwritten.push(b.take_full(file, spare.pop()));
+        }
+    }
+
+    /// The full buffers set aside since the last call, to write (`SpillWrites::write`)
+    /// and hand back (`written`).
+    pub fn take_writes(&mut self) -> SpillWrites {
+        SpillWrites { file: self.file.clone(), blocks: std::mem::take(&mut self.unwritten), failed: None }
+    }
+
+    /// Buffers written by `SpillWrites::write`: emptied for reuse; a failure is
+    /// kept for `finish` to report.
+    pub fn written(&mut self, writes: SpillWrites) {
+        if let Some(e) = writes.failed {
+            if self.failed.is_none() {
+                self.failed = Some(self.error(e));
+            }
+        }
+        // Buffers a batch grew past the usual size are freed, and a few hundred
+        // kept at most (kept all, 1,100 of them held ~47 MB at 10M rows).
+        for (_, mut buffer) in writes.blocks {
+            if buffer.capacity() <= PART_BUFFER + 256 && self.spare.len() < MAX_SPARE {
+                buffer.clear();
+                self.spare.push(buffer);
+            }
         }
     }
 
@@ -337,9 +437,16 @@ impl UsageSpill {
     /// Every row written to its file (before the runs are read); the first
     /// failure to write, if any.
     pub fn finish(&mut self) -> Result<(), String> {
+        if !self.unwritten.is_empty() {
+            let mut writes = self.take_writes();
+            writes.write();
+            self.written(writes);
+        }
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
+        self.spare = Vec::new();
+        self.by_part = Vec::new();
         // The buffers are freed (1,600 of them) and the filters too: reading is done.
         let parts = self.parts.iter_mut().map(|p| &mut p.blocks);
         let ids = self.ids.iter_mut().map(|s| {
@@ -683,7 +790,7 @@ mod tests {
         for r in rows.iter_mut() {
             r.part = spill.part_of(&r.key);
         }
-        spill.add(rows);
+        spill.add(&[&*rows]);
         spill.finish().unwrap();
         spill
     }
@@ -759,6 +866,53 @@ mod tests {
         assert!(dir.path().join("rows").exists());
         drop(spill);
         assert!(!dir.path().join("rows").exists(), "the file is removed");
+    }
+
+    #[test]
+    fn rows_added_in_chunks_and_batches_whose_buffers_are_written_late_come_back_in_file_order() {
+        let snapshot = snapshot();
+        let hours = ["2026-10-02T05:00:00+08:00", "2026-10-02T06:00:00+08:00", "2026-10-02T23:00:00+08:00"];
+        // 3,000 rows, each its own line (a product of its own), in three parts:
+        // each part fills its buffer several times.
+        let make = || -> Vec<SpilledRow> {
+            (0..3000u64).map(|l| row(l + 2, [4, 9, 30][l as usize % 3], &format!("p{l}"), Cycle::Hourly, hours[l as usize % 3], l as i128, 1)).collect()
+        };
+        let (one, batched) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut rows = make();
+        let whole = spill(one.path(), &snapshot, &mut rows);
+        let mut rows = make();
+        let mut late = UsageSpill::new(&batched.path().join("rows"), day(), &snapshot, &Contracts::default()).unwrap();
+        for r in rows.iter_mut() {
+            r.part = late.part_of(&r.key);
+        }
+        // As reading does: a batch's full buffers are written while the next
+        // batch is added.
+        let mut pending: Option<SpillWrites> = None;
+        for batch in rows.chunks(101) {
+            let chunks: Vec<&[SpilledRow]> = batch.chunks(17).collect();
+            late.add(&chunks);
+            if let Some(mut writes) = pending.take() {
+                writes.write();
+                late.written(writes);
+            }
+            pending = Some(late.take_writes());
+        }
+        let mut writes = pending.unwrap();
+        writes.write();
+        late.written(writes);
+        late.finish().unwrap();
+        let parts: Vec<usize> = (0..PARTS).filter(|&p| whole.parts[p].rows > 0).collect();
+        assert_eq!(parts.len(), 3);
+        for p in parts {
+            assert!(late.parts[p].blocks.written.len() >= 3, "part {p} was written in several blocks");
+            assert_eq!(late.parts[p].blocks.read(&late.file).unwrap(), whole.parts[p].blocks.read(&whole.file).unwrap());
+        }
+        let lines = |s: &UsageSpill| -> Vec<(Uin, String, Ts, i128)> {
+            let all = s.runs(u64::MAX).iter().flat_map(|run| s.lines(run, 1).unwrap().unwrap().remove(0)).collect::<Vec<_>>();
+            all.into_iter().map(|(k, g)| (k.owner_uin, k.product.to_string(), k.period_start, g.list.to_bits())).collect()
+        };
+        assert_eq!(lines(&late), lines(&whole));
+        assert_eq!(lines(&late).len(), 3000);
     }
 
     #[test]
