@@ -436,12 +436,14 @@ pub fn settle_day(
     let (runs, usage) = (&runs, &usage);
     // Run r's lines grouped from its parts of the spill; then each organization
     // with a line or an event in it settles them, the others wait for theirs.
-    let mut settle_run = |r: usize| -> Result<Vec<OrgOutput>, Failure> {
-        let lines = match usage.lines(&runs[r], snapshot.orgs.len()) {
-            Ok(Ok(lines)) => lines,
-            Ok(Err(overflow)) => return Err(Failure::Unusable(vec![format!("days/{day}/{}", overflow.unusable())])),
-            Err(e) => return Err(Failure::Internal(format!("cannot read the day's usage rows back: {e}"))),
-        };
+    let run_lines = |r: usize| -> Result<Vec<crate::spill::Lines>, Failure> {
+        match usage.lines(&runs[r], snapshot.orgs.len()) {
+            Ok(Ok(lines)) => Ok(lines),
+            Ok(Err(overflow)) => Err(Failure::Unusable(vec![format!("days/{day}/{}", overflow.unusable())])),
+            Err(e) => Err(Failure::Internal(format!("cannot read the day's usage rows back: {e}"))),
+        }
+    };
+    let mut settle_run = |r: usize, lines: Vec<crate::spill::Lines>| -> Result<Vec<OrgOutput>, Failure> {
         let until = runs[r].until.as_ref();
         let outputs: Vec<Result<OrgOutput, String>> = orgs
             .par_iter_mut()
@@ -461,7 +463,8 @@ pub fn settle_day(
             .collect();
         outputs.into_iter().collect::<Result<_, _>>().map_err(Failure::Internal)
     };
-    // Run r is merged and rendered while run r + 1 is settled.
+    // Run r is merged and rendered while run r + 1 is settled (and run r + 2's
+    // lines summed, below).
     let mut render = |outputs: Vec<OrgOutput>| -> Result<RunRows, Failure> {
         let mut ledger_parts = Vec::with_capacity(outputs.len());
         let (mut voucher_parts, mut event_parts) = (Vec::with_capacity(outputs.len()), Vec::with_capacity(outputs.len()));
@@ -491,11 +494,24 @@ pub fn settle_day(
     // How long the runs were settled and rendered, and how long the writers kept
     // them waiting (ORGSETTLE_TIMINGS).
     let (mut working, mut waiting) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    // Run r's lines are grouped from the spill while run r - 1 is settled and
+    // run r - 2 rendered: a run of one large part (the day's last hour) is
+    // grouped on one core, and waited for it held up the settlement.
+    let mut lines_ahead: Option<Result<Vec<crate::spill::Lines>, Failure>> = (!runs.is_empty()).then(|| run_lines(0));
     for r in 0..=runs.len() {
         // Run r; then none, to render the last.
-        let until = (r < runs.len()).then_some(r);
+        let current = lines_ahead.take().map(|lines| (r, lines));
         let joined = std::time::Instant::now();
-        let (rows, outputs) = rayon::join(|| previous.take().map(&mut render).transpose(), || until.map(&mut settle_run).transpose());
+        let (rows, (outputs, ahead)) = rayon::join(
+            || previous.take().map(&mut render).transpose(),
+            || {
+                rayon::join(
+                    || current.map(|(r, lines)| settle_run(r, lines?)).transpose(),
+                    || (r + 1 < runs.len()).then(|| run_lines(r + 1)),
+                )
+            },
+        );
+        lines_ahead = ahead;
         working += joined.elapsed();
         let emitted = std::time::Instant::now();
         if let Some(rows) = rows? {
