@@ -17,7 +17,7 @@
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The purge delay the binary runs with, in milliseconds (mimalloc multiplies it by
-/// `arena_purge_mult`, 10): about a month, longer than any run. Freed pages are
+/// `arena_purge_mult`, 1 in mimalloc v3): about a month, longer than any run. Freed pages are
 /// marked for purging (which a delay of -1 would not do) but purged only when
 /// [`release_freed_memory`] forces it.
 pub const PURGE_DELAY_MS: std::os::raw::c_long = 2_592_000_000;
