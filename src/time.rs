@@ -282,7 +282,7 @@ pub struct Month {
 
 /// A month in 4 bytes, year × 12 + month − 1 (a ledger line's bill month: 8 bytes
 /// of each of millions of lines as a `Month`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct PackedMonth(i32);
 
 impl From<Month> for PackedMonth {
