@@ -222,3 +222,30 @@ fn outputs_do_not_depend_on_how_a_day_is_cut_into_runs() {
     job::run(&demo, cut.path(), None, None, job::Options { run_rows: Some(1), ..quiet() }).unwrap();
     assert_eq!(tree(cut.path()), tree(one.path()));
 }
+
+#[test]
+fn a_day_of_several_reading_batches_settles_alike_on_one_and_two_threads() {
+    // More usage rows than two of reading's batches (32k rows each): the spill's
+    // full buffers are written while the next batch is read, and every row must
+    // still be settled exactly once, whatever the thread count.
+    let input = tempfile::tempdir().unwrap();
+    let day = orgsettle::time::Day::parse("2026-10-31").unwrap();
+    let options = orgsettle::gen::GenOptions { orgs: 40, accounts: 400, days: 1, usage_per_day: 80_000, seed: 11, start: day };
+    orgsettle::gen::generate(input.path(), &options).unwrap();
+    // The generator's rows, with its share of repeated and malformed ones (one a line).
+    let usage = std::fs::read_to_string(input.path().join("days/2026-10-31/usage.csv")).unwrap();
+    let rows = usage.lines().count() as u64 - 1;
+    assert!(rows > 2 * 32 * 1024, "{rows} usage rows");
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    pool(1).install(|| job::daily(input.path(), one.path(), day, quiet())).unwrap();
+    pool(2).install(|| job::daily(input.path(), two.path(), day, quiet())).unwrap();
+    assert_eq!(tree(one.path()), tree(two.path()));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(one.path().join("days/2026-10-31/summary.json")).unwrap()).unwrap();
+    let counts = &summary["files"]["usage.csv"];
+    let count = |name: &str| counts[name].as_u64().unwrap();
+    assert_eq!(count("rows"), rows);
+    assert_eq!(count("accepted") + count("duplicates") + count("rejected"), rows);
+    assert!(count("accepted") > rows * 9 / 10, "{counts}");
+    assert!(summary["ledger"]["lines"].as_u64().unwrap() > 10_000, "{}", summary["ledger"]);
+}
