@@ -405,8 +405,18 @@ fn overlaps(a_from: Ts, a_to: Option<Ts>, b_from: Ts, b_to: Option<Ts>) -> bool 
     a_to.is_none_or(|t| b_from < t) && b_to.is_none_or(|t| a_from < t)
 }
 
-/// Every violation of §3.1, each naming the org, the account(s) and the rule.
+/// Every violation of §3.1, each naming the org, the account(s) and the rule: those
+/// across organizations first, then each organization's, in organization order.
+/// The two are checked at once (the first is one pass over every account).
 pub fn validate(s: &Snapshot) -> Vec<String> {
+    use rayon::prelude::*;
+    let (mut problems, per_org) = rayon::join(|| validate_across_orgs(s), || s.orgs.par_iter().map(validate_org).collect::<Vec<_>>());
+    problems.extend(per_org.into_iter().flatten());
+    problems
+}
+
+/// The rules of §3.1 that look across organizations: ids and UINs valid and unique.
+fn validate_across_orgs(s: &Snapshot) -> Vec<String> {
     let mut problems = Vec::new();
     let mut p = |org: &str, msg: String| problems.push(format!("org {org}: {msg}"));
 
@@ -429,12 +439,6 @@ pub fn validate(s: &Snapshot) -> Vec<String> {
             }
         }
     }
-
-    // The other rules look at one organization each: checked on all cores, their
-    // problems reported in organization order.
-    use rayon::prelude::*;
-    let per_org: Vec<Vec<String>> = s.orgs.par_iter().map(validate_org).collect();
-    problems.extend(per_org.into_iter().flatten());
     problems
 }
 
