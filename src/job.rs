@@ -170,8 +170,6 @@ impl DayResult {
     pub fn check(&self, inputs: &Inputs, day: Day, unchecked: Unchecked) -> Result<serde_json::Value, Failure> {
         let Unchecked { base, ledger, vouchers, recharges, counts } = unchecked;
         let summary = crate::checks::check_and_summarize(day, &base, self, (ledger, vouchers), &recharges, &counts, &inputs.snapshot);
-        drop(base);
-        crate::memory::release_freed_memory();
         summary.map_err(Failure::Internal)
     }
 
@@ -828,10 +826,13 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     };
     result.state.focus = focus_next;
     stage("settle", &mut t);
-    // The month files the day changed are written aside (state/.D.month-M.bin.tmp,
-    // renamed by the commit) while the month-to-date overview (the month of D,
-    // every line settled so far) is rendered; then the aggregates (~90 MB at 10M
-    // rows) are dropped: nothing after needs them.
+    // The month files the day changed and the state are written aside
+    // (state/.D.month-M.bin.tmp and state/.D.json.tmp, renamed by the commit)
+    // while the month-to-date overview (the month of D, every line settled so far)
+    // is rendered and the books are checked: nothing is published before the
+    // check passes. Then the aggregates (~90 MB at 10M rows) are dropped: nothing
+    // after needs them. The state is written without them (the month files hold
+    // them).
     let months = std::mem::take(&mut result.state.months);
     let mtd = || {
         let mtd = crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false);
@@ -839,18 +840,19 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
             rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product));
         vec![("overview_mtd_by_member.csv", by_member), ("overview_mtd_by_product.csv", by_product)]
     };
-    let (overview_mtd, staged) = rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months));
+    let ((overview_mtd, months_staged), (checked, state_staged)) = rayon::join(
+        || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months)),
+        || rayon::join(|| result.check(inputs, day, unchecked), || store.stage_state(day, &result.state)),
+    );
     drop(months);
     crate::memory::release_freed_memory();
-    if let Err(e) = staged {
-        return fail(Failure::Internal(e), Some(staging));
-    }
-    stage("month files aside and the month to date", &mut t);
-    let summary = match result.check(inputs, day, unchecked) {
-        Ok(summary) => summary,
-        Err(e) => return fail(e, Some(staging)),
+    let summary = match (months_staged, checked, state_staged) {
+        (Ok(()), Ok(summary), Ok(())) => summary,
+        (Err(e), _, _) => return fail(Failure::Internal(e), Some(staging)),
+        (_, Err(e), _) => return fail(e, Some(staging)),
+        (_, _, Err(e)) => return fail(Failure::Internal(e), Some(staging)),
     };
-    stage("checks", &mut t);
+    stage("month files and state aside, the month to date and the checks", &mut t);
     let written = with_parquet(result.small_files(inputs, &summary, overview_mtd), &[("ledger.csv", "ledger.parquet")], opts)
         .and_then(|files| staging.write(files).map_err(Failure::Internal));
     if let Err(e) = written {
@@ -867,7 +869,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     store.publish_staged_day(day, staging, Vec::new()).map_err(Failure::Internal)?;
     stage("day published", &mut t);
     store.commit_state(day, &result.state).map_err(Failure::Internal)?;
-    stage("commit state", &mut t);
+    stage("commit", &mut t);
     if !opts.quiet {
         eprintln!("settled {day}: {} ledger lines, {} events, {} rejected rows", result.ledger_lines, result.events.len(), result.rejects.len());
     }

@@ -374,10 +374,25 @@ impl Store {
         })
     }
 
-    /// Remove what `stage_usage_ids` and `stage_month_files` wrote for a day that
-    /// is not committed.
+    fn staged_state(&self, day: Day) -> PathBuf {
+        self.state_dir().join(format!(".{day}.json.tmp"))
+    }
+
+    /// Write day `day`'s state aside (`state/.D.json.tmp`, synced), once it is
+    /// final: it may be written while the day's books are checked and its files
+    /// published, since nothing reads it until `commit_state` renames it in, the
+    /// day's commit. A crash leaves only a dot file.
+    pub fn stage_state(&self, day: Day, state: &State) -> Result<(), String> {
+        fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
+        let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
+        write_synced(&self.staged_state(day), &json)
+    }
+
+    /// Remove what `stage_usage_ids`, `stage_month_files` and `stage_state` wrote
+    /// for a day that is not committed.
     pub fn discard_staged(&self, day: Day) {
         let _ = fs::remove_file(self.staged_usage_ids(day));
+        let _ = fs::remove_file(self.staged_state(day));
         let _ = fs::remove_file(self.usage_spill_file(day));
         if let Ok(names) = entry_names(&self.state_dir()) {
             let prefix = format!(".{day}.month-");
@@ -391,9 +406,9 @@ impl Store {
         }
     }
 
-    /// Commit day `day` (after `publish_staged_day`): the usage ids and the month files
-    /// first (written aside, renamed here); the state file, renamed last, commits
-    /// the day and records how many ids its companion holds.
+    /// Commit day `day` (after `publish_staged_day` and `stage_state`): the usage
+    /// ids and the month files first (written aside, renamed here); the state file,
+    /// renamed last, commits the day and records how many ids its companion holds.
     pub fn commit_state(&self, day: Day, state: &State) -> Result<(), String> {
         if state.seen.usage_files.contains_key(&day) {
             let ids_tmp = self.staged_usage_ids(day);
@@ -418,9 +433,10 @@ impl Store {
             fs::rename(&tmp, &path).map_err(|e| io_error("cannot publish", &path, e))?;
         }
         self.remove_month_files(|d, m| d == day && state.month_files.get(&m) != Some(&day))?;
-        let json = serde_json::to_vec(state).map_err(|e| format!("cannot encode state: {e}"))?;
-        let tmp = self.state_dir().join(format!(".{day}.json.tmp"));
-        write_synced(&tmp, &json)?;
+        let tmp = self.staged_state(day);
+        if !tmp.exists() {
+            return Err(format!("{}: the day's state was not staged", tmp.display()));
+        }
         failpoint("commit state");
         let state_path = self.state_file(day);
         fs::rename(&tmp, &state_path).map_err(|e| io_error("cannot publish", &state_path, e))?;
@@ -1077,6 +1093,8 @@ mod tests {
             ".2026-10-31.month-2026-09.bin.tmp",
             ".2026-10-30.month-2026-10.bin.tmp",
             ".2026-10-30.usage-ids.tmp",
+            ".2026-10-31.json.tmp",
+            ".2026-10-30.json.tmp",
             "2026-10-31.month-2026-10.bin",
             "2026-10-30.json",
         ];
@@ -1086,7 +1104,10 @@ mod tests {
         store.discard_staged(day);
         let mut left = entry_names(&state).unwrap();
         left.sort();
-        assert_eq!(left, [".2026-10-30.month-2026-10.bin.tmp", ".2026-10-30.usage-ids.tmp", "2026-10-30.json", "2026-10-31.month-2026-10.bin"]);
+        assert_eq!(
+            left,
+            [".2026-10-30.json.tmp", ".2026-10-30.month-2026-10.bin.tmp", ".2026-10-30.usage-ids.tmp", "2026-10-30.json", "2026-10-31.month-2026-10.bin"]
+        );
     }
 
     #[test]
