@@ -173,28 +173,28 @@ impl DayResult {
         summary.map_err(Failure::Internal)
     }
 
-    /// The day's files but the ledger and the voucher usage (streamed as the day
-    /// settled), in the order
-    /// they are published, rendered at once, each on whichever core is free:
-    /// `overview_mtd` (the month-to-date overview's files) before the summary.
-    pub fn small_files(&self, inputs: &Inputs, summary: &serde_json::Value, overview_mtd: Vec<(&'static str, Vec<u8>)>) -> Vec<OutFile<'_>> {
-        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 5] = [
+    /// The day's files that need neither the books check nor the month
+    /// aggregates (all but the ledger and the voucher usage, streamed as the day
+    /// settled, the month-to-date overview and the summary), rendered at once,
+    /// each on whichever core is free, in the order they are published.
+    pub fn small_files(&self, inputs: &Inputs) -> Vec<(&'static str, Vec<u8>)> {
+        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 4] = [
             ("events.csv", &|| reports::events_csv(&self.events)),
             ("transfers.csv", &|| reports::transfers_csv(&self.transfers)),
             ("balances.csv", &|| reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
             ("rejects.csv", &|| reports::rejects_csv(&self.rejects)),
-            ("summary.json", &|| {
-                let mut summary = serde_json::to_vec_pretty(summary).expect("summary encodes");
-                summary.push(b'\n');
-                summary
-            }),
         ];
-        let mut small = render.par_iter().map(|(name, body)| (*name, body())).collect::<Vec<_>>();
-        let summary = small.pop().expect("the summary is rendered last");
-        small.extend(overview_mtd);
-        small.push(summary);
-        small.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))).collect()
+        render.par_iter().map(|(name, body)| (*name, body())).collect()
     }
+}
+
+/// The files published beside the ledger, in their order: `small` (`small_files`),
+/// the month-to-date overview's, then the summary.
+fn day_files(small: Vec<(&'static str, Vec<u8>)>, overview_mtd: Vec<(&'static str, Vec<u8>)>, summary: &serde_json::Value) -> Vec<OutFile<'static>> {
+    let mut summary = serde_json::to_vec_pretty(summary).expect("summary encodes");
+    summary.push(b'\n');
+    let files = small.into_iter().chain(overview_mtd).chain(std::iter::once(("summary.json", summary)));
+    files.map(|(name, bytes)| (name, Body::Bytes(bytes))).collect()
 }
 
 /// The state a first day starts from: opening balances, nothing remembered.
@@ -840,9 +840,14 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
             rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product));
         vec![("overview_mtd_by_member.csv", by_member), ("overview_mtd_by_product.csv", by_product)]
     };
-    let ((overview_mtd, months_staged), (checked, state_staged)) = rayon::join(
+    let ((overview_mtd, months_staged), ((checked, state_staged), small)) = rayon::join(
         || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months)),
-        || rayon::join(|| result.check(inputs, day, unchecked), || store.stage_state(day, &result.state)),
+        || {
+            rayon::join(
+                || rayon::join(|| result.check(inputs, day, unchecked), || store.stage_state(day, &result.state)),
+                || result.small_files(inputs),
+            )
+        },
     );
     drop(months);
     crate::memory::release_freed_memory();
@@ -852,8 +857,8 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
         (_, Err(e), _) => return fail(e, Some(staging)),
         (_, _, Err(e)) => return fail(Failure::Internal(e), Some(staging)),
     };
-    stage("month files and state aside, the month to date and the checks", &mut t);
-    let written = with_parquet(result.small_files(inputs, &summary, overview_mtd), &[("ledger.csv", "ledger.parquet")], opts)
+    stage("month files and state aside, the checks and the small files", &mut t);
+    let written = with_parquet(day_files(small, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
         .and_then(|files| staging.write(files).map_err(Failure::Internal));
     if let Err(e) = written {
         return fail(e, Some(staging));
