@@ -915,6 +915,39 @@ mod tests {
         assert_eq!(lines(&late).len(), 3000);
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_buffer_that_cannot_be_written_late_fails_the_finish_naming_the_file() {
+        // The spill's file, made at the first write, is a link to /dev/full (placed
+        // after `new` removed what was there): the full buffers written while the
+        // next batch is added fail (no space left). The first failure is kept, the
+        // other writes skipped, and `finish` reports it with the file's path.
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows");
+        let hours = ["2026-10-02T05:00:00+08:00", "2026-10-02T06:00:00+08:00", "2026-10-02T23:00:00+08:00"];
+        let mut rows: Vec<SpilledRow> =
+            (0..3000u64).map(|l| row(l + 2, [4, 9, 30][l as usize % 3], &format!("p{l}"), Cycle::Hourly, hours[l as usize % 3], l as i128, 1)).collect();
+        let mut spill = UsageSpill::new(&path, day(), &snapshot, &Contracts::default()).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        for r in rows.iter_mut() {
+            r.part = spill.part_of(&r.key);
+        }
+        let mut failed_late = 0;
+        for batch in rows.chunks(101) {
+            spill.add(&[batch]);
+            let mut writes = spill.take_writes();
+            writes.write();
+            failed_late += usize::from(writes.failed.is_some());
+            spill.written(writes);
+        }
+        assert!(failed_late > 0, "a late write failed");
+        assert!(spill.failed.is_some(), "the first late failure is kept for `finish`");
+        let message = spill.finish().unwrap_err();
+        assert!(message.starts_with(&format!("cannot write the day's usage rows aside in {}: ", path.display())), "{message}");
+        assert!(message.contains("No space left on device"), "{message}");
+    }
+
     #[test]
     fn runs_join_parts_and_end_before_an_hour_or_between_owners() {
         let snapshot = snapshot();
