@@ -671,7 +671,7 @@ impl Stopwatch {
     }
 }
 
-fn timings_on() -> bool {
+pub fn timings_on() -> bool {
     std::env::var_os("ORGSETTLE_TIMINGS").is_some()
 }
 

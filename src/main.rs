@@ -45,6 +45,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if job::timings_on() {
+        eprintln!("timing: the allocator's purge delay: {} ms", orgsettle::memory::purge_delay());
+    }
     if let Some(threads) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -12,6 +12,11 @@
 //! So frees are scheduled for purging with a delay no run reaches, and the job
 //! purges at the few points where a large structure has just been dropped and the
 //! next stage allocates something else: [`release_freed_memory`].
+//!
+//! An operator who would rather trade time for memory sets mimalloc's own
+//! `MIMALLOC_PURGE_DELAY` (milliseconds), which the binary then leaves alone:
+//! at 10M usage rows, 300 ms lowered the peak by ~30 MB and 100 ms by ~40 MB for
+//! ~0.6 s more system time, 30 ms by ~60 MB for ~1 s (BENCHMARKS.md).
 
 /// `mi_option_purge_delay` (position 15 of `mi_option_e` in mimalloc.h, v2 and v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -22,10 +27,24 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// [`release_freed_memory`] forces it.
 pub const PURGE_DELAY_MS: std::os::raw::c_long = 2_592_000_000;
 
-/// Configure mimalloc for a run: call first thing in `main`, before any thread starts.
+/// The environment variable through which mimalloc reads its purge delay.
+pub const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
+
+/// Configure mimalloc for a run: call first thing in `main`, before any thread
+/// starts. The purge delay is [`PURGE_DELAY_MS`] unless the environment sets
+/// [`PURGE_DELAY_VARIABLE`].
 pub fn configure_allocator() {
+    if std::env::var_os(PURGE_DELAY_VARIABLE).is_some() {
+        return;
+    }
     // SAFETY: sets a global option of the allocator; no other thread exists yet.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
+/// The purge delay mimalloc runs with, in milliseconds.
+pub fn purge_delay() -> std::os::raw::c_long {
+    // SAFETY: reads a global option of the allocator.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 /// Hand the memory freed so far back to the kernel: every thread of the rayon pool

@@ -59,3 +59,21 @@ fn help_names_every_command() {
         assert!(out.contains(cmd), "{out}");
     }
 }
+
+#[test]
+fn the_allocators_purge_delay_is_a_month_unless_mimalloc_purge_delay_is_set() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
+    let delay = |set: Option<&str>| -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orgsettle"));
+        cmd.args(["validate", "--input", demo.to_str().unwrap()]).env("ORGSETTLE_TIMINGS", "1").env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(ms) = set {
+            cmd.env("MIMALLOC_PURGE_DELAY", ms);
+        }
+        let out = cmd.output().expect("binary runs");
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.lines().find_map(|l| l.strip_prefix("timing: the allocator's purge delay: ")).map(str::to_string).unwrap_or_else(|| panic!("{err}"))
+    };
+    assert_eq!(delay(None), "2592000000 ms");
+    assert_eq!(delay(Some("100")), "100 ms");
+}
