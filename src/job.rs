@@ -285,10 +285,11 @@ pub fn settle_day(
     emit: &mut dyn FnMut(RenderedRun) -> Result<(), Failure>,
 ) -> Result<(DayResult, Unchecked), Failure> {
     // What only the new state needs is moved, not copied: the remembered ids (tens
-    // of millions late in a month), the month aggregates, refund bases and transfer
-    // sources. `base` keeps what the books check compares against.
+    // of millions late in a month), refund bases and transfer sources. `base` keeps
+    // what the books check compares against. The month aggregates are not loaded
+    // yet: they are read when the day's sums are folded in.
+    debug_assert!(base.months.is_empty(), "a day starts from a state without its month aggregates");
     let mut seen = std::mem::take(&mut base.seen);
-    let moved_months = std::mem::take(&mut base.months);
     let moved_focus = std::mem::take(&mut base.focus);
     let moved_bases = std::mem::take(&mut base.refund_bases);
     let moved_sources = std::mem::take(&mut base.transfer_sources);
@@ -349,7 +350,6 @@ pub fn settle_day(
     let mut next = base.clone();
     next.day = day;
     next.seen = seen;
-    next.months = moved_months;
     next.focus = moved_focus;
     next.refund_bases = moved_bases;
     next.transfer_sources = moved_sources;
@@ -564,6 +564,9 @@ pub fn settle_day(
         eprintln!("timing:   the day's sums: {merged} merged-bill entries, {self_paid} self-paid");
     }
     let totals = crate::checks::LedgerTotals::sum(totals);
+    // The aggregates of the months the day adds to, read from their files only
+    // now (`Store::read_open_months`).
+    next.months = store.read_open_months(&next).map_err(Failure::Internal)?;
     for month in crate::monthly::add_builders_to_months(&mut next.months, sums, snapshot) {
         next.month_files.insert(month, day);
     }

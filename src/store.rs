@@ -104,12 +104,13 @@ impl Store {
     }
 
     /// The state after `day`; with `Some(next)`, as day `next.day` starts from it:
-    /// only the usage ids it still remembers (§4.2: those of its month and the
-    /// month before) are read, and of those only the ones `next.wanted` gives (the
-    /// ids its usage file holds), into arrays sized once for them (tables grown
-    /// file by file doubled several times, and the memory of each outgrown table
-    /// stayed with the process: 3.6 GB resident after loading a month of 1M-row
-    /// days; BENCHMARKS.md).
+    /// no month aggregates (the day reads those it adds to once it is settled,
+    /// `read_open_months`), and only the usage ids it still remembers (§4.2: those
+    /// of its month and the month before), of those only the ones `next.wanted`
+    /// gives (the ids its usage file holds), into arrays sized once for them
+    /// (tables grown file by file doubled several times, and the memory of each
+    /// outgrown table stayed with the process: 3.6 GB resident after loading a
+    /// month of 1M-row days; BENCHMARKS.md).
     pub fn load_for(&self, day: Day, next: Option<NextDay<'_>>) -> Result<State, String> {
         let mut state = self.load_json(day)?;
         let mut wanted_ids = None;
@@ -122,14 +123,9 @@ impl Store {
         // all until the end was 870 MB more after a month of 1M-row days), after the
         // day's own ids are known (read while the aggregates are).
         let mut seen = std::mem::take(&mut state.seen);
-        // A day adds to the aggregates of the months whose records it can accept:
-        // those not closed (nor before the first day). The others stay in their
-        // files, which the state goes on naming (up to seven months are kept for
-        // the closes; loading them all held ~100 MB a month at 100k accounts).
-        let closed = if next.is_some() { self.closed_months()? } else { BTreeSet::new() };
-        let open = |m: Month| next.is_none() || (m >= state.first_day.month() && !closed.contains(&m));
+        // A day reads no month's aggregates here (see `read_open_months`).
         let (months, ids) = rayon::join(
-            || self.read_months(&state.month_files, open),
+            || if next.is_some() { Ok(BTreeMap::new()) } else { self.read_months(&state.month_files, |_| true) },
             || -> Result<(), String> {
                 if days.is_empty() {
                     return Ok(());
@@ -186,6 +182,18 @@ impl Store {
         seen.finish_decoding().map_err(|e| format!("{}: {e}", self.state_dir().display()))?;
         state.seen = seen;
         Ok(state)
+    }
+
+    /// The aggregates of the months a day that starts from `state` adds to: those
+    /// whose records it can accept, not closed (`state.closed_months`) nor before
+    /// the first day. The others stay in their files, which the state goes on
+    /// naming (up to seven months are kept for the closes; loading them all held
+    /// ~100 MB a month at 100k accounts). Read once the day is settled, when its
+    /// sums are folded in: read with the state, they sat under the whole day
+    /// (~110 MB by the end of a month of 1M-row days).
+    pub fn read_open_months(&self, state: &State) -> Result<BTreeMap<Month, MonthAggregates>, String> {
+        let open = |m: Month| m >= state.first_day.month() && !state.closed_months.contains(&m);
+        self.read_months(&state.month_files, open)
     }
 
     /// What a close of `month` needs of the state after `day`: the JSON and the
