@@ -564,10 +564,12 @@ pub fn settle_day(
         eprintln!("timing:   the day's sums: {merged} merged-bill entries, {self_paid} self-paid");
     }
     let totals = crate::checks::LedgerTotals::sum(totals);
-    // The aggregates of the months the day adds to, read from their files only
-    // now (`Store::read_open_months`).
-    next.months = store.read_open_months(&next).map_err(Failure::Internal)?;
-    for month in crate::monthly::add_builders_to_months(&mut next.months, sums, snapshot) {
+    // The aggregates of the months the day adds to are read from their files only
+    // now, once the day's sums are in their new lists (`Store::read_open_months`).
+    let read_months = |room: &BTreeMap<Month, (usize, usize)>| store.read_open_months(&next, room);
+    let (months, changed) = crate::monthly::add_builders_to_months(sums, snapshot, read_months).map_err(Failure::Internal)?;
+    next.months = months;
+    for month in changed {
         next.month_files.insert(month, day);
     }
     let keep_from = crate::state::months_kept_from(day);

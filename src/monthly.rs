@@ -171,7 +171,12 @@ impl LineSumsBuilder {
 /// lists), sorted, and added to the month's list (in place where it had the key).
 /// Sums are exact: the folding order does not change them. Returns the months that
 /// received sums.
-pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, builders: Vec<LineSumsBuilder>, snapshot: &Snapshot) -> std::collections::BTreeSet<Month> {
+#[allow(clippy::type_complexity)]
+pub fn add_builders_to_months(
+    builders: Vec<LineSumsBuilder>,
+    snapshot: &Snapshot,
+    read_months: impl FnOnce(&BTreeMap<Month, (usize, usize)>) -> Result<BTreeMap<Month, MonthAggregates>, String>,
+) -> Result<(BTreeMap<Month, MonthAggregates>, std::collections::BTreeSet<Month>), String> {
     use rayon::prelude::*;
     const AT_A_TIME: usize = 256;
     // The memory of the builders folded so far is handed back every few chunks
@@ -219,6 +224,9 @@ pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, bui
             crate::memory::release_freed_memory();
         }
     }
+    // The months' aggregates so far, read only now (the builders are gone), each
+    // list with room for the day's entries of its month.
+    let mut months = read_months(&counts)?;
     let mut changed = std::collections::BTreeSet::new();
     for (month, mut new) in merged.into_iter().filter(|(_, new)| !new.is_empty()) {
         new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -230,7 +238,7 @@ pub fn add_builders_to_months(months: &mut BTreeMap<Month, MonthAggregates>, bui
         add_sorted(&mut months.entry(month).or_default().self_paid, new, |a, b| *a += b);
         changed.insert(month);
     }
-    changed
+    Ok((months, changed))
 }
 
 /// Entries of keys `list` (sorted, distinct) lacks, in any order and repeated,
@@ -252,8 +260,8 @@ fn merge_in<K: Ord, V>(list: &mut Vec<(K, V)>, mut new: Vec<(K, V)>, combine: im
 
 /// Sorted, distinct `new` entries added to sorted, distinct `list` (values of equal
 /// keys combined into the list's, in place). A list with nothing yet takes `new`
-/// whole; otherwise only the keys it lacks cost a merge (a copy of the list).
-fn add_sorted<K: Ord, V>(list: &mut Vec<(K, V)>, new: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
+/// whole; otherwise the keys it lacks are merged in place (`merge_lacking`).
+fn add_sorted<K: Ord + Default, V: Default>(list: &mut Vec<(K, V)>, new: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
     if list.is_empty() {
         *list = new;
         return;
@@ -269,9 +277,30 @@ fn add_sorted<K: Ord, V>(list: &mut Vec<(K, V)>, new: Vec<(K, V)>, combine: impl
             _ => lacking.push((k, v)),
         }
     }
-    if !lacking.is_empty() {
-        *list = merge_sorted(std::mem::take(list), lacking.into_iter(), |_, _| unreachable!("the keys are lacking"));
+    merge_lacking(list, lacking);
+}
+
+/// Sorted `lacking` entries, whose keys sorted `list` lacks, merged into it in
+/// place from the back: the list grows by their number (into its spare room: a
+/// month's list is read with room for the day's entries, `decode_month_with_room`;
+/// a merge into a new list held the month twice, the peak of a late day in the
+/// month), and each entry above the next lacking key moves once, to its place.
+fn merge_lacking<K: Ord + Default, V: Default>(list: &mut Vec<(K, V)>, mut lacking: Vec<(K, V)>) {
+    // list[..at] is not moved yet, list[to..] is in place, list[at..to] holds
+    // placeholders: one for each lacking entry not yet placed.
+    let mut at = list.len();
+    list.resize_with(list.len() + lacking.len(), Default::default);
+    let mut to = list.len();
+    while let Some(entry) = lacking.pop() {
+        while at > 0 && list[at - 1].0 > entry.0 {
+            at -= 1;
+            to -= 1;
+            list.swap(at, to);
+        }
+        to -= 1;
+        list[to] = entry;
     }
+    debug_assert_eq!(at, to, "every placeholder replaced");
 }
 
 /// Sorted, distinct `old` with sorted, distinct `new` entries added (values of
@@ -600,6 +629,16 @@ mod tests {
         assert_eq!(list, [(1, 1), (3, 0), (4, 4), (5, 55), (9, 9)]);
         add_sorted(&mut list, Vec::new(), |a, b| *a += b);
         assert_eq!(list.len(), 5);
+    }
+
+    #[test]
+    fn lacking_keys_are_merged_into_the_lists_room_without_moving_it() {
+        let mut list: Vec<(u32, i64)> = Vec::with_capacity(8);
+        list.extend([(2, 2), (4, 4), (6, 6)]);
+        let at = list.as_ptr();
+        add_sorted(&mut list, vec![(1, 1), (4, 40), (5, 5), (7, 7)], |a, b| *a += b);
+        assert_eq!(list, [(1, 1), (2, 2), (4, 44), (5, 5), (6, 6), (7, 7)]);
+        assert_eq!(list.as_ptr(), at, "merged within the room the list had");
     }
 
     proptest::proptest! {

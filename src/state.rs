@@ -516,6 +516,30 @@ fn exact_vec<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Res
     d.deserialize_seq(Exact(std::marker::PhantomData))
 }
 
+/// A list read as `exact_vec` reads it, allocated with room for `.0` more entries.
+struct WithRoom<T>(usize, std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for WithRoom<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for WithRoom<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 22) + self.0);
+        while let Some(item) = seq.next_element()? {
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
 /// What a close needs of a state's JSON: the rest (balances, remembered ids,
 /// transfer sources, tens of MB late in a month) is skipped, not built.
 #[derive(Clone, Debug, Deserialize)]
@@ -549,8 +573,22 @@ pub fn write_month(aggregates: &MonthAggregates, w: impl std::io::Write) -> std:
 }
 
 pub fn decode_month(bytes: &[u8]) -> Result<MonthAggregates, String> {
-    let (aggregates, rest): (MonthAggregates, &[u8]) =
-        postcard::take_from_bytes(bytes).map_err(|e| format!("unreadable month aggregates: {e}"))?;
+    decode_month_with_room(bytes, (0, 0))
+}
+
+/// `decode_month`, its two lists (merged-bill, self-paid) allocated with room for
+/// `room` more entries each: a day folding its sums in (at most that many new
+/// keys) adds them in place instead of copying the month's list.
+pub fn decode_month_with_room(bytes: &[u8], room: (usize, usize)) -> Result<MonthAggregates, String> {
+    use serde::de::DeserializeSeed;
+    let unreadable = |e: postcard::Error| format!("unreadable month aggregates: {e}");
+    // A month file is the two lists one after the other (a struct's fields, in
+    // order, as `write_month` writes them).
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let merged = WithRoom(room.0, std::marker::PhantomData).deserialize(&mut de).map_err(unreadable)?;
+    let self_paid = WithRoom(room.1, std::marker::PhantomData).deserialize(&mut de).map_err(unreadable)?;
+    let rest = de.finalize().map_err(unreadable)?;
+    let aggregates = MonthAggregates { merged, self_paid };
     if !rest.is_empty() {
         return Err(format!("unreadable month aggregates: {} bytes after the end", rest.len()));
     }
@@ -825,6 +863,11 @@ mod tests {
         assert_eq!(streamed, bytes, "streamed and encoded at once alike");
         let back = decode_month(&bytes).unwrap();
         assert_eq!(back, a);
+        // Read with room for a day's new entries: the same lists, with the room.
+        let roomy = decode_month_with_room(&bytes, (5, 3)).unwrap();
+        assert_eq!(roomy, a);
+        assert!(roomy.merged.capacity() >= 2 + 5 && roomy.self_paid.capacity() >= 1 + 3);
+        assert!(decode_month_with_room(&[bytes.as_slice(), &[0]].concat(), (5, 3)).unwrap_err().contains("1 bytes after the end"));
         assert_eq!(back.merged[1].1.payable.to_string(), "-99999999999999.99");
         assert_eq!(back.merged[1].1.list.to_string(), "123456789012345.67");
         let mut swapped = a.clone();

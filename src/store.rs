@@ -191,9 +191,22 @@ impl Store {
     /// ~100 MB a month at 100k accounts). Read once the day is settled, when its
     /// sums are folded in: read with the state, they sat under the whole day
     /// (~110 MB by the end of a month of 1M-row days).
-    pub fn read_open_months(&self, state: &State) -> Result<BTreeMap<Month, MonthAggregates>, String> {
+    /// Each list has room for as many more entries as `room` gives for its month
+    /// (merged-bill, self-paid): the day's new keys are then added in place.
+    pub fn read_open_months(&self, state: &State, room: &BTreeMap<Month, (usize, usize)>) -> Result<BTreeMap<Month, MonthAggregates>, String> {
+        use rayon::prelude::*;
         let open = |m: Month| m >= state.first_day.month() && !state.closed_months.contains(&m);
-        self.read_months(&state.month_files, open)
+        let files: Vec<(Month, Day)> = state.month_files.iter().filter(|(m, _)| open(**m)).map(|(m, d)| (*m, *d)).collect();
+        files
+            .into_par_iter()
+            .map(|(month, d)| {
+                let path = self.month_file(d, month);
+                let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+                let room = room.get(&month).copied().unwrap_or((0, 0));
+                let aggregates = crate::state::decode_month_with_room(&bytes, room).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((month, aggregates))
+            })
+            .collect()
     }
 
     /// What a close of `month` needs of the state after `day`: the JSON and the
