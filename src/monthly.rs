@@ -168,9 +168,11 @@ impl LineSumsBuilder {
 /// For each month they reached, the builders' entries of that month are put in one
 /// new list with owned keys, a few hundred organizations' at a time, each builder
 /// freed as its entries join (the day's sums are never held twice beside the new
-/// lists), sorted, and added to the month's list (in place where it had the key).
-/// Sums are exact: the folding order does not change them. Returns the months that
-/// received sums.
+/// lists), sorted, and added to the month's list (in place where it had the key),
+/// the months' lists read by `read_months` only then, given how many entries
+/// the day has for each month (merged-bill, self-paid). Sums are exact: the
+/// folding order does not change them. Returns the months' aggregates and the
+/// months that received sums.
 #[allow(clippy::type_complexity)]
 pub fn add_builders_to_months(
     builders: Vec<LineSumsBuilder>,

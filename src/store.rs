@@ -121,7 +121,7 @@ impl Store {
         let days: Vec<Day> = state.seen.usage_files.keys().copied().collect();
         // Each id file is decoded as it is read, a block at a time (holding them
         // all until the end was 870 MB more after a month of 1M-row days), after the
-        // day's own ids are known (read while the aggregates are).
+        // day's own ids are known (`next.wanted`).
         let mut seen = std::mem::take(&mut state.seen);
         // A day reads no month's aggregates here (see `read_open_months`).
         let (months, ids) = rayon::join(
@@ -188,25 +188,14 @@ impl Store {
     /// whose records it can accept, not closed (`state.closed_months`) nor before
     /// the first day. The others stay in their files, which the state goes on
     /// naming (up to seven months are kept for the closes; loading them all held
-    /// ~100 MB a month at 100k accounts). Read once the day is settled, when its
-    /// sums are folded in: read with the state, they sat under the whole day
-    /// (~110 MB by the end of a month of 1M-row days).
-    /// Each list has room for as many more entries as `room` gives for its month
-    /// (merged-bill, self-paid): the day's new keys are then added in place.
+    /// ~100 MB a month at 100k accounts). The day reads them when it folds its
+    /// sums in (read with the state, they sat under the whole day: ~110 MB by the
+    /// end of a month of 1M-row days), each list with room for as many more
+    /// entries as `room` gives for its month (merged-bill, self-paid), so that
+    /// the day's new keys are added in place.
     pub fn read_open_months(&self, state: &State, room: &BTreeMap<Month, (usize, usize)>) -> Result<BTreeMap<Month, MonthAggregates>, String> {
-        use rayon::prelude::*;
         let open = |m: Month| m >= state.first_day.month() && !state.closed_months.contains(&m);
-        let files: Vec<(Month, Day)> = state.month_files.iter().filter(|(m, _)| open(**m)).map(|(m, d)| (*m, *d)).collect();
-        files
-            .into_par_iter()
-            .map(|(month, d)| {
-                let path = self.month_file(d, month);
-                let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-                let room = room.get(&month).copied().unwrap_or((0, 0));
-                let aggregates = crate::state::decode_month_with_room(&bytes, room).map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok((month, aggregates))
-            })
-            .collect()
+        self.read_months_with_room(&state.month_files, open, |m| room.get(&m).copied().unwrap_or((0, 0)))
     }
 
     /// What a close of `month` needs of the state after `day`: the JSON and the
@@ -225,6 +214,17 @@ impl Store {
 
     /// The aggregates of the months that `wanted` picks, decoded on all cores.
     fn read_months(&self, month_files: &BTreeMap<Month, Day>, wanted: impl Fn(Month) -> bool) -> Result<BTreeMap<Month, MonthAggregates>, String> {
+        self.read_months_with_room(month_files, wanted, |_| (0, 0))
+    }
+
+    /// The `wanted` months' aggregates, each list with `room(month)` more entries'
+    /// room (`state::decode_month_with_room`), read on all cores.
+    fn read_months_with_room(
+        &self,
+        month_files: &BTreeMap<Month, Day>,
+        wanted: impl Fn(Month) -> bool,
+        room: impl Fn(Month) -> (usize, usize) + Sync,
+    ) -> Result<BTreeMap<Month, MonthAggregates>, String> {
         use rayon::prelude::*;
         let files: Vec<(Month, Day)> = month_files.iter().filter(|(m, _)| wanted(**m)).map(|(m, d)| (*m, *d)).collect();
         files
@@ -232,7 +232,7 @@ impl Store {
             .map(|(month, d)| {
                 let path = self.month_file(d, month);
                 let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-                let aggregates = crate::state::decode_month(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                let aggregates = crate::state::decode_month_with_room(&bytes, room(month)).map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok((month, aggregates))
             })
             .collect()
