@@ -5,7 +5,7 @@
 //! Invariant: Σ BilledCost of a month's rows = the merged bill's payable total.
 
 use crate::engine::{LedgerLine, LineKind};
-use crate::monthly::merged_bill_owner;
+use crate::monthly::{merged_bill_owner, merged_bill_owner_of};
 use crate::snapshot::{Member, Snapshot};
 use crate::money::Money;
 use crate::time::{Month, Ts};
@@ -111,7 +111,7 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     };
     instants.owner = Some((line.owner_uin, o, m));
     let (org, owner) = (&snapshot.orgs[o], &snapshot.orgs[o].members[m]);
-    if merged_bill_owner(org, line).is_none() {
+    if merged_bill_owner_of(org, line, || Some(owner)).is_none() {
         return false;
     }
     let mut number = itoa::Buffer::new();

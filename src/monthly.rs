@@ -9,20 +9,26 @@ use crate::engine::{LedgerLine, LineKind, LineStatus};
 use crate::ids::Uin;
 use crate::money::Money;
 use crate::reference::HistoryRow;
-use crate::snapshot::{Org, Snapshot};
+use crate::snapshot::{Member, Org, Snapshot};
 use crate::state::{BillKey, BillSums, MonthAggregates, SelfPaidKey, Text};
 use crate::time::{Month, Ts};
 use std::collections::BTreeMap;
 
 /// Where a settled line goes on the merged bill: (bill owner, pay mode), or None.
 pub fn merged_bill_owner(org: &Org, line: &LedgerLine) -> Option<(Uin, &'static str)> {
+    merged_bill_owner_of(org, line, || org.member(line.owner_uin))
+}
+
+/// `merged_bill_owner`, with the line's owner (the member of `org` it is, if
+/// any) given by `owner` (asked only when needed): for callers that know it.
+pub fn merged_bill_owner_of<'o>(org: &Org, line: &LedgerLine, owner: impl FnOnce() -> Option<&'o Member>) -> Option<(Uin, &'static str)> {
     if line.status != LineStatus::Settled {
         return None;
     }
     if line.responsible_uin != line.owner_uin {
         return Some((line.responsible_uin, "payer"));
     }
-    let owner = org.member(line.owner_uin)?;
+    let owner = owner()?;
     (owner.uin == org.management_uin || owner.permissions.merged_bill).then_some((org.management_uin, "self"))
 }
 
@@ -36,11 +42,17 @@ pub fn processing_time(line: &LedgerLine) -> Ts {
 
 /// Does this line count as the owner's self-paid data (SPEC §11.3)?
 pub fn is_self_paid(org: &Org, line: &LedgerLine) -> bool {
+    is_self_paid_of(org, line, || org.member(line.owner_uin))
+}
+
+/// `is_self_paid`, with the line's owner given by `owner` (as for
+/// `merged_bill_owner_of`).
+fn is_self_paid_of<'o>(org: &Org, line: &LedgerLine, owner: impl FnOnce() -> Option<&'o Member>) -> bool {
     if line.status != LineStatus::Settled || line.responsible_uin != line.owner_uin {
         return false;
     }
     let t = processing_time(line);
-    t >= org.created_at && org.member(line.owner_uin).is_some_and(|m| m.is_member_at(t))
+    t >= org.created_at && owner().is_some_and(|m| m.is_member_at(t))
 }
 
 fn add_sums(sums: &mut BillSums, more: &BillSums) {
@@ -97,8 +109,9 @@ type MergedSumKey = (crate::time::PackedMonth, u32, Uin, Uin, bool, ByAddress, L
 type SelfPaidSumKey = (crate::time::PackedMonth, u32, Uin, ByAddress);
 
 /// The `LineSums` of ledger lines added a run of them at a time (one
-/// organization's, as its runs settle): sorted lists, each key found by
-/// bisection and the keys a run brings merged in once. A day's keys nearly all
+/// organization's, as its runs settle): sorted lists, to which a run's entries,
+/// sorted, are added in one forward pass (`add_run`), the keys it brings merged
+/// in once. A day's keys nearly all
 /// come in its first hour; hash tables of them held 97 MB at 10M usage rows
 /// (2026-12-06), the lists about half of that.
 #[derive(Default)]
@@ -110,11 +123,23 @@ pub struct LineSumsBuilder {
 impl LineSumsBuilder {
     /// Add `lines` (each of an account of `snapshot`).
     pub fn add<'l>(&mut self, snapshot: &Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
-        let (mut new_merged, mut new_self_paid) = (Vec::new(), Vec::new());
+        let (mut run_merged, mut run_self_paid) = (Vec::new(), Vec::new());
+        // The last owner located, with its (organization, member) indices:
+        // consecutive lines are mostly one owner's products, and a lookup of the
+        // account index is a cache miss (as in the FOCUS rows).
+        let mut last: Option<(Uin, usize, usize)> = None;
         for line in lines {
-            let Some((o, _)) = snapshot.locate(line.owner_uin) else { continue };
+            let (o, m) = match last {
+                Some((uin, o, m)) if uin == line.owner_uin => (o, m),
+                _ => match snapshot.locate(line.owner_uin) {
+                    Some(at) => at,
+                    None => continue,
+                },
+            };
+            last = Some((line.owner_uin, o, m));
             let org = &snapshot.orgs[o];
-            if let Some((bill_owner, pay_mode)) = merged_bill_owner(org, line) {
+            let owner = || Some(&org.members[m]);
+            if let Some((bill_owner, pay_mode)) = merged_bill_owner_of(org, line, owner) {
                 let key = (line.bill_month, o as u32, bill_owner, line.owner_uin, pay_mode == "payer", ByAddress(line.product), line.kind);
                 let one = BillSums {
                     lines: 1,
@@ -126,21 +151,14 @@ impl LineSumsBuilder {
                     gift: line.gift_amount,
                     credit: line.credit_amount,
                 };
-                match self.merged.binary_search_by(|(k, _)| k.cmp(&key)) {
-                    Ok(i) => add_sums(&mut self.merged[i].1, &one),
-                    Err(_) => new_merged.push((key, one)),
-                }
+                run_merged.push((key, one));
             }
-            if is_self_paid(org, line) {
-                let key = (line.bill_month, o as u32, line.owner_uin, ByAddress(line.product));
-                match self.self_paid.binary_search_by(|(k, _)| k.cmp(&key)) {
-                    Ok(i) => self.self_paid[i].1 += line.payable_amount,
-                    Err(_) => new_self_paid.push((key, line.payable_amount)),
-                }
+            if is_self_paid_of(org, line, owner) {
+                run_self_paid.push(((line.bill_month, o as u32, line.owner_uin, ByAddress(line.product)), line.payable_amount));
             }
         }
-        merge_in(&mut self.merged, new_merged, |a, b| add_sums(a, &b));
-        merge_in(&mut self.self_paid, new_self_paid, |a, b| *a += b);
+        add_run(&mut self.merged, run_merged, |a, b| add_sums(a, &b));
+        add_run(&mut self.self_paid, run_self_paid, |a, b| *a += b);
     }
 
     /// The sums with the keys of the month aggregates, each with its month.
@@ -243,21 +261,40 @@ pub fn add_builders_to_months(
     Ok((months, changed))
 }
 
-/// Entries of keys `list` (sorted, distinct) lacks, in any order and repeated,
-/// merged in (the values of a repeated key combined first).
-fn merge_in<K: Ord, V>(list: &mut Vec<(K, V)>, mut new: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
-    if new.is_empty() {
-        return;
-    }
-    new.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut distinct: Vec<(K, V)> = Vec::with_capacity(new.len());
-    for (k, v) in new {
-        match distinct.last_mut() {
-            Some((last, sums)) if *last == k => combine(sums, v),
-            _ => distinct.push((k, v)),
+/// A run's entries (in any order, keys repeated) added to sorted, distinct
+/// `list`: sorted, then found in one forward pass (galloping from the last key
+/// found: the list is cold when an organization's lines come, and a bisection
+/// for each line waited on a cache miss at each step), values of equal keys
+/// combined, and the keys the list lacks merged in once.
+fn add_run<K: Ord, V>(list: &mut Vec<(K, V)>, mut run: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
+    // Sums of whole fen: the order entries of a key are combined in is no matter.
+    run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut lacking: Vec<(K, V)> = Vec::new();
+    let mut at = 0;
+    for (k, v) in run {
+        at = first_not_below(list, at, &k);
+        match (list.get_mut(at), lacking.last_mut()) {
+            (Some((old, sums)), _) if *old == k => combine(sums, v),
+            (_, Some((last, sums))) if *last == k => combine(sums, v),
+            _ => lacking.push((k, v)),
         }
     }
-    *list = merge_sorted(std::mem::take(list), distinct.into_iter(), |_, _| unreachable!("the keys are lacking"));
+    if !lacking.is_empty() {
+        *list = merge_sorted(std::mem::take(list), lacking.into_iter(), |_, _| unreachable!("the keys are lacking"));
+    }
+}
+
+/// The first position at or after `from` of sorted `list` whose key is not
+/// below `key` (all before `from` are below it): steps of 1, 2, 4, ... ahead,
+/// then a bisection within the last step.
+fn first_not_below<K: Ord, V>(list: &[(K, V)], from: usize, key: &K) -> usize {
+    let rest = &list[from..];
+    let (mut below, mut step) = (0, 1);
+    while step <= rest.len() && rest[step - 1].0 < *key {
+        below = step;
+        step *= 2;
+    }
+    from + below + rest[below..step.min(rest.len())].partition_point(|(k, _)| k < key)
 }
 
 /// Sorted, distinct `new` entries added to sorted, distinct `list` (values of equal
@@ -657,6 +694,36 @@ mod tests {
             add_sorted(&mut list, new.into_iter().collect(), |a, b| *a += b);
             proptest::prop_assert_eq!(list, expected.into_iter().collect::<Vec<_>>());
         }
+
+        #[test]
+        fn adding_a_run_in_any_order_equals_summing_it_by_key(
+            old in proptest::collection::btree_map(0u16..2000, -1000i64..1000, 0..300),
+            run in proptest::collection::vec((0u16..2000, -1000i64..1000), 0..120),
+            repeats in 0usize..4,
+        ) {
+            // Keys repeated within the run, a few or many against a short or long list
+            // (the search gallops over long stretches).
+            let run: Vec<(u16, i64)> = run.iter().chain(run.iter().take(repeats * 10)).copied().collect();
+            let mut expected = old.clone();
+            for (k, v) in &run {
+                *expected.entry(*k).or_default() += v;
+            }
+            let mut list: Vec<(u16, i64)> = old.into_iter().collect();
+            add_run(&mut list, run, |a, b| *a += b);
+            proptest::prop_assert_eq!(list, expected.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_first_key_not_below_is_found_from_any_start_before_it() {
+        let list: Vec<(u32, ())> = [1, 3, 3, 5, 8, 13, 21, 34, 55, 89].iter().map(|k| (*k, ())).collect();
+        for key in 0..100 {
+            let expected = list.partition_point(|(k, _)| *k < key);
+            for from in 0..=expected {
+                assert_eq!(first_not_below(&list, from, &key), expected, "key {key} from {from}");
+            }
+        }
+        assert_eq!(first_not_below::<u32, ()>(&[], 0, &7), 0);
     }
 
     #[test]
