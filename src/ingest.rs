@@ -14,7 +14,7 @@ use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::Snapshot;
-use crate::state::{SeenIds, UsageIds, WantedIds, ID_SHARDS};
+use crate::state::{ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
 use crate::spill::{SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
@@ -621,9 +621,6 @@ fn content_digest_long(fields: &Fields<'_>) -> u128 {
     hasher.digest128()
 }
 
-fn content_digest_text(fields: &Fields<'_>) -> String {
-    format!("{:032x}", content_digest(fields))
-}
 
 /// The identity of a usage record id (see `SeenIds`).
 fn id_digest(id: impl AsRef<[u8]>) -> u128 {
@@ -631,10 +628,10 @@ fn id_digest(id: impl AsRef<[u8]>) -> u128 {
 }
 
 /// §4.2: a remembered id with the same content is a duplicate, with other content a conflict.
-fn dedupe(remembered: Option<&String>, digest: &str, id: &str, file: &str) -> Option<Checked<()>> {
+fn dedupe(remembered: Option<&ContentDigest>, digest: ContentDigest, id: &str, file: &str) -> Option<Checked<()>> {
     match remembered {
         None => None,
-        Some(d) if d == digest => Some(Checked::Duplicate),
+        Some(d) if *d == digest => Some(Checked::Duplicate),
         Some(_) => Some(Checked::Refused(Refusal::new(
             Reason::ConflictingDuplicate,
             format!("{id} was already accepted in {file} with different content"),
@@ -937,11 +934,11 @@ fn check_order(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenIds)
         return Checked::Refused(refusal);
     }
     let order_id = order_id.expect("checked");
-    let digest = content_digest_text(f);
-    if let Some(outcome) = dedupe(seen.orders.get(&order_id), &digest, &order_id, ORDERS_FILE) {
+    let digest = ContentDigest(content_digest(f));
+    if let Some(outcome) = dedupe(seen.orders.get(order_id.as_str()), digest, &order_id, ORDERS_FILE) {
         return map_dedupe(outcome);
     }
-    seen.orders.insert(order_id.clone(), digest);
+    seen.orders.insert(Text::from(order_id.as_str()), digest);
     Checked::Accepted(OrderRecord {
         line,
         order_id,
@@ -984,11 +981,11 @@ fn check_recharge(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
         return Checked::Refused(refusal);
     }
     let recharge_id = recharge_id.expect("checked");
-    let digest = content_digest_text(f);
-    if let Some(outcome) = dedupe(seen.recharges.get(&recharge_id), &digest, &recharge_id, RECHARGES_FILE) {
+    let digest = ContentDigest(content_digest(f));
+    if let Some(outcome) = dedupe(seen.recharges.get(recharge_id.as_str()), digest, &recharge_id, RECHARGES_FILE) {
         return map_dedupe(outcome);
     }
-    seen.recharges.insert(recharge_id.clone(), digest);
+    seen.recharges.insert(Text::from(recharge_id.as_str()), digest);
     Checked::Accepted(RechargeRecord {
         line,
         recharge_id,
@@ -1034,11 +1031,11 @@ fn check_transfer(f: &Fields<'_>, line: u64, ctx: &ReadContext, seen: &mut SeenI
         return Checked::Refused(refusal);
     }
     let transfer_id = transfer_id.expect("checked");
-    let digest = content_digest_text(f);
-    if let Some(outcome) = dedupe(seen.transfers.get(&transfer_id), &digest, &transfer_id, TRANSFERS_FILE) {
+    let digest = ContentDigest(content_digest(f));
+    if let Some(outcome) = dedupe(seen.transfers.get(transfer_id.as_str()), digest, &transfer_id, TRANSFERS_FILE) {
         return map_dedupe(outcome);
     }
-    seen.transfers.insert(transfer_id.clone(), digest);
+    seen.transfers.insert(Text::from(transfer_id.as_str()), digest);
     Checked::Accepted(TransferRecord {
         line,
         transfer_id,
