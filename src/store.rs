@@ -62,8 +62,9 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
 /// What a day that starts from a state needs of it (`Store::load_for`).
 pub struct NextDay<'a> {
     pub day: Day,
-    /// The usage ids the day can look up (`ingest::usage_ids_of`), asked for only
-    /// when the state remembers some; `None` keeps every remembered id.
+    /// The usage ids the day can look up (`ingest::usage_ids_of`), gathered while
+    /// the state is parsed and used only if it remembers some; `None` keeps every
+    /// remembered id.
     pub wanted: &'a (dyn Fn() -> Option<WantedIds> + Sync),
 }
 
@@ -112,7 +113,11 @@ impl Store {
     /// outgrown table stayed with the process: 3.6 GB resident after loading a
     /// month of 1M-row days; BENCHMARKS.md).
     pub fn load_for(&self, day: Day, next: Option<NextDay<'_>>) -> Result<State, String> {
-        let mut state = self.load_json(day)?;
+        // The state's JSON (one core; 30 MB by the end of a month of 1M-row days)
+        // is parsed while the day's usage ids are gathered (all cores): neither
+        // needs the other. They are dropped unused if the state remembers no ids.
+        let (state, mut gathered) = rayon::join(|| self.load_json(day), || next.as_ref().map(|next| (next.wanted)()));
+        let mut state = state?;
         let mut wanted_ids = None;
         if let Some(next) = &next {
             let from = next.day.month().prev();
@@ -133,8 +138,8 @@ impl Store {
                 // Room for every remembered id, unless only the day's are kept: those
                 // are few (the rows sent again), and arrays sized for the day's rows
                 // would be as large as the day's own tables.
-                if let Some(next) = &next {
-                    wanted_ids = (next.wanted)();
+                if let Some(gathered) = gathered.take() {
+                    wanted_ids = gathered;
                     if wanted_ids.is_none() {
                         seen.reserve_remembered(seen.usage_files.values().sum::<u64>() as usize);
                     }
