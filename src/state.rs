@@ -62,8 +62,11 @@ pub struct SeenIds {
     /// Order, recharge and transfer ids (inline up to 24 bytes) with the digest
     /// of their content: a month of 1M-row days remembers ~290k of them, which
     /// as pairs of strings took ~130 bytes each.
+    #[serde(deserialize_with = "sorted_map")]
     pub orders: BTreeMap<Text, ContentDigest>,
+    #[serde(deserialize_with = "sorted_map")]
     pub recharges: BTreeMap<Text, ContentDigest>,
+    #[serde(deserialize_with = "sorted_map")]
     pub transfers: BTreeMap<Text, ContentDigest>,
 }
 
@@ -462,10 +465,14 @@ pub struct State {
     /// close happens after the day it follows was committed).
     #[serde(skip)]
     pub closed_months: BTreeSet<Month>,
+    #[serde(deserialize_with = "sorted_map")]
     pub accounts: BTreeMap<Uin, AccountState>,
+    #[serde(deserialize_with = "sorted_map")]
     pub vouchers_used: BTreeMap<String, Money>,
     pub seen: SeenIds,
+    #[serde(deserialize_with = "sorted_map")]
     pub refund_bases: BTreeMap<String, Bases>,
+    #[serde(deserialize_with = "sorted_map")]
     pub transfer_sources: BTreeMap<String, TransferSource>,
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
     /// close reads aggregates, never raw days. Kept in binary files beside the
@@ -528,6 +535,36 @@ pub struct MonthAggregates {
     /// is applied when the overview is drawn).
     #[serde(deserialize_with = "exact_vec")]
     pub self_paid: Vec<(SelfPaidKey, Money)>,
+}
+
+/// A map read from the state's JSON, whose objects a `BTreeMap` wrote in key
+/// order: its entries gathered, then built at once (`BTreeMap::from_iter` sorts
+/// them, one pass when they are in order, and builds the tree bottom up).
+/// Inserted one at a time, each key was compared down the tree (about a fifth of
+/// the samples while the 31st of a month of 1M-row days loaded its state) and
+/// the nodes were left part full. A key given twice keeps its last value, as
+/// inserting did.
+fn sorted_map<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    K: Deserialize<'de> + Ord,
+    V: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<K, V> {
+        type Value = Vec<(K, V)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<(K, V)>, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    Ok(d.deserialize_map(Entries(std::marker::PhantomData))?.into_iter().collect())
 }
 
 /// A list whose length the file states, allocated once (serde's own Vec grows
@@ -824,6 +861,25 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_built_at_once_equal_maps_inserted_one_by_one_whatever_the_key_order() {
+        #[derive(Debug, Deserialize)]
+        struct Both {
+            #[serde(deserialize_with = "sorted_map")]
+            built: BTreeMap<Uin, Money>,
+            inserted: BTreeMap<Uin, Money>,
+        }
+        // In order, out of order (numbers written as text sort otherwise), a key
+        // given twice (the last value kept), and empty.
+        for map in [r#"{"9":"1.00","10":"2.00","100":"3.00"}"#, r#"{"100":"3.00","9":"1.00","10":"2.00","9":"4.50"}"#, "{}"] {
+            let both: Both = serde_json::from_str(&format!(r#"{{"built":{map},"inserted":{map}}}"#)).unwrap();
+            assert_eq!(both.built, both.inserted, "{map}");
+        }
+        let twice: Both = serde_json::from_str(r#"{"built":{"9":"1.00","9":"4.50"},"inserted":{}}"#).unwrap();
+        assert_eq!(twice.built, BTreeMap::from([(9, Money::from_fen(450))]));
+        assert!(serde_json::from_str::<Both>(r#"{"built":[1],"inserted":{}}"#).unwrap_err().to_string().contains("expected a map"));
+    }
 
     #[test]
     fn content_digests_are_written_as_32_hex_digits_and_anything_else_is_refused() {
