@@ -16,7 +16,7 @@ use crate::refunds::allocate_largest_remainder;
 use crate::reject::{Reason, Reject};
 use crate::settlement::{apply_payment, plan_payment, prepaid_can_settle, LineTiming, Payment, VoucherBalance};
 use crate::snapshot::{Org, Snapshot};
-use crate::state::{AccountState, Bases, TransferSource};
+use crate::state::{AccountState, Bases, Text, TransferSource};
 use crate::time::{Cycle, Day, PackedMonth, Ts};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -456,7 +456,7 @@ pub struct OrgBooks<'a> {
     pub accounts: BTreeMap<Uin, AccountState>,
     pub vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
     pub bases: Bases,
-    pub sources: BTreeMap<String, TransferSource>,
+    pub sources: BTreeMap<Text, TransferSource>,
     /// Each member's payer as of the events processed so far (drives service state).
     current_payer: BTreeMap<Uin, Option<Uin>>,
     paid_by: BTreeMap<Uin, BTreeSet<Uin>>,
@@ -475,7 +475,7 @@ impl<'a> OrgBooks<'a> {
         fresh: &BTreeSet<Uin>,
         vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
         bases: Bases,
-        sources: BTreeMap<String, TransferSource>,
+        sources: BTreeMap<Text, TransferSource>,
     ) -> OrgBooks<'a> {
         // The day starts from the payer relations in force just before its 00:00.
         let before = day.start().pred();
@@ -818,14 +818,14 @@ impl<'a> OrgBooks<'a> {
                 self.account(management).cash -= amount;
                 self.account(t.member_uin).cash += amount;
                 self.sources.insert(
-                    t.transfer_id.clone(),
-                    TransferSource { org_id: self.org.org_id.clone(), member_uin: t.member_uin, amount, drawn: Money::ZERO },
+                    Text::from(t.transfer_id.as_str()),
+                    TransferSource { org_id: Text::from(self.org.org_id.as_str()), member_uin: t.member_uin, amount, drawn: Money::ZERO },
                 );
             }
             TransferKind::Out => {
                 self.account(t.member_uin).cash -= amount;
                 self.account(management).cash += amount;
-                let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get_mut(s)).expect("source checked");
+                let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get_mut(s.as_str())).expect("source checked");
                 source.drawn += amount;
             }
         }
@@ -856,7 +856,7 @@ impl<'a> OrgBooks<'a> {
             return Some("insufficient_cash");
         }
         if t.kind == TransferKind::Out {
-            let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get(s));
+            let source = t.source_transfer_id.as_ref().and_then(|s| self.sources.get(s.as_str()));
             let Some(source) = source.filter(|s| s.member_uin == t.member_uin) else {
                 return Some("unknown_source");
             };

@@ -361,7 +361,7 @@ pub fn settle_day(
     next.seen.usage = Default::default();
     crate::memory::release_freed_memory();
     // Accepted `in` transfers by organization, looked up once per organization.
-    let mut sources_by_org: BTreeMap<&str, BTreeMap<String, crate::state::TransferSource>> = BTreeMap::new();
+    let mut sources_by_org: BTreeMap<&str, BTreeMap<crate::state::Text, crate::state::TransferSource>> = BTreeMap::new();
     for (id, source) in &next.transfer_sources {
         sources_by_org.entry(source.org_id.as_str()).or_default().insert(id.clone(), source.clone());
     }

@@ -444,7 +444,9 @@ pub struct FocusMonth {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferSource {
-    pub org_id: String,
+    /// Inline text, as the ids they are kept under (~75k by the end of a month
+    /// of 1M-row days, each copied out to its organization and back every day).
+    pub org_id: Text,
     pub member_uin: Uin,
     pub amount: Money,
     /// What accepted `out` transfers have already returned from it.
@@ -473,7 +475,7 @@ pub struct State {
     #[serde(deserialize_with = "sorted_map")]
     pub refund_bases: BTreeMap<String, Bases>,
     #[serde(deserialize_with = "sorted_map")]
-    pub transfer_sources: BTreeMap<String, TransferSource>,
+    pub transfer_sources: BTreeMap<Text, TransferSource>,
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
     /// close reads aggregates, never raw days. Kept in binary files beside the
     /// state (`state/D.month-M.bin`, listed in `month_files`), not in the JSON.
