@@ -536,7 +536,7 @@ pub fn settle_day(
     crate::memory::release_freed_memory();
     stage("settle orgs, render and write the ledger", &mut t);
     // Put the books back into the state.
-    for b in books {
+    for mut b in books {
         next.accounts.extend(b.accounts.iter().map(|(k, v)| (*k, *v)));
         for list in b.vouchers.values() {
             for v in list {
@@ -546,12 +546,11 @@ pub fn settle_day(
                 }
             }
         }
+        // The books go: their bases and sources are moved, not copied.
         if !b.bases.is_empty() {
-            next.refund_bases.insert(b.org.org_id.clone(), b.bases.clone());
+            next.refund_bases.insert(b.org.org_id.clone(), std::mem::take(&mut b.bases));
         }
-        for (id, source) in &b.sources {
-            next.transfer_sources.insert(id.clone(), source.clone());
-        }
+        next.transfer_sources.extend(std::mem::take(&mut b.sources));
     }
     stage("  books back", &mut t);
     // The transfers of each run are in processing order already; those of no
