@@ -406,10 +406,13 @@ fn settle_usage_batch(
             };
             (0..rows.len())
                 .map(|k| {
-                    // The filter blocks of the ids a few rows on are asked for now:
+                    // The filter blocks of the ids a few rows on (the remembered
+                    // ids' and the day's) are asked for now:
                     // their cache misses overlap this row's (`memory::prefetch`).
                     if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
-                        remembered.prefetch(id_of(ahead).0);
+                        let ahead = id_of(ahead).0;
+                        remembered.prefetch(ahead);
+                        shard.prefetch(ahead);
                     }
                     let i = rows[k];
                     let (id, content) = id_of(i);

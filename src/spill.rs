@@ -255,6 +255,11 @@ impl IdShard {
         IdShard { blocks: Blocks::default(), rows: 0, filter: vec![[0; 8]; 1], suspects: Vec::new() }
     }
 
+    /// Ask the processor for the filter block of `id` (a hint, `memory::prefetch`).
+    pub fn prefetch(&self, id: u128) {
+        crate::memory::prefetch(&self.filter[crate::state::filter_slot(id, self.filter.len()).0]);
+    }
+
     /// A row of the day (in file order within the shard) whose id `id` is not
     /// remembered: it is first taken as the id's first, its text (`text`) kept if
     /// the id may have been met before.
