@@ -1058,15 +1058,17 @@ mod duplicate_tests {
     #[test]
     fn the_days_later_rows_of_an_id_become_duplicates_and_conflicts_as_read_in_order() {
         let reject = |line: u64, reason: Reason, message: &str| Reject { file: USAGE_FILE, line, id: format!("u{line}"), reason, message: message.into() };
-        let mut input = DayInput::default();
         // Lines 2-4 taken as accepted; 5 and 6 refused for their priced amount; 7 refused
         // before the duplicate check (a bad timestamp); an order's reject beside them.
-        input.rejects = vec![
-            reject(5, Reason::BadValue, PRICED_BEYOND_RANGE),
-            reject(6, Reason::BadValue, PRICED_BEYOND_RANGE),
-            reject(7, Reason::BadTimestamp, "no offset"),
-            Reject { file: ORDERS_FILE, line: 2, id: "o1".into(), reason: Reason::BadValue, message: "x".into() },
-        ];
+        let mut input = DayInput {
+            rejects: vec![
+                reject(5, Reason::BadValue, PRICED_BEYOND_RANGE),
+                reject(6, Reason::BadValue, PRICED_BEYOND_RANGE),
+                reject(7, Reason::BadTimestamp, "no offset"),
+                Reject { file: ORDERS_FILE, line: 2, id: "o1".into(), reason: Reason::BadValue, message: "x".into() },
+            ],
+            ..DayInput::default()
+        };
         input.counts.insert(USAGE_FILE, FileCounts { present: true, rows: 6, accepted: 3, duplicates: 0, rejected: 3 });
         let texts: rustc_hash::FxHashMap<u64, String> = [3, 4, 5, 6, 8].into_iter().map(|l| (l, format!("u{l}"))).collect();
         // 3 repeats its id's first exactly, 4 with other content; so do 5 and 6.

@@ -598,7 +598,7 @@ pub fn settle_day(
 /// Decide the state day `day` starts from (SPEC §12), discarding later days.
 fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Failure> {
     let settled = store.settled_days().map_err(Failure::Internal)?;
-    let earlier = settled.iter().filter(|d| **d < day).next_back().copied();
+    let earlier = settled.iter().rfind(|d| **d < day).copied();
     let (base, fresh) = match earlier {
         None => (fresh_state(inputs, day), true),
         Some(prev) if prev == day.prev() => {

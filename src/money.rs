@@ -216,7 +216,7 @@ impl<'de> serde::Deserialize<'de> for Money {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
 // 8-byte aligned (not i128's 16): every settlement line and ledger line holds
 // these, and the padding that alignment put around them cost ~8% of a day's memory.
-#[repr(packed(8))]
+#[repr(Rust, packed(8))]
 pub struct Rated(i128);
 
 impl Rated {
@@ -291,7 +291,7 @@ fn round_half_away_from_zero(value: i128, digits: u32) -> i128 {
 /// An input value exact at 8 fractional digits (quantity, unit price, list amount,
 /// contract rates and prices), as an integer count of 10^-8.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-#[repr(packed(8))] // as `Rated`
+#[repr(Rust, packed(8))] // as `Rated`
 pub struct Exact8(pub i128);
 
 impl Exact8 {
@@ -345,7 +345,7 @@ fn write_fraction(out: &mut String, mut frac: u64) {
         return;
     }
     let mut digits = INPUT_SCALE as usize;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         digits -= 1;
     }
@@ -646,7 +646,7 @@ mod tests {
         let p = Exact8::parse("99999.99999999").unwrap();
         let product = Rated::product(q, p).unwrap();
         // 123456789012.12345678 × 99999.99999999, exact.
-        assert_eq!({ product.0 }, 123456789012_12345678i128 * 99999_99999999i128);
+        assert_eq!({ product.0 }, 12_345_678_901_212_345_678_i128 * 9_999_999_999_999i128);
         assert_eq!(Exact8::parse("1.000000001"), Err(NumberError::Scale));
         assert_eq!(Exact8::parse("2.50000000").unwrap().to_string(), "2.5");
     }

@@ -447,7 +447,7 @@ fn month_data(
         // Keys sort by org first: read only this org's range.
         let from = agg.self_paid.partition_point(|((org_id, _, _), _)| org_id.as_str() < org.org_id.as_str());
         for ((org_id, member, product), total) in &agg.self_paid[from..] {
-            if org_id != &org.org_id {
+            if *org_id != org.org_id {
                 break;
             }
             let joined_late = org

@@ -13,6 +13,7 @@ use crate::time::Ts;
 /// `decided_at` is the instant that decides the source (the period's last instant
 /// for usage, `created_at` for orders); `valid_at` the instant the contract's
 /// validity must contain (the period start for usage, `created_at` for orders).
+#[allow(clippy::too_many_arguments)] // the inputs of §5.2, each a different thing
 pub fn choose_contract<'c>(
     snapshot: &Snapshot,
     contracts: &'c Contracts,

@@ -198,7 +198,7 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         out.push(',');
         out.push_str(l.kind.as_str());
         out.push(',');
-        out.push_str(&l.org_id);
+        out.push_str(l.org_id);
         out.push(',');
         out.push_str(numbers.format(l.owner_uin));
         out.push(',');

@@ -38,12 +38,12 @@ pub struct Payment {
 
 fn applies(v: &VoucherBalance, product: &str, amount: Money, timing: LineTiming) -> bool {
     let voucher = v.voucher;
-    let scope_ok = match (voucher.scope, timing) {
-        (VoucherScope::All, _) => true,
-        (VoucherScope::Postpaid, LineTiming::Postpaid { .. }) => true,
-        (VoucherScope::Prepaid, LineTiming::Prepaid { .. }) => true,
-        _ => false,
-    };
+    let scope_ok = matches!(
+        (voucher.scope, timing),
+        (VoucherScope::All, _)
+            | (VoucherScope::Postpaid, LineTiming::Postpaid { .. })
+            | (VoucherScope::Prepaid, LineTiming::Prepaid { .. })
+    );
     let time_ok = match timing {
         LineTiming::Postpaid { period_start, period_end } => {
             voucher.valid_from <= period_start && period_end <= voucher.valid_to

@@ -844,7 +844,7 @@ fn write_linked(path: &Path, source: &Path) -> Result<fs::File, String> {
 /// Stream a file through a buffer (the caller syncs it); the "write file"
 /// failpoint fires once the first buffer has reached the file (a crash there
 /// leaves it truncated).
-fn write_streamed(path: &Path, write: Box<dyn FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()> + '_>) -> Result<fs::File, String> {
+fn write_streamed(path: &Path, write: StreamBody<'_>) -> Result<fs::File, String> {
     failpoint("create file");
     let file = fs::File::create(path).map_err(|e| io_error("cannot create", path, e))?;
     let mut out = DirectWriter::new(file, 0);
@@ -1016,7 +1016,7 @@ impl DirectWriter {
             failpoint("write file");
         }
         self.blocks_written += 1;
-        let aligned = self.offset % DIRECT_ALIGN as u64 == 0 && n % DIRECT_ALIGN == 0;
+        let aligned = self.offset.is_multiple_of(DIRECT_ALIGN as u64) && n.is_multiple_of(DIRECT_ALIGN);
         self.set_direct(aligned && self.can_direct);
         match self.write_at(n, self.offset) {
             // A file system that takes O_DIRECT at open but not for this write.
@@ -1057,7 +1057,7 @@ impl DirectWriter {
     /// Write what is buffered (the aligned part directly, the tail through the
     /// page cache) and hand the file back.
     fn finish(mut self) -> std::io::Result<fs::File> {
-        let tail = if self.offset % DIRECT_ALIGN as u64 == 0 { self.len % DIRECT_ALIGN } else { self.len };
+        let tail = if self.offset.is_multiple_of(DIRECT_ALIGN as u64) { self.len % DIRECT_ALIGN } else { self.len };
         let body = self.len - tail;
         if body > 0 {
             self.write_block(body)?;

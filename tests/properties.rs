@@ -123,14 +123,10 @@ fn scenario_files(seed: u64) -> BTreeMap<String, String> {
             let q = 1 + r.below(9);
             let price = r.below(999) + 1;
             let product = r.pick(&["cvm", "cvm", "cdn"]);
-            writeln!(usage, "u{next_id},{owner},i{owner},{product},r1,{cycle},{start},{end},{q},0.{price:03},{}", q * price / 1000 * 0 + 0)
-                .unwrap();
-            // Fix up list_amount exactly: q × 0.ppp.
+            // list_amount exactly q × 0.ppp.
             let amount = q * price;
-            let line = usage.lines().last().unwrap().to_string();
-            let fixed = format!("{},{}.{:03}", &line[..line.rfind(',').unwrap()], amount / 1000, amount % 1000);
-            usage.truncate(usage.len() - line.len() - 1);
-            writeln!(usage, "{fixed}").unwrap();
+            let list = format!("{}.{:03}", amount / 1000, amount % 1000);
+            writeln!(usage, "u{next_id},{owner},i{owner},{product},r1,{cycle},{start},{end},{q},0.{price:03},{list}").unwrap();
         }
         for _ in 0..r.below(6) {
             next_id += 1;

@@ -156,8 +156,9 @@ fn many_orgs(reverse_rows: bool) -> Scenario {
             for (k, owner) in [m, m + 1, m + 2].into_iter().enumerate() {
                 let q = (h * 7 + k as u64 * 3 + o) % 11 + 1;
                 usage.push(format!(
-                    "u-{o}-{h}-{k},{owner},ins-{owner},cvm,r1,hourly,2026-10-01T{h:02}:00:00+08:00,2026-10-01T{h:02}:30:00+08:00,{q},0.333,{}",
-                    format!("{}.{:03}", q * 333 / 1000, q * 333 % 1000)
+                    "u-{o}-{h}-{k},{owner},ins-{owner},cvm,r1,hourly,2026-10-01T{h:02}:00:00+08:00,2026-10-01T{h:02}:30:00+08:00,{q},0.333,{}.{:03}",
+                    q * 333 / 1000,
+                    q * 333 % 1000
                 ));
             }
         }
