@@ -5,6 +5,7 @@
 //! Invariant: Σ BilledCost of a month's rows = the merged bill's payable total.
 
 use crate::engine::{LedgerLine, LineKind};
+use crate::money::PushText;
 use crate::monthly::{merged_bill_owner, merged_bill_owner_of};
 use crate::snapshot::{Member, Snapshot};
 use crate::money::Money;
@@ -65,8 +66,8 @@ fn service_category(product: &str) -> &'static str {
 fn push_name(out: &mut String, member: Option<&Member>, uin: u64) {
     match member {
         Some(m) if m.name_needs_quotes => push_field(out, &m.name),
-        Some(m) if !m.name.is_empty() => out.push_str(&m.name),
-        _ => out.push_str(itoa::Buffer::new().format(uin)),
+        Some(m) if !m.name.is_empty() => out.put(&m.name),
+        _ => out.put(itoa::Buffer::new().format(uin)),
     }
 }
 
@@ -130,37 +131,37 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     let period_start = instants.starts[slots.0].of_with(start, write_utc);
     line.payable_amount.write_to(out);
     out.push(',');
-    out.push_str(number.format(line.responsible_uin));
+    out.put(number.format(line.responsible_uin));
     out.push(',');
     let responsible = if line.responsible_uin == line.owner_uin { Some(owner) } else { snapshot.find(line.responsible_uin).map(|(_, m)| m) };
     push_name(out, responsible, line.responsible_uin);
-    out.push_str(",CNY");
-    out.push_str(month_bounds);
-    out.push_str(category);
+    out.put(",CNY");
+    out.put(month_bounds);
+    out.put(category);
     out.push(',');
-    out.push_str(if line.is_late() { "Correction" } else { "" });
+    out.put(if line.is_late() { "Correction" } else { "" });
     out.push(',');
     // The description, written in place: its parts are product codes, cycles,
     // ids and numbers, which never need quotes; quoted anyway if one did.
     let description = out.len();
-    out.push_str(line.product);
+    out.put(line.product);
     match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => {
             out.push(' ');
-            out.push_str(usage.cycle.as_str());
-            out.push_str(" usage, ");
-            out.push_str(number.format(usage.records));
-            out.push_str(" record(s)");
+            out.put(usage.cycle.as_str());
+            out.put(" usage, ");
+            out.put(number.format(usage.records));
+            out.put(" record(s)");
         }
         (LineKind::Refund, _) => {
-            out.push_str(" refund of order ");
-            out.push_str(order_id);
-            out.push_str(" to payer ");
-            out.push_str(number.format(line.responsible_uin));
+            out.put(" refund of order ");
+            out.put(order_id);
+            out.put(" to payer ");
+            out.put(number.format(line.responsible_uin));
         }
         _ => {
-            out.push_str(" prepaid order ");
-            out.push_str(order_id);
+            out.put(" prepaid order ");
+            out.put(order_id);
         }
     }
     // It has a comma (", 3 record(s)"), so it is quoted, in place when it has no
@@ -175,9 +176,9 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
         }
     }
     out.push(',');
-    out.push_str(period_end);
+    out.put(period_end);
     out.push(',');
-    out.push_str(period_start);
+    out.put(period_start);
     out.push(',');
     line.payable_amount.write_to(out);
     out.push(',');
@@ -185,20 +186,20 @@ fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants:
     out.push(',');
     line.list_amount.write_to(out);
     out.push(',');
-    out.push_str(PROVIDER_NAMES);
+    out.put(PROVIDER_NAMES);
     match (line.kind, line.usage()) {
         (LineKind::Postpaid, Some(usage)) => usage.quantity.write_to(out),
         (LineKind::Postpaid, None) => out.push('0'),
         _ => out.push('1'),
     }
     out.push(',');
-    out.push_str(unit);
+    out.put(unit);
     out.push(',');
-    out.push_str(service_category(line.product));
+    out.put(service_category(line.product));
     out.push(',');
-    out.push_str(line.product);
+    out.put(line.product);
     out.push(',');
-    out.push_str(number.format(line.owner_uin));
+    out.put(number.format(line.owner_uin));
     out.push(',');
     push_name(out, Some(owner), line.owner_uin);
     out.push('\n');

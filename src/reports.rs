@@ -7,6 +7,7 @@
 
 use crate::engine::{LedgerLine, ServiceEvent, TransferRow, VoucherUse};
 use crate::ids::Uin;
+use crate::money::PushText;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 use crate::state::AccountState;
@@ -21,16 +22,16 @@ fn writer() -> csv::Writer<Vec<u8>> {
 /// when the csv crate's writer quotes: a comma, a quote, CR or LF).
 pub(crate) fn push_field(out: &mut String, text: &str) {
     if !needs_quotes(text) {
-        out.push_str(text);
+        out.put(text);
         return;
     }
     // Quoted, each quote doubled, without a copy of the text.
     out.push('"');
     let mut parts = text.split('"');
-    out.push_str(parts.next().unwrap_or(""));
+    out.put(parts.next().unwrap_or(""));
     for part in parts {
-        out.push_str("\"\"");
-        out.push_str(part);
+        out.put("\"\"");
+        out.put(part);
     }
     out.push('"');
 }
@@ -181,47 +182,47 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
     let mut bill_month: (Option<crate::time::PackedMonth>, String) = (None, String::new());
     for l in lines {
         let id_start = out.len();
-        l.write_line_id_with(out, |start, out| out.push_str(period_start[start_slot(l)].of(start)));
+        l.write_line_id_with(out, |start, out| out.put(period_start[start_slot(l)].of(start)));
         debug_assert!(!out[id_start..].contains([',', '"', '\n']), "ledger fields never need quoting");
         out.push(',');
-        out.push_str(&run_day);
+        out.put(&run_day);
         out.push(',');
         let charged = charge_time.of(l.charge_time);
-        out.push_str(charged);
+        out.put(charged);
         out.push(',');
         if bill_month.0 != Some(l.bill_month) {
             bill_month.1.clear();
             l.bill_month.get().write_to(&mut bill_month.1);
             bill_month.0 = Some(l.bill_month);
         }
-        out.push_str(&bill_month.1);
+        out.put(&bill_month.1);
         out.push(',');
-        out.push_str(l.kind.as_str());
+        out.put(l.kind.as_str());
         out.push(',');
-        out.push_str(l.org_id);
+        out.put(l.org_id);
         out.push(',');
-        out.push_str(numbers.format(l.owner_uin));
+        out.put(numbers.format(l.owner_uin));
         out.push(',');
-        out.push_str(numbers.format(l.responsible_uin));
+        out.put(numbers.format(l.responsible_uin));
         out.push(',');
-        out.push_str(l.product);
+        out.put(l.product);
         out.push(',');
         match l.usage() {
             Some(usage) => {
-                out.push_str(usage.cycle.as_str());
+                out.put(usage.cycle.as_str());
                 out.push(',');
-                out.push_str(period_start[start_slot(l)].of(usage.start));
+                out.put(period_start[start_slot(l)].of(usage.start));
                 out.push(',');
-                out.push_str(charge_time.of(l.charge_time));
-                out.push_str(",,,");
-                out.push_str(numbers.format(usage.records));
+                out.put(charge_time.of(l.charge_time));
+                out.put(",,,");
+                out.put(numbers.format(usage.records));
             }
             None => {
                 let (order_id, resource_id) = l.order().map(|o| (o.order_id.as_str(), o.resource_id.as_str())).unwrap_or(("", ""));
-                out.push_str(",,,");
-                out.push_str(order_id);
+                out.put(",,,");
+                out.put(order_id);
                 out.push(',');
-                out.push_str(resource_id);
+                out.put(resource_id);
                 out.push(',');
             }
         }
@@ -232,18 +233,18 @@ fn ledger_rows<'l>(day: Day, lines: impl Iterator<Item = &'l LedgerLine>, out: &
         match l.contract {
             Some(contract) => {
                 out.push(',');
-                out.push_str(numbers.format(contract.owner_uin));
+                out.put(numbers.format(contract.owner_uin));
                 out.push(',');
-                out.push_str(&contract.contract_id);
+                out.put(&contract.contract_id);
             }
-            None => out.push_str(",,"),
+            None => out.put(",,"),
         }
         for amount in [l.voucher_amount, l.cash_amount, l.gift_amount, l.credit_amount] {
             out.push(',');
             amount.write_to(out);
         }
         out.push(',');
-        out.push_str(l.status.as_str());
+        out.put(l.status.as_str());
         out.push('\n');
     }
 }
@@ -382,19 +383,19 @@ fn merged_bill_rows(
                 (name, dept)
             }
         };
-        out.push_str(&month);
+        out.put(&month);
         out.push(',');
         push_field(out, org_id);
         out.push(',');
-        out.push_str(numbers.format(*owner));
+        out.put(numbers.format(*owner));
         out.push(',');
-        out.push_str(numbers.format(*member));
+        out.put(numbers.format(*member));
         for text in [name, dept, pay_mode, product, kind] {
             out.push(',');
             push_field(out, text);
         }
         out.push(',');
-        out.push_str(numbers.format(s.lines));
+        out.put(numbers.format(s.lines));
         for amount in [s.list, s.discount, s.payable, s.voucher, s.cash, s.gift, s.credit] {
             out.push(',');
             amount.write_to(out);
