@@ -223,11 +223,67 @@ fn record_length(len: usize) -> std::io::Result<u32> {
     u32::try_from(len).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "a record of 4 GiB or more"))
 }
 
-/// The fields of a line with no quotes: the ranges between its commas, found 8
-/// bytes at a time (a byte equal to `,` is a zero byte of the word XOR `,`s,
-/// found exactly, without the borrow of the usual trick). True when every byte
-/// of the line is ASCII (seen in the same words).
+/// The fields of a line with no quotes: the ranges between its commas, found 16
+/// bytes at a time with SSE2 (part of every x86-64 processor): one comparison
+/// and two byte masks give the commas and the bytes beyond ASCII, and a line's
+/// last bytes are the top of the 16 that end it. True when every byte of the
+/// line is ASCII. Lines shorter than 16 bytes, and other processors, go 8 bytes
+/// at a time (`split_at_commas_by_words`).
+#[cfg(target_arch = "x86_64")]
 fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) -> bool {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let len = line.len();
+    if len < 16 {
+        return split_at_commas_by_words(line, bounds);
+    }
+    // SAFETY (of each intrinsic's call): SSE2 is enabled on every x86-64 target.
+    let commas = unsafe { _mm_set1_epi8(b',' as i8) };
+    // The commas and the bytes beyond ASCII among the 16 bytes from `at`, as bits.
+    let masks = |at: usize| {
+        assert!(at + 16 <= len);
+        // SAFETY: SSE2 as above; the 16 bytes from `at` lie inside `line`
+        // (asserted above), and the load needs no alignment.
+        unsafe {
+            let bytes = _mm_loadu_si128(line.as_ptr().add(at).cast());
+            (_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, commas)) as u32, _mm_movemask_epi8(bytes) as u32)
+        }
+    };
+    let mut from = 0u32;
+    let mut push_fields = |mut commas: u32, at: usize| {
+        while commas != 0 {
+            let comma = at as u32 + commas.trailing_zeros();
+            bounds.push((from, comma));
+            from = comma + 1;
+            commas &= commas - 1;
+        }
+    };
+    let (mut at, mut high_bits) = (0, 0);
+    while at + 16 <= len {
+        let (commas, high) = masks(at);
+        push_fields(commas, at);
+        high_bits |= high;
+        at += 16;
+    }
+    if at < len {
+        // The last `len - at` bytes, the top of the 16 that end the line.
+        let shift = 16 - (len - at);
+        let (commas, high) = masks(len - 16);
+        push_fields(commas >> shift, at);
+        high_bits |= high >> shift;
+    }
+    bounds.push((from, len as u32));
+    high_bits == 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn split_at_commas(line: &[u8], bounds: &mut Vec<(u32, u32)>) -> bool {
+    split_at_commas_by_words(line, bounds)
+}
+
+/// `split_at_commas` 8 bytes at a time (a byte equal to `,` is a zero byte of
+/// the word XOR `,`s, found exactly, without the borrow of the usual trick);
+/// ASCII seen in the same words.
+fn split_at_commas_by_words(line: &[u8], bounds: &mut Vec<(u32, u32)>) -> bool {
     const COMMAS: u64 = u64::from_ne_bytes([b','; 8]);
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut from = 0u32;
