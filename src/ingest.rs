@@ -13,7 +13,7 @@ use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
 use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{AccountCard, Snapshot};
 use crate::state::{ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
 use crate::spill::{SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
@@ -378,7 +378,7 @@ fn settle_usage_batch(
 ) -> Result<(), UnusableFile> {
     let checks: Vec<Option<UsageCheck>> = batch
         .par_iter()
-        .map_init(TsCache::default, |cache, row| match row {
+        .map_init(RowCache::default, |cache, row| match row {
             RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx, cache)),
             RawRow::Bad { .. } => None,
         })
@@ -776,8 +776,21 @@ const USAGE_COLUMNS: Columns = Columns {
     optional: &[],
 };
 
-fn check_usage(f: &Fields<'_>, ctx: &ReadContext, timestamps: &mut TsCache) -> UsageCheck {
+/// What one task checking usage rows keeps from row to row: the timestamps it
+/// parsed, and the last row's product code and account card. A file's rows come
+/// grouped by resource (one record per resource per settlement period), so
+/// consecutive rows nearly always share both; a hit gives exactly what the
+/// lookup would (the text is compared whole, the owner exactly).
+#[derive(Default)]
+struct RowCache<'s> {
+    timestamps: TsCache,
+    product: Option<Product>,
+    card: Option<(Uin, &'s AccountCard)>,
+}
+
+fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'s>) -> UsageCheck {
     let mut first = FirstReason(None);
+    let timestamps = &mut cache.timestamps;
     let start = timestamp_by(f.get(6), "usage_start", &mut first, |t| Ts::parse_cached(t, timestamps));
     let end = timestamp_by(f.get(7), "usage_end", &mut first, |t| Ts::parse_cached(t, timestamps));
     let quantity = exact8(f.get(8), "quantity", &mut first);
@@ -786,7 +799,13 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, timestamps: &mut TsCache) -> U
     let record_id = id_ref(f.get(0), "record_id", &mut first);
     let owner = uin(f.get(1), "owner_uin", &mut first);
     id_ref(f.get(2), "resource_id", &mut first);
-    let product = product(f.get(3), &mut first);
+    let product = match cache.product {
+        Some(last) if last.as_str() == f.get(3) => Some(last),
+        _ => product(f.get(3), &mut first),
+    };
+    if product.is_some() {
+        cache.product = product;
+    }
     let region = f.get(4);
     if region.is_empty() || region.chars().count() > 32 {
         first.refuse(Reason::BadValue, format!("region {region:?} must have 1 to 32 characters"));
@@ -839,7 +858,13 @@ fn check_usage(f: &Fields<'_>, ctx: &ReadContext, timestamps: &mut TsCache) -> U
         first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {}", last_instant.month()));
     }
     // The account checks of `account_checks`, with one lookup for them and pricing.
-    let card = ctx.snapshot.card(owner);
+    let card = match cache.card {
+        Some((uin, card)) if uin == owner => Some(card),
+        _ => ctx.snapshot.card(owner),
+    };
+    if let Some(card) = card {
+        cache.card = Some((owner, card));
+    }
     match card {
         None => first.refuse(Reason::UnknownAccount, format!("owner_uin {owner} is not an account of the snapshot")),
         Some(c) if last_instant < c.org_created_at => {

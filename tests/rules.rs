@@ -250,6 +250,33 @@ h,3,i,cvm,r,hourly,2026-10-01T09:00:00,2026-10-01T10:00:00+08:00,-1,1,1
 }
 
 #[test]
+fn consecutive_rows_are_checked_alone_whatever_the_row_before() {
+    // Rows checked one after another keep the last product and account found
+    // (`RowCache`): a bad product or an unknown owner right after good ones, and
+    // good ones right after them, are each judged on their own. Enough rows that
+    // each checking task meets many in a row.
+    let s = payer_scenario();
+    let row = |id: String, owner: u64, product: &str| {
+        format!("{id},{owner},i,{product},r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,1,1\n")
+    };
+    let mut usage = String::from(USAGE_HEADER);
+    for k in 0..1000 {
+        for (letter, owner, product) in [("a", 3, "cvm"), ("b", 3, "CVM"), ("c", 3, "cvm"), ("d", 9, "cvm"), ("e", 3, "cvm"), ("f", 3, "cvm!")] {
+            usage.push_str(&row(format!("{letter}{k}"), owner, product));
+        }
+    }
+    s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
+    s.file("days/2026-10-02/usage.csv", &usage);
+    s.run().unwrap();
+    let rejects = reject_heads(&s, "2026-10-02");
+    assert_eq!(rejects.len(), 3000);
+    assert_eq!(rejects[..3], ["usage.csv,3,b0,bad_value", "usage.csv,5,d0,unknown_account", "usage.csv,7,f0,bad_value"]);
+    assert_eq!(rejects[2997..], ["usage.csv,5997,b999,bad_value", "usage.csv,5999,d999,unknown_account", "usage.csv,6001,f999,bad_value"]);
+    let summary: serde_json::Value = serde_json::from_str(&s.read("days/2026-10-02/summary.json")).unwrap();
+    assert_eq!(summary["files"]["usage.csv"]["accepted"].as_u64(), Some(3000));
+}
+
+#[test]
 fn duplicates_are_counted_and_conflicts_rejected_across_days() {
     let s = payer_scenario();
     let row = "u1,3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,4,4\n";
