@@ -42,8 +42,29 @@ pub struct SeenUsage {
     pub content: u64,
 }
 
-/// Bytes of one entry of a usage-id file: id digest (16), content digest (8), day (4).
+/// Bytes of one entry of a usage-id file of the older form, the entries alone: id
+/// digest (16), content digest (8), day (4).
 const USAGE_ENTRY: usize = 28;
+
+/// Bytes of one id's key in a key column: the top 64 bits of its digest.
+const USAGE_KEY: usize = 8;
+
+/// Bytes of the rest of an entry beside its key: the digest's low 64 bits (8), the
+/// content digest (8), the day (4). With its key, as many bytes as an entry of the
+/// older form.
+const USAGE_REST: usize = 20;
+
+/// Bytes of the trailer of a usage-id file: how many ids each id shard holds.
+const USAGE_TRAILER: usize = ID_SHARDS * 8;
+
+/// Entries of a usage-id file a read may skip between two it needs, and still
+/// read them in one piece (a page's worth).
+const USAGE_GAP: u64 = 4096 / USAGE_REST as u64;
+
+/// The key of an id in a usage-id file's key column.
+fn usage_key(id: u128) -> u64 {
+    (id >> 64) as u64
+}
 
 /// Ids of accepted rows with a digest of their content (§4.2 duplicates).
 ///
@@ -279,6 +300,13 @@ pub struct WantedIds {
     bits: u32,
     /// `starts[p]..starts[p + 1]`: the ids whose top `bits` bits are `p`.
     starts: Vec<u32>,
+    /// A bit for each value of the top `key_bits` bits of a digest, set when an
+    /// id has it (16 to 32 bits an id, at most 16 MB: 13 bits an id at 10M ids):
+    /// most keys of a usage-id file's key column are
+    /// turned away by one bit read in order, and a branch that rarely goes the
+    /// other way (`may_have_key`).
+    key_filter: Vec<u64>,
+    key_bits: u32,
 }
 
 impl WantedIds {
@@ -295,7 +323,25 @@ impl WantedIds {
         for p in 1..starts.len() {
             starts[p] += starts[p - 1];
         }
-        WantedIds { ids, bits, starts }
+        let key_bits = (ids.len().max(1).ilog2() + 5).clamp(12, 27);
+        let mut key_filter = vec![0u64; 1 << (key_bits - 6)];
+        for &id in &ids {
+            let bit = usage_key(id) >> (64 - key_bits);
+            key_filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        WantedIds { ids, bits, starts, key_filter, key_bits }
+    }
+
+    /// False when no wanted id has `key` (the top 64 bits of its digest).
+    fn may_have_key(&self, key: u64) -> bool {
+        let bit = key >> (64 - self.key_bits);
+        self.key_filter[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+    }
+
+    /// Whether a wanted id has `key`.
+    fn has_key(&self, key: u64) -> bool {
+        let p = (key >> (64 - self.bits)) as usize;
+        self.ids[self.starts[p] as usize..self.starts[p + 1] as usize].iter().any(|&id| usage_key(id) == key)
     }
 
     /// How many distinct ids are wanted.
@@ -359,6 +405,116 @@ fn decode_usage_entries(
             }
         }
         left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Check `day`'s usage id file of `expected` entries (its `len` bytes, read from
+/// `input`) and hand each entry whose id `wanted` holds (every entry, without it)
+/// to `add`, in id order. The file is in either form `SeenIds::write_usage_with`
+/// has written, told apart by its length: the entries alone (28 bytes each, every
+/// one read and checked), or per id shard a key column and then the rest of each
+/// entry, with the shards' counts at the end (28 bytes an id and 512: only the
+/// keys are read in full, and of the rests those whose key a wanted id has).
+fn decode_usage_file(
+    day: Day,
+    expected: u64,
+    input: impl std::io::Read + std::io::Seek,
+    len: u64,
+    wanted: Option<&WantedIds>,
+    add: impl FnMut(RememberedId),
+) -> Result<(), String> {
+    let keyed = expected.checked_mul((USAGE_KEY + USAGE_REST) as u64).and_then(|n| n.checked_add(USAGE_TRAILER as u64));
+    if expected > 0 && keyed == Some(len) {
+        decode_keyed_usage_entries(day, expected, input, len, wanted, add)
+    } else {
+        decode_usage_entries(day, expected, input, len, |id| wanted.is_none_or(|w| w.contains(id)), add)
+    }
+}
+
+/// `decode_usage_file` for a file with key columns: per shard, its keys are read
+/// and checked (each shard's own, ascending) and looked up among the wanted ids'
+/// (`WantedIds::may_have_key`, then `has_key`); the rests of the entries whose key
+/// a wanted id has (every entry's, without `wanted`) are read, a few pages at a
+/// time, and checked (ids ascending, of `day`); those `wanted` holds go to `add`.
+/// An entry not read is checked only as far as its key is.
+fn decode_keyed_usage_entries(
+    day: Day,
+    expected: u64,
+    mut input: impl std::io::Read + std::io::Seek,
+    len: u64,
+    wanted: Option<&WantedIds>,
+    mut add: impl FnMut(RememberedId),
+) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let failed = |e: std::io::Error| format!("cannot read the usage id file: {e}");
+    input.seek(SeekFrom::Start(len - USAGE_TRAILER as u64)).map_err(failed)?;
+    let mut trailer = [0u8; USAGE_TRAILER];
+    input.read_exact(&mut trailer).map_err(failed)?;
+    let counts: Vec<u64> = trailer.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    if counts.iter().try_fold(0u64, |sum, &c| sum.checked_add(c)) != Some(expected) {
+        return Err(format!("usage id file's shards do not hold the {expected} entries expected"));
+    }
+    let day_number = day.0.num_days_from_ce();
+    const BLOCK: u64 = 4096;
+    let mut block = vec![0u8; USAGE_REST * BLOCK as usize];
+    // The entries to read of a shard: index and key.
+    let mut needed: Vec<(u64, u64)> = Vec::new();
+    let mut previous = None::<u128>;
+    let mut shard_start = 0u64;
+    for (s, &count) in counts.iter().enumerate() {
+        input.seek(SeekFrom::Start(shard_start)).map_err(failed)?;
+        let mut last_key = None::<u64>;
+        needed.clear();
+        let mut index = 0u64;
+        while index < count {
+            let n = (count - index).min(BLOCK) as usize;
+            let keys = &mut block[..n * USAGE_KEY];
+            input.read_exact(keys).map_err(failed)?;
+            for c in keys.chunks_exact(USAGE_KEY) {
+                let key = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                if (key >> (64 - ID_SHARDS.trailing_zeros())) as usize != s || last_key.is_some_and(|k| k > key) {
+                    return Err("usage id file is not sorted by id".into());
+                }
+                last_key = Some(key);
+                if wanted.is_none_or(|w| w.may_have_key(key) && w.has_key(key)) {
+                    needed.push((index, key));
+                }
+                index += 1;
+            }
+        }
+        let rests_start = shard_start + count * USAGE_KEY as u64;
+        let mut from = 0;
+        while from < needed.len() {
+            // Entries close together are read in one piece, at most a block.
+            let first = needed[from].0;
+            let mut to = from + 1;
+            while to < needed.len() && needed[to].0 - needed[to - 1].0 <= USAGE_GAP && needed[to].0 - first < BLOCK {
+                to += 1;
+            }
+            let span = (needed[to - 1].0 - first + 1) as usize;
+            input.seek(SeekFrom::Start(rests_start + first * USAGE_REST as u64)).map_err(failed)?;
+            let bytes = &mut block[..span * USAGE_REST];
+            input.read_exact(bytes).map_err(failed)?;
+            for &(index, key) in &needed[from..to] {
+                let c = &bytes[(index - first) as usize * USAGE_REST..][..USAGE_REST];
+                let id = u128::from(key) << 64 | u128::from(u64::from_le_bytes(c[0..8].try_into().expect("8 bytes")));
+                if previous.is_some_and(|p| p >= id) {
+                    return Err("usage id file is not sorted by id".into());
+                }
+                previous = Some(id);
+                let content = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
+                let stored = i32::from_le_bytes(c[16..20].try_into().expect("4 bytes"));
+                if stored != day_number {
+                    return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
+                }
+                if wanted.is_none_or(|w| w.contains(id)) {
+                    add(RememberedId { id, content, day });
+                }
+            }
+            from = to;
+        }
+        shard_start = rests_start + count * USAGE_REST as u64;
     }
     Ok(())
 }
@@ -704,9 +860,14 @@ serde_as_string!(Day, Day::parse, "day");
 serde_as_string!(Month, Month::parse, "month");
 
 impl SeenIds {
-    /// The binary form of the usage ids first accepted on `day`: sorted by id
-    /// digest, 28 bytes each (id digest, content digest, day as days since
-    /// 0001-01-01), little-endian.
+    /// The binary form of the usage ids first accepted on `day`, sorted by id
+    /// digest, little-endian: for each id shard in turn, the key column (the top 64
+    /// bits of each id's digest, 8 bytes an id), then the rest of each entry (20
+    /// bytes: the digest's low 64 bits, the content digest, the day as days since
+    /// 0001-01-01); then how many ids each shard holds (64 × 8 bytes). A later day reads the keys and only the
+    /// entries whose key its own ids have (`decode_usage_file`). Files written
+    /// before the key columns, the entries alone, are read as well. No ids, no
+    /// bytes.
     pub fn encode_usage_of(&self, day: Day) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_usage_of(day, &mut out).expect("writing to memory does not fail");
@@ -734,7 +895,7 @@ impl SeenIds {
         // Two shards at a time are encoded on all cores while the two before
         // them are written.
         let in_remembered = self.usage.remembered_days.contains(&day);
-        let count = std::sync::atomic::AtomicU64::new(0);
+        let counts: [std::sync::atomic::AtomicU64; ID_SHARDS] = std::array::from_fn(|_| Default::default());
         let failed: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
         let encode = |group: &[usize]| -> Vec<Vec<u8>> {
             group
@@ -752,10 +913,13 @@ impl SeenIds {
                         entries.extend(of_day.map(|e| (e.id, SeenUsage { day: e.day, content: e.content })));
                     }
                     let entries = sorted_by_id(entries);
-                    count.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    let mut out = Vec::with_capacity(entries.len() * USAGE_ENTRY);
+                    counts[s].store(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let mut out = Vec::with_capacity(entries.len() * (USAGE_KEY + USAGE_REST));
+                    for &(id, _) in &entries {
+                        out.extend_from_slice(&usage_key(id).to_le_bytes());
+                    }
                     for (id, seen) in entries {
-                        out.extend_from_slice(&id.to_le_bytes());
+                        out.extend_from_slice(&(id as u64).to_le_bytes());
                         out.extend_from_slice(&seen.content.to_le_bytes());
                         out.extend_from_slice(&seen.day.0.num_days_from_ce().to_le_bytes());
                     }
@@ -768,7 +932,13 @@ impl SeenIds {
         if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
         }
-        Ok(count.into_inner())
+        let counts = counts.map(|c| c.into_inner());
+        let count = counts.iter().sum();
+        if count > 0 {
+            let trailer: Vec<u8> = counts.iter().flat_map(|c| c.to_le_bytes()).collect();
+            w.write_all(&trailer)?;
+        }
+        Ok(count)
     }
 
     /// Remember the ids first accepted on `day` (by shard) as if read from its file
@@ -798,25 +968,24 @@ impl SeenIds {
     /// Add the ids of `day`'s file (as `encode_usage_of` wrote it) to the
     /// remembered ones; `finish_decoding` follows the last file.
     pub fn decode_usage_of(&mut self, day: Day, bytes: &[u8]) -> Result<(), String> {
-        self.decode_usage_from(day, bytes, bytes.len() as u64, None)
+        self.decode_usage_from(day, std::io::Cursor::new(bytes), bytes.len() as u64, None)
     }
 
     /// `decode_usage_of`, reading the file's `len` bytes from `input` a block at a
     /// time: neither the file nor a list of its entries is held (at 10M ids a
     /// day, 280 and 160 MB whose pages the process kept). With `wanted`, only the
-    /// ids it holds are kept; every entry is checked all the same.
+    /// ids it holds are kept (`decode_usage_file`: of a file with key columns,
+    /// only the entries they may be are read).
     pub fn decode_usage_from(
         &mut self,
         day: Day,
-        input: impl std::io::Read,
+        input: impl std::io::Read + std::io::Seek,
         len: u64,
         wanted: Option<&WantedIds>,
     ) -> Result<(), String> {
         let expected = self.usage_files.get(&day).copied().unwrap_or(0);
         let remembered = &mut self.usage.remembered;
-        decode_usage_entries(day, expected, input, len, |id| wanted.is_none_or(|w| w.contains(id)), |e| {
-            remembered[UsageIds::shard_of(e.id)].ids.push(e)
-        })?;
+        decode_usage_file(day, expected, input, len, wanted, |e| remembered[UsageIds::shard_of(e.id)].ids.push(e))?;
         self.usage.remembered_days.insert(day);
         Ok(())
     }
@@ -825,10 +994,10 @@ impl SeenIds {
     /// checks them, for `add_kept`: files are decoded this way on all cores (one
     /// core took ~4 s for the 300M ids of a month of 10M-row days), since what
     /// each keeps is small.
-    pub fn decode_kept(&self, day: Day, input: impl std::io::Read, len: u64, wanted: &WantedIds) -> Result<KeptIds, String> {
+    pub fn decode_kept(&self, day: Day, input: impl std::io::Read + std::io::Seek, len: u64, wanted: &WantedIds) -> Result<KeptIds, String> {
         let expected = self.usage_files.get(&day).copied().unwrap_or(0);
         let mut ids = Vec::new();
-        decode_usage_entries(day, expected, input, len, |id| wanted.contains(id), |e| ids.push(e))?;
+        decode_usage_file(day, expected, input, len, Some(wanted), |e| ids.push(e))?;
         Ok(KeptIds { day, ids })
     }
 
@@ -1035,26 +1204,96 @@ mod tests {
             let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
             assert_eq!(loaded.usage.get(id).map(|s| s.day), Some(d2));
         }
-        // A file out of id order is refused.
-        let mut swapped = seen.encode_usage_of(d1);
+        // Either form: a file out of id order, two files that hold one id, a file
+        // that does not hold the listed number of ids or holds another day's are
+        // refused, and both forms hold the same ids.
+        let keyed = seen.encode_usage_of(d1);
+        assert_eq!(keyed.len(), 334 * 28 + 512, "as many bytes an id as the entries alone, and the shards' counts");
+        let old = entries_only(&keyed);
+        assert_eq!(old.len(), 334 * USAGE_ENTRY);
+        let mut swapped = old.clone();
         let (first, rest) = swapped.split_at_mut(USAGE_ENTRY);
         first.swap_with_slice(&mut rest[..USAGE_ENTRY]);
-        let mut unsorted = SeenIds { usage_files: [(d1, 334)].into(), ..Default::default() };
-        assert!(unsorted.decode_usage_of(d1, &swapped).unwrap_err().contains("not sorted"));
-        // Two files that hold one id are refused.
-        let mut twice = SeenIds { usage_files: [(d1, 334), (d2, 334)].into(), ..Default::default() };
-        twice.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap();
-        let mut same_ids_as_d2 = seen.encode_usage_of(d1);
+        let mut keys_swapped = keyed.clone();
+        let (keys, _, count) = keyed_layout(&keyed).unwrap()[0];
+        assert!(count >= 2 && keyed[keys..keys + 8] != keyed[keys + 8..keys + 16], "shard 0 holds two keys");
+        let (first, rest) = keys_swapped[keys..].split_at_mut(USAGE_KEY);
+        first.swap_with_slice(&mut rest[..USAGE_KEY]);
+        let mut same_ids_as_d2 = old.clone();
         for entry in same_ids_as_d2.chunks_exact_mut(USAGE_ENTRY) {
             entry[24..28].copy_from_slice(&d2.0.num_days_from_ce().to_le_bytes());
         }
-        twice.decode_usage_of(d2, &same_ids_as_d2).unwrap();
-        assert!(twice.finish_decoding().unwrap_err().contains("repeat an id"));
-        // A file that does not hold the listed number of ids, or holds another day's, is refused.
-        let mut short = SeenIds { usage_files: [(d1, 335)].into(), ..Default::default() };
-        assert!(short.decode_usage_of(d1, &seen.encode_usage_of(d1)).unwrap_err().contains("expected 335 entries"));
-        let mut wrong_day = SeenIds { usage_files: [(d2, 334)].into(), ..Default::default() };
-        assert!(wrong_day.decode_usage_of(d2, &seen.encode_usage_of(d1)).unwrap_err().contains("another day"));
+        let keyed_as_d2 = with_day(&keyed, d2);
+        for (file, unsorted, as_d2) in [(&old, &swapped, &same_ids_as_d2), (&keyed, &keys_swapped, &keyed_as_d2)] {
+            let mut refused = SeenIds { usage_files: [(d1, 334)].into(), ..Default::default() };
+            assert!(refused.decode_usage_of(d1, unsorted).unwrap_err().contains("not sorted"));
+            let mut twice = SeenIds { usage_files: [(d1, 334), (d2, 334)].into(), ..Default::default() };
+            twice.decode_usage_of(d1, file).unwrap();
+            twice.decode_usage_of(d2, as_d2).unwrap();
+            assert!(twice.finish_decoding().unwrap_err().contains("repeat an id"));
+            let mut short = SeenIds { usage_files: [(d1, 335)].into(), ..Default::default() };
+            assert!(short.decode_usage_of(d1, file).unwrap_err().contains("expected 335 entries"));
+            let mut wrong_day = SeenIds { usage_files: [(d2, 334)].into(), ..Default::default() };
+            assert!(wrong_day.decode_usage_of(d2, file).unwrap_err().contains("another day"));
+            let mut read = SeenIds { usage_files: [(d1, 334)].into(), ..Default::default() };
+            read.decode_usage_of(d1, file).unwrap();
+            read.finish_decoding().unwrap();
+            assert_eq!(read.encode_usage_of(d1), keyed);
+        }
+        // Shard counts that are not the file's are refused.
+        let mut miscounted = keyed.clone();
+        let last_shard = miscounted.len() - 8;
+        miscounted[last_shard] ^= 1;
+        let mut refused = SeenIds { usage_files: [(d1, 334)].into(), ..Default::default() };
+        assert!(refused.decode_usage_of(d1, &miscounted).unwrap_err().contains("do not hold the 334 entries"));
+    }
+
+    /// Where each shard's keys and rests begin in a usage-id file with key columns,
+    /// and how many ids it holds; `None` for a file of the older form.
+    fn keyed_layout(file: &[u8]) -> Option<Vec<(usize, usize, usize)>> {
+        let (shards, trailer) = file.split_at_checked(file.len().checked_sub(USAGE_TRAILER)?)?;
+        let counts: Vec<usize> = trailer.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+        let ids = counts.iter().try_fold(0usize, |sum, &c| sum.checked_add(c))?;
+        if ids.checked_mul(USAGE_KEY + USAGE_REST)? != shards.len() {
+            return None;
+        }
+        let mut at = 0;
+        Some(
+            counts
+                .into_iter()
+                .map(|count| {
+                    let shard = (at, at + count * USAGE_KEY, count);
+                    at += count * (USAGE_KEY + USAGE_REST);
+                    shard
+                })
+                .collect(),
+        )
+    }
+
+    /// A usage-id file with key columns in the older form, the entries alone.
+    fn entries_only(file: &[u8]) -> Vec<u8> {
+        let Some(layout) = keyed_layout(file) else { return file.to_vec() };
+        let mut out = Vec::new();
+        for (keys, rests, count) in layout {
+            for i in 0..count {
+                let (key, rest) = (&file[keys + i * USAGE_KEY..][..USAGE_KEY], &file[rests + i * USAGE_REST..][..USAGE_REST]);
+                out.extend_from_slice(&rest[..8]);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&rest[8..]);
+            }
+        }
+        out
+    }
+
+    /// A usage-id file with key columns whose every entry is of `day`.
+    fn with_day(file: &[u8], day: Day) -> Vec<u8> {
+        let mut out = file.to_vec();
+        for (_, rests, count) in keyed_layout(file).unwrap() {
+            for i in 0..count {
+                out[rests + i * USAGE_REST + 16..][..4].copy_from_slice(&day.0.num_days_from_ce().to_le_bytes());
+            }
+        }
+        out
     }
 
     proptest::proptest! {
@@ -1075,10 +1314,12 @@ mod tests {
             for &id in &held {
                 run.usage.insert(id, SeenUsage { day, content: id as u64 ^ 7 });
             }
-            // Every `share`-th held id is wanted, with other ids, some twice.
+            // Every `share`-th held id is wanted, with other ids, some twice, and
+            // some that differ from a held id in their lowest bit only (the same key).
             let mut wanted: Vec<u128> = held.iter().copied().enumerate().filter(|(i, _)| share > 0 && i % share == 0).map(|(_, id)| id).collect();
             wanted.extend(others.iter().map(|&id| squeeze(id)));
             wanted.extend(others.iter().take(5).map(|&id| squeeze(id)));
+            wanted.extend(held.iter().skip(1).step_by(7).map(|&id| id ^ 1));
             let wanted_set: BTreeSet<u128> = wanted.iter().copied().collect();
             let wanted = WantedIds::new(wanted);
             proptest::prop_assert_eq!(wanted.len(), wanted_set.len());
@@ -1087,16 +1328,25 @@ mod tests {
                 proptest::prop_assert_eq!(wanted.contains(id), wanted_set.contains(&id));
                 proptest::prop_assert_eq!(wanted.contains(id.wrapping_add(1)), wanted_set.contains(&id.wrapping_add(1)));
             }
-            let file = run.encode_usage_of(day);
-            let mut loaded = SeenIds { usage_files: [(day, held.len() as u64)].into(), ..Default::default() };
-            loaded.decode_usage_from(day, &file[..], file.len() as u64, Some(&wanted)).unwrap();
-            loaded.finish_decoding().unwrap();
+            let keyed = run.encode_usage_of(day);
+            let decode = |file: &[u8]| {
+                let mut loaded = SeenIds { usage_files: [(day, held.len() as u64)].into(), ..Default::default() };
+                loaded.decode_usage_from(day, std::io::Cursor::new(file), file.len() as u64, Some(&wanted)).unwrap();
+                loaded.finish_decoding().unwrap();
+                loaded
+            };
+            let loaded = decode(&keyed);
+            // The older form (the entries alone) keeps the same.
+            proptest::prop_assert_eq!(&decode(&entries_only(&keyed)), &loaded);
             // Decoded apart and added, the same.
-            let mut apart = SeenIds { usage_files: loaded.usage_files.clone(), ..Default::default() };
-            let kept = apart.decode_kept(day, &file[..], file.len() as u64, &wanted).unwrap();
-            apart.add_kept(kept);
-            apart.finish_decoding().unwrap();
-            proptest::prop_assert_eq!(&apart, &loaded);
+            for file in [keyed.clone(), entries_only(&keyed)] {
+                let mut apart = SeenIds { usage_files: loaded.usage_files.clone(), ..Default::default() };
+                let kept = apart.decode_kept(day, std::io::Cursor::new(&file[..]), file.len() as u64, &wanted).unwrap();
+                apart.add_kept(kept);
+                apart.finish_decoding().unwrap();
+                proptest::prop_assert_eq!(&apart, &loaded);
+            }
+            let file = entries_only(&keyed);
             let kept: Vec<u128> = held.iter().copied().filter(|&id| wanted.contains(id)).collect();
             proptest::prop_assert_eq!(loaded.usage.len(), kept.len());
             for &id in &held {
@@ -1109,10 +1359,31 @@ mod tests {
                 first.swap_with_slice(&mut rest[..USAGE_ENTRY]);
                 let mut unsorted = SeenIds { usage_files: [(day, held.len() as u64)].into(), ..Default::default() };
                 let empty = WantedIds::new(Vec::new());
-                let refused = unsorted.decode_usage_from(day, &swapped[..], swapped.len() as u64, Some(&empty));
+                // The entries alone are all read, wanted or not.
+                let refused = unsorted.decode_usage_from(day, std::io::Cursor::new(&swapped[..]), swapped.len() as u64, Some(&empty));
                 proptest::prop_assert!(refused.unwrap_err().contains("not sorted"));
-                let refused = unsorted.decode_kept(day, &swapped[..], swapped.len() as u64, &empty).err();
+                let refused = unsorted.decode_kept(day, std::io::Cursor::new(&swapped[..]), swapped.len() as u64, &empty).err();
                 proptest::prop_assert!(refused.is_some_and(|e| e.contains("not sorted")));
+                // With key columns, every key is read: two keys out of order are
+                // refused, wanted or not.
+                let layout = keyed_layout(&keyed).unwrap();
+                let two_keys = layout.iter().find(|s| s.2 >= 2).map(|s| s.0).filter(|&k| keyed[k..k + 8] != keyed[k + 8..k + 16]);
+                if let Some(keys) = two_keys {
+                    let mut swapped = keyed.clone();
+                    let (first, rest) = swapped[keys..].split_at_mut(USAGE_KEY);
+                    first.swap_with_slice(&mut rest[..USAGE_KEY]);
+                    let refused = unsorted.decode_kept(day, std::io::Cursor::new(&swapped[..]), swapped.len() as u64, &empty).err();
+                    proptest::prop_assert!(refused.is_some_and(|e| e.contains("not sorted")));
+                }
+                // The rest of an entry is read only when a wanted id has its key:
+                // another day in the last one is found when every id is wanted.
+                let &(_, rests, count) = layout.iter().find(|s| s.2 >= 1).unwrap();
+                let mut other_day = keyed.clone();
+                other_day[rests + (count - 1) * USAGE_REST + 16] ^= 1;
+                let refused = unsorted.decode_usage_from(day, std::io::Cursor::new(&other_day[..]), other_day.len() as u64, None).err();
+                proptest::prop_assert!(refused.is_some_and(|e| e.contains("another day")));
+                let unread = unsorted.decode_kept(day, std::io::Cursor::new(&other_day[..]), other_day.len() as u64, &empty);
+                proptest::prop_assert!(unread.is_ok());
             }
         }
     }

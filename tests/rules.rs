@@ -349,14 +349,44 @@ fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicate
     let as_empty = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted_none })).unwrap();
     assert_eq!(as_empty.seen.usage.len(), 0);
 
+    // Each file is per id shard a key column (the top 8 bytes of each id's
+    // digest) and the rest of each entry (20 bytes: the digest's low 8, its
+    // content's digest and its day), then the 64 shards' counts; one written
+    // before the key columns, the entries alone (the digest's 16 bytes, then
+    // the rest), is read the same.
+    let ids_file = |d: &str| s.out().join(format!("state/{d}.usage-ids"));
+    let keyed: Vec<Vec<u8>> = ["2026-10-01", "2026-10-02"].map(|d| std::fs::read(ids_file(d)).unwrap()).into();
+    assert_eq!(keyed.iter().map(Vec::len).collect::<Vec<_>>(), [20 * 28 + 512, 28 + 512]);
+    for (d, file) in ["2026-10-01", "2026-10-02"].iter().zip(&keyed) {
+        let (shards, trailer) = file.split_at(file.len() - 512);
+        let mut entries = Vec::new();
+        let mut at = 0;
+        for count in trailer.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize) {
+            let (keys, rests) = shards[at..at + count * 28].split_at(count * 8);
+            for (key, rest) in keys.chunks_exact(8).zip(rests.chunks_exact(20)) {
+                entries.extend_from_slice(&rest[..8]);
+                entries.extend_from_slice(key);
+                entries.extend_from_slice(&rest[8..]);
+            }
+            at += count * 28;
+        }
+        std::fs::write(ids_file(d), entries).unwrap();
+    }
+    let old_form = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted3 })).unwrap();
+    assert_eq!((old_form.seen.usage.len(), old_form.seen.usage), (2, as_day3.seen.usage.clone()));
+    let old_form_all = store.load(day("2026-10-02")).unwrap();
+    assert_eq!(old_form_all.seen.usage, after_day2.seen.usage);
+    for (d, file) in ["2026-10-01", "2026-10-02"].iter().zip(&keyed) {
+        std::fs::write(ids_file(d), file).unwrap();
+    }
+
     // Damaged id files are refused, the first in day order named, whether the
     // files are decoded on all cores (a day's ids wanted) or one at a time.
-    let ids_file = |d: &str| s.out().join(format!("state/{d}.usage-ids"));
     for d in ["2026-10-01", "2026-10-02"] {
         let bytes = std::fs::read(ids_file(d)).unwrap();
         std::fs::write(ids_file(d), &bytes[..bytes.len() - 1]).unwrap();
     }
-    let refused = format!("{}: usage id file holds 559 bytes, expected 20 entries", ids_file("2026-10-01").display());
+    let refused = format!("{}: usage id file holds 1071 bytes, expected 20 entries", ids_file("2026-10-01").display());
     let with_wanted = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &wanted3 }));
     assert_eq!(with_wanted.err(), Some(refused.clone()));
     let keeping_all = store.load_for(day("2026-10-02"), Some(NextDay { day: day("2026-10-03"), wanted: &keep_all }));
