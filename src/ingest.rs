@@ -14,7 +14,7 @@ use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::{AccountCard, Snapshot};
-use crate::state::{ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
+use crate::state::{usage_key, ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
 use crate::spill::{SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
@@ -287,10 +287,11 @@ pub fn usage_ids_hint(dir: &Path) -> usize {
     (size / 140) as usize
 }
 
-/// The digests of the `record_id` of every record of `dir`'s `usage.csv`, for
-/// `Store::load_for` to keep only the remembered ids the day can look up: a
-/// superset of those `read_usage` looks up (it digests the same field of the
-/// same records, and only of those that pass their checks). `None` when the
+/// The keys (`state::usage_key`) of the digests of the `record_id` of every
+/// record of `dir`'s `usage.csv`, for `Store::load_for` to keep only the
+/// remembered ids the day can look up: a superset of those `read_usage` looks up
+/// (it digests the same field of the same records, and only of those that pass
+/// their checks). `None` when the
 /// file cannot be read through: its reading will say why, and until then every
 /// id is kept.
 pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
@@ -305,31 +306,31 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
     // on all cores (the reader took 1.3 s for 10M rows, on one core); any other
     // by the reader, its batches read while the previous one is digested.
     if let Some(column) = indices[0] {
-        if let Ok(Some(ids)) = crate::csvread::plain_column(&path, column, |field| id_digest(field)) {
-            return Some(WantedIds::new(ids));
+        if let Ok(Some(keys)) = crate::csvread::plain_column(&path, column, |field| usage_key(id_digest(field))) {
+            return Some(WantedIds::new(keys));
         }
     }
-    let mut ids: Vec<u128> = Vec::with_capacity(usage_ids_hint(dir) + USAGE_BATCH);
+    let mut keys: Vec<u64> = Vec::with_capacity(usage_ids_hint(dir) + USAGE_BATCH);
     let (mut current, mut next) = (Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH).ok()?;
     while !current.is_empty() {
-        let (more, digests) = rayon::join(
+        let (more, batch_keys) = rayon::join(
             || reader.next_batch(&mut next, USAGE_BATCH),
-            || -> Vec<u128> {
+            || -> Vec<u64> {
                 current
                     .par_iter()
                     .filter_map(|row| match row {
-                        RawRow::Record { record, .. } => Some(id_digest(Fields::new(record, &indices).get(0))),
+                        RawRow::Record { record, .. } => Some(usage_key(id_digest(Fields::new(record, &indices).get(0)))),
                         RawRow::Bad { .. } => None,
                     })
                     .collect()
             },
         );
         more.ok()?;
-        ids.extend(digests);
+        keys.extend(batch_keys);
         std::mem::swap(&mut current, &mut next);
     }
-    Some(WantedIds::new(ids))
+    Some(WantedIds::new(keys))
 }
 
 /// Read `usage.csv`: batches are read while the previous one is checked, rows are

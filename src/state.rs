@@ -61,8 +61,9 @@ const USAGE_TRAILER: usize = ID_SHARDS * 8;
 /// read them in one piece (a page's worth).
 const USAGE_GAP: u64 = 4096 / USAGE_REST as u64;
 
-/// The key of an id in a usage-id file's key column.
-fn usage_key(id: u128) -> u64 {
+/// The key of an id in a usage-id file's key column, and in `WantedIds`: the top
+/// 64 bits of its digest.
+pub fn usage_key(id: u128) -> u64 {
     (id >> 64) as u64
 }
 
@@ -287,77 +288,82 @@ impl RememberedShard {
     }
 }
 
-/// The usage ids a day can look up: the digests of every `record_id` of its
-/// `usage.csv`, sorted, with an index of where each prefix of the digest starts.
-/// The ids of earlier days are decoded through it and only those the day can
-/// meet are kept: a month of 10M-row days remembers 300M ids (8 GB at 28 bytes an
-/// id, 10.8 GB resident on the 1st of the next month), of which a day meets its
-/// own few re-sent ones.
+/// The usage ids a day can look up, by key: the top 64 bits of the digest of
+/// every `record_id` of its `usage.csv` (`usage_key`), sorted, with an index of
+/// where each prefix of the keys starts. The ids of earlier days are decoded
+/// through it and only those whose key it holds are kept: a month of 10M-row days
+/// remembers 300M ids (8 GB at 28 bytes an id, 10.8 GB resident on the 1st of the
+/// next month), of which a day meets its own few re-sent ones. Keys, not whole
+/// digests, since a superset of the ids the day looks up serves as well (an id
+/// kept that the day does not look up is never found): 80 MB at 10M rows instead
+/// of 160, gathered in parts and then put together (twice as much while they
+/// were, the peak of a late 10M-row day), and the chance that an id of another
+/// day shares a key with one of the day's is ~n·m/2^64.
 #[derive(Clone, Debug)]
 pub struct WantedIds {
-    ids: Vec<u128>,
-    /// Top bits of the digest that `starts` is indexed by (about four ids a prefix).
+    keys: Vec<u64>,
+    /// Top bits of the key that `starts` is indexed by (about four keys a prefix).
     bits: u32,
-    /// `starts[p]..starts[p + 1]`: the ids whose top `bits` bits are `p`.
+    /// `starts[p]..starts[p + 1]`: the keys whose top `bits` bits are `p`.
     starts: Vec<u32>,
-    /// A bit for each value of the top `key_bits` bits of a digest, set when an
-    /// id has it (16 to 32 bits an id, at most 16 MB: 13 bits an id at 10M ids):
-    /// most keys of a usage-id file's key column are
-    /// turned away by one bit read in order, and a branch that rarely goes the
-    /// other way (`may_have_key`).
-    key_filter: Vec<u64>,
-    key_bits: u32,
+    /// A bit for each value of the top `filter_bits` bits of a key, set when a
+    /// wanted key has it (16 to 32 bits a key, at most 16 MB: 13 bits a key at
+    /// 10M): most keys of a usage-id file's key column, read in order, are
+    /// turned away by one bit read in order and a branch that rarely goes the
+    /// other way (`holds_key`).
+    filter: Vec<u64>,
+    filter_bits: u32,
 }
 
 impl WantedIds {
-    pub fn new(mut ids: Vec<u128>) -> WantedIds {
+    /// The wanted ids of `keys` (`usage_key` of each id's digest; in any order,
+    /// any key any number of times).
+    pub fn new(mut keys: Vec<u64>) -> WantedIds {
         use rayon::slice::ParallelSliceMut;
-        ids.par_sort_unstable();
-        ids.dedup();
-        assert!(ids.len() < u32::MAX as usize, "a day's usage ids are indexed by u32");
-        let bits = ((ids.len() / 4).max(1).ilog2() + 1).min(26);
+        keys.par_sort_unstable();
+        keys.dedup();
+        assert!(keys.len() < u32::MAX as usize, "a day's usage ids are indexed by u32");
+        let bits = ((keys.len() / 4).max(1).ilog2() + 1).min(26);
         let mut starts = vec![0u32; (1 << bits) + 1];
-        for &id in &ids {
-            starts[(id >> (128 - bits)) as usize + 1] += 1;
+        for &key in &keys {
+            starts[(key >> (64 - bits)) as usize + 1] += 1;
         }
         for p in 1..starts.len() {
             starts[p] += starts[p - 1];
         }
-        let key_bits = (ids.len().max(1).ilog2() + 5).clamp(12, 27);
-        let mut key_filter = vec![0u64; 1 << (key_bits - 6)];
-        for &id in &ids {
-            let bit = usage_key(id) >> (64 - key_bits);
-            key_filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        let filter_bits = (keys.len().max(1).ilog2() + 5).clamp(12, 27);
+        let mut filter = vec![0u64; 1 << (filter_bits - 6)];
+        for &key in &keys {
+            let bit = key >> (64 - filter_bits);
+            filter[(bit >> 6) as usize] |= 1 << (bit & 63);
         }
-        WantedIds { ids, bits, starts, key_filter, key_bits }
+        WantedIds { keys, bits, starts, filter, filter_bits }
     }
 
-    /// False when no wanted id has `key` (the top 64 bits of its digest).
-    fn may_have_key(&self, key: u64) -> bool {
-        let bit = key >> (64 - self.key_bits);
-        self.key_filter[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
-    }
-
-    /// Whether a wanted id has `key`.
-    fn has_key(&self, key: u64) -> bool {
-        let p = (key >> (64 - self.bits)) as usize;
-        self.ids[self.starts[p] as usize..self.starts[p + 1] as usize].iter().any(|&id| usage_key(id) == key)
-    }
-
-    /// How many distinct ids are wanted.
+    /// How many distinct keys are wanted.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.keys.is_empty()
     }
 
-    /// Whether `id` is wanted. A file's ids ascend, so successive calls read the
-    /// index and the ids in order (no cache miss of their own).
-    pub fn contains(&self, id: u128) -> bool {
-        let p = (id >> (128 - self.bits)) as usize;
-        self.ids[self.starts[p] as usize..self.starts[p + 1] as usize].contains(&id)
+    /// Whether an id with `key` (the top 64 bits of its digest) is wanted. Keys
+    /// asked for in ascending order read the filter and the index in order (no
+    /// cache miss of their own).
+    pub fn holds_key(&self, key: u64) -> bool {
+        let bit = key >> (64 - self.filter_bits);
+        if self.filter[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
+            return false;
+        }
+        let p = (key >> (64 - self.bits)) as usize;
+        self.keys[self.starts[p] as usize..self.starts[p + 1] as usize].contains(&key)
+    }
+
+    /// Whether `id` is wanted: whether an id with its key is.
+    pub fn holds(&self, id: u128) -> bool {
+        self.holds_key(usage_key(id))
     }
 }
 
@@ -410,8 +416,8 @@ fn decode_usage_entries(
 }
 
 /// Check `day`'s usage id file of `expected` entries (its `len` bytes, read from
-/// `input`) and hand each entry whose id `wanted` holds (every entry, without it)
-/// to `add`, in id order. The file is in either form `SeenIds::write_usage_with`
+/// `input`) and hand each entry whose id `wanted` holds (`WantedIds::holds`;
+/// every entry, without it) to `add`, in id order. The file is in either form `SeenIds::write_usage_with`
 /// has written, told apart by its length: the entries alone (28 bytes each, every
 /// one read and checked), or per id shard a key column and then the rest of each
 /// entry, with the shards' counts at the end (28 bytes an id and 512: only the
@@ -428,15 +434,15 @@ fn decode_usage_file(
     if expected > 0 && keyed == Some(len) {
         decode_keyed_usage_entries(day, expected, input, len, wanted, add)
     } else {
-        decode_usage_entries(day, expected, input, len, |id| wanted.is_none_or(|w| w.contains(id)), add)
+        decode_usage_entries(day, expected, input, len, |id| wanted.is_none_or(|w| w.holds(id)), add)
     }
 }
 
 /// `decode_usage_file` for a file with key columns: per shard, its keys are read
-/// and checked (each shard's own, ascending) and looked up among the wanted ids'
-/// (`WantedIds::may_have_key`, then `has_key`); the rests of the entries whose key
-/// a wanted id has (every entry's, without `wanted`) are read, a few pages at a
-/// time, and checked (ids ascending, of `day`); those `wanted` holds go to `add`.
+/// and checked (each shard's own, ascending) and looked up among the wanted ones
+/// (`WantedIds::holds_key`); the rests of the entries whose key is wanted (every
+/// entry's, without `wanted`) are read, a few pages at a time, checked (ids
+/// ascending, of `day`) and handed to `add`.
 /// An entry not read is checked only as far as its key is.
 fn decode_keyed_usage_entries(
     day: Day,
@@ -477,7 +483,7 @@ fn decode_keyed_usage_entries(
                     return Err("usage id file is not sorted by id".into());
                 }
                 last_key = Some(key);
-                if wanted.is_none_or(|w| w.may_have_key(key) && w.has_key(key)) {
+                if wanted.is_none_or(|w| w.holds_key(key)) {
                     needed.push((index, key));
                 }
                 index += 1;
@@ -508,9 +514,7 @@ fn decode_keyed_usage_entries(
                 if stored != day_number {
                     return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
                 }
-                if wanted.is_none_or(|w| w.contains(id)) {
-                    add(RememberedId { id, content, day });
-                }
+                add(RememberedId { id, content, day });
             }
             from = to;
         }
@@ -1297,8 +1301,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Decoded through `WantedIds`, a file keeps exactly the ids both hold,
-        /// with their records; an entry not kept is checked all the same.
+        /// Decoded through `WantedIds`, a file keeps exactly the ids whose key a
+        /// wanted id has (the ids both hold, and any other of such a key), with
+        /// their records, in either form.
         #[test]
         fn a_file_decoded_through_the_wanted_ids_keeps_exactly_those_it_holds(
             held in proptest::collection::btree_set(proptest::prelude::any::<u128>(), 0..600),
@@ -1307,8 +1312,9 @@ mod tests {
             crowded in proptest::prelude::any::<bool>(),
         ) {
             let day = Day::parse("2026-10-31").unwrap();
-            // Crowded ids share their top bits, so that runs of the index are long.
-            let squeeze = |id: u128| if crowded { id >> 100 } else { id };
+            // Crowded ids share their top bits, so that runs of the index are long
+            // and keys repeat.
+            let squeeze = |id: u128| if crowded { id >> 50 } else { id };
             let held: BTreeSet<u128> = held.into_iter().map(squeeze).collect();
             let mut run = SeenIds::default();
             for &id in &held {
@@ -1320,13 +1326,15 @@ mod tests {
             wanted.extend(others.iter().map(|&id| squeeze(id)));
             wanted.extend(others.iter().take(5).map(|&id| squeeze(id)));
             wanted.extend(held.iter().skip(1).step_by(7).map(|&id| id ^ 1));
-            let wanted_set: BTreeSet<u128> = wanted.iter().copied().collect();
-            let wanted = WantedIds::new(wanted);
-            proptest::prop_assert_eq!(wanted.len(), wanted_set.len());
-            for &id in held.iter().chain(&others).chain(&wanted_set) {
+            let wanted_keys: BTreeSet<u64> = wanted.iter().map(|&id| usage_key(id)).collect();
+            let wanted_ids: BTreeSet<u128> = wanted.iter().copied().collect();
+            let wanted = WantedIds::new(wanted.iter().map(|&id| usage_key(id)).collect());
+            proptest::prop_assert_eq!(wanted.len(), wanted_keys.len());
+            for &id in held.iter().chain(&others).chain(&wanted_ids) {
                 let id = squeeze(id);
-                proptest::prop_assert_eq!(wanted.contains(id), wanted_set.contains(&id));
-                proptest::prop_assert_eq!(wanted.contains(id.wrapping_add(1)), wanted_set.contains(&id.wrapping_add(1)));
+                for id in [id, id.wrapping_add(1), id.wrapping_add(1 << 64), id.wrapping_sub(1 << 64)] {
+                    proptest::prop_assert_eq!(wanted.holds(id), wanted_keys.contains(&usage_key(id)));
+                }
             }
             let keyed = run.encode_usage_of(day);
             let decode = |file: &[u8]| {
@@ -1347,11 +1355,13 @@ mod tests {
                 proptest::prop_assert_eq!(&apart, &loaded);
             }
             let file = entries_only(&keyed);
-            let kept: Vec<u128> = held.iter().copied().filter(|&id| wanted.contains(id)).collect();
+            let kept: Vec<u128> = held.iter().copied().filter(|&id| wanted_keys.contains(&usage_key(id))).collect();
             proptest::prop_assert_eq!(loaded.usage.len(), kept.len());
             for &id in &held {
-                let expected = wanted.contains(id).then_some(SeenUsage { day, content: id as u64 ^ 7 });
+                let expected = wanted_keys.contains(&usage_key(id)).then_some(SeenUsage { day, content: id as u64 ^ 7 });
                 proptest::prop_assert_eq!(loaded.usage.get(id), expected);
+                // Every held id that is wanted is kept.
+                proptest::prop_assert!(!wanted_ids.contains(&id) || loaded.usage.get(id).is_some());
             }
             if held.len() >= 2 {
                 let mut swapped = file.clone();
