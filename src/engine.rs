@@ -79,8 +79,11 @@ impl Event {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Ordered as its text (the merged bill's keys are). (The default is a
+/// placeholder, for lists merged in place: `monthly::merge_lacking`.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LineKind {
+    #[default]
     Postpaid,
     Prepaid,
     Refund,
@@ -93,6 +96,9 @@ impl LineKind {
             LineKind::Prepaid => "prepaid",
             LineKind::Refund => "refund",
         }
+    }
+    pub fn parse(text: &str) -> Option<LineKind> {
+        [LineKind::Postpaid, LineKind::Prepaid, LineKind::Refund].into_iter().find(|k| k.as_str() == text)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::ids::Uin;
 use crate::money::Money;
 use crate::reference::HistoryRow;
 use crate::snapshot::{Member, Org, Snapshot};
-use crate::state::{BillKey, BillSums, MonthAggregates, SelfPaidKey, Text};
+use crate::state::{BillKey, BillSums, MonthAggregates, PayMode, SelfPaidKey, Text};
 use crate::time::{Month, Ts};
 use std::collections::BTreeMap;
 
@@ -169,8 +169,8 @@ impl LineSumsBuilder {
             .merged
             .into_iter()
             .map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
-                let pay_mode = Text::from(if payer { "payer" } else { "self" });
-                (month.get(), (org_id(o), bill_owner, member, pay_mode, Text::from(product.0.as_str()), Text::from(kind.as_str())), sums)
+                let pay_mode = if payer { PayMode::Payer } else { PayMode::SelfPaid };
+                (month.get(), (org_id(o), bill_owner, member, pay_mode, Text::from(product.0.as_str()), kind), sums)
             })
             .collect();
         let self_paid = self

@@ -4,6 +4,7 @@
 //! Invariant: a state file is written whole (aside, then renamed) and names the
 //! day it follows; `state/D.json` existing means day D is settled and committed.
 
+use crate::engine::LineKind;
 use crate::ids::Uin;
 use crate::money::Money;
 use crate::time::{Day, Month};
@@ -682,8 +683,35 @@ impl From<BillSumsRow> for BillSums {
 /// Short key text (ids, codes): kept inline, without a heap allocation, up to 24
 /// bytes; ordered as `str`.
 pub type Text = compact_str::CompactString;
-/// (org_id, bill_owner_uin, member_uin, pay_mode, product, kind): the merged-bill key.
-pub type BillKey = (Text, Uin, Uin, Text, Text, Text);
+/// (org_id, bill_owner_uin, member_uin, pay_mode, product, kind): the merged-bill
+/// key. The pay mode and the kind are a byte each, ordered and stored as their
+/// texts (as inline text they were 24 bytes each: a month's list of 627k entries
+/// after a month of 1M-row days, and the day's new list beside it, were the
+/// peak of a later day's fold at 10M rows).
+pub type BillKey = (Text, Uin, Uin, PayMode, Text, LineKind);
+
+/// A merged-bill row's pay mode (§11.3): `payer` (its bill owner pays as the
+/// member's payer) or `self` (the managing account's bill, for a member that pays
+/// for itself). Ordered as its text. (The default is a placeholder, for lists
+/// merged in place: `monthly::merge_lacking`.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PayMode {
+    #[default]
+    Payer,
+    SelfPaid,
+}
+
+impl PayMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayMode::Payer => "payer",
+            PayMode::SelfPaid => "self",
+        }
+    }
+    pub fn parse(text: &str) -> Option<PayMode> {
+        [PayMode::Payer, PayMode::SelfPaid].into_iter().find(|m| m.as_str() == text)
+    }
+}
 /// (org_id, member_uin, product): the self-paid key.
 pub type SelfPaidKey = (Text, Uin, Text);
 
@@ -862,6 +890,36 @@ macro_rules! serde_as_string {
 
 serde_as_string!(Day, Day::parse, "day");
 serde_as_string!(Month, Month::parse, "month");
+
+/// Serialize and deserialize a type of a few values as its text (`as_str`,
+/// `parse`), read without an allocation where the format lends the text.
+macro_rules! serde_as_name {
+    ($t:ty, $parse:expr, $what:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                struct Name;
+                impl serde::de::Visitor<'_> for Name {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        write!(f, "a {}", $what)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$t, E> {
+                        $parse(text).ok_or_else(|| E::custom(format!("bad {} {text:?}", $what)))
+                    }
+                }
+                d.deserialize_str(Name)
+            }
+        }
+    };
+}
+
+serde_as_name!(PayMode, PayMode::parse, "pay mode");
+serde_as_name!(LineKind, LineKind::parse, "line kind");
 
 impl SeenIds {
     /// The binary form of the usage ids first accepted on `day`, sorted by id
@@ -1141,8 +1199,8 @@ mod tests {
             credit: m("1.00"),
         };
         // "org,\"2" sorts before "org-1" (',' < '-').
-        a.merged.push((("org,\"2".into(), 1, 2, "self".into(), "cos".into(), "refund".into()), BillSums::default()));
-        a.merged.push((("org-1".into(), 100000000001, 100000000002, "payer".into(), "cvm".into(), "postpaid".into()), sums.clone()));
+        a.merged.push((("org,\"2".into(), 1, 2, PayMode::SelfPaid, "cos".into(), LineKind::Refund), BillSums::default()));
+        a.merged.push((("org-1".into(), 100000000001, 100000000002, PayMode::Payer, "cvm".into(), LineKind::Postpaid), sums.clone()));
         a.self_paid.push((("org-1".into(), 100000000002, "cvm".into()), m("-12.34")));
         let bytes = encode_month(&a);
         let mut streamed = Vec::new();
@@ -1163,6 +1221,35 @@ mod tests {
         // The JSON still spells amounts as text.
         assert_eq!(serde_json::to_string(&m("-0.01")).unwrap(), "\"-0.01\"");
         assert!(decode_month(&bytes[..bytes.len() - 1]).is_err(), "a cut file is refused");
+    }
+
+    #[test]
+    fn pay_modes_and_kinds_are_ordered_and_stored_as_their_texts() {
+        // Ordered as their texts, so that a month's merged-bill list keeps the
+        // order it had when they were text.
+        let modes = [PayMode::Payer, PayMode::SelfPaid];
+        let kinds = [LineKind::Postpaid, LineKind::Prepaid, LineKind::Refund];
+        for a in modes {
+            for b in modes {
+                assert_eq!(a.cmp(&b), a.as_str().cmp(b.as_str()), "{a:?} {b:?}");
+            }
+            // Stored as the text: a month file's bytes are those of the text.
+            assert_eq!(postcard::to_allocvec(&a).unwrap(), postcard::to_allocvec(a.as_str()).unwrap());
+            assert_eq!(postcard::from_bytes::<PayMode>(&postcard::to_allocvec(a.as_str()).unwrap()).unwrap(), a);
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{}\"", a.as_str()));
+        }
+        for a in kinds {
+            for b in kinds {
+                assert_eq!(a.cmp(&b), a.as_str().cmp(b.as_str()), "{a:?} {b:?}");
+            }
+            assert_eq!(postcard::to_allocvec(&a).unwrap(), postcard::to_allocvec(a.as_str()).unwrap());
+            assert_eq!(postcard::from_bytes::<LineKind>(&postcard::to_allocvec(a.as_str()).unwrap()).unwrap(), a);
+        }
+        // Any other text is refused.
+        for bad in ["Payer", "self ", "", "postpaid"] {
+            assert!(postcard::from_bytes::<PayMode>(&postcard::to_allocvec(bad).unwrap()).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<LineKind>("\"payer\"").unwrap_err().to_string().contains("bad line kind \"payer\""));
     }
 
     #[test]
