@@ -398,22 +398,30 @@ fn decode_usage_entries(
         input.read_exact(bytes).map_err(|e| format!("cannot read the usage id file: {e}"))?;
         for c in bytes.chunks_exact(USAGE_ENTRY) {
             let id = u128::from_le_bytes(c[0..16].try_into().expect("16 bytes"));
-            if previous.is_some_and(|p| p >= id) {
-                return Err("usage id file is not sorted by id".into());
-            }
-            previous = Some(id);
-            let content = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
-            let stored = i32::from_le_bytes(c[24..28].try_into().expect("4 bytes"));
-            if stored != day_number {
-                return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
-            }
+            let entry = checked_entry(day, day_number, id, &c[16..], &mut previous)?;
             if keep(id) {
-                add(RememberedId { id, content, day });
+                add(entry);
             }
         }
         left -= n as u64;
     }
     Ok(())
+}
+
+/// The entry of `id` in `day`'s usage id file (whose day number is `day_number`),
+/// its content digest and day the 12 bytes of `tail`, checked: its id is above
+/// `previous` (then it becomes `previous`), and its day is `day`.
+fn checked_entry(day: Day, day_number: i32, id: u128, tail: &[u8], previous: &mut Option<u128>) -> Result<RememberedId, String> {
+    if previous.is_some_and(|p| p >= id) {
+        return Err("usage id file is not sorted by id".into());
+    }
+    *previous = Some(id);
+    let content = u64::from_le_bytes(tail[0..8].try_into().expect("8 bytes"));
+    let stored = i32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
+    if stored != day_number {
+        return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
+    }
+    Ok(RememberedId { id, content, day })
 }
 
 /// Check `day`'s usage id file of `expected` entries (its `len` bytes, read from
@@ -506,16 +514,7 @@ fn decode_keyed_usage_entries(
             for &(index, key) in &needed[from..to] {
                 let c = &bytes[(index - first) as usize * USAGE_REST..][..USAGE_REST];
                 let id = u128::from(key) << 64 | u128::from(u64::from_le_bytes(c[0..8].try_into().expect("8 bytes")));
-                if previous.is_some_and(|p| p >= id) {
-                    return Err("usage id file is not sorted by id".into());
-                }
-                previous = Some(id);
-                let content = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
-                let stored = i32::from_le_bytes(c[16..20].try_into().expect("4 bytes"));
-                if stored != day_number {
-                    return Err(format!("usage id file of {day} holds an id of another day ({stored})"));
-                }
-                add(RememberedId { id, content, day });
+                add(checked_entry(day, day_number, id, &c[8..], &mut previous)?);
             }
             from = to;
         }
