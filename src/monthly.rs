@@ -10,7 +10,7 @@ use crate::ids::Uin;
 use crate::money::Money;
 use crate::reference::HistoryRow;
 use crate::snapshot::{Member, Org, Snapshot};
-use crate::state::{BillKey, BillSums, MonthAggregates, PayMode, SelfPaidKey, Text};
+use crate::state::{BillKey, BillSums, MonthAggregates, PayMode, ProductName, SelfPaidKey, Text};
 use crate::time::{Month, Ts};
 use std::collections::BTreeMap;
 
@@ -170,13 +170,13 @@ impl LineSumsBuilder {
             .into_iter()
             .map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
                 let pay_mode = if payer { PayMode::Payer } else { PayMode::SelfPaid };
-                (month.get(), (org_id(o), bill_owner, member, pay_mode, Text::from(product.0.as_str()), kind), sums)
+                (month.get(), (org_id(o), bill_owner, member, pay_mode, ProductName(product.0), kind), sums)
             })
             .collect();
         let self_paid = self
             .self_paid
             .into_iter()
-            .map(|((month, o, member, product), total)| (month.get(), (org_id(o), member, Text::from(product.0.as_str())), total))
+            .map(|((month, o, member, product), total)| (month.get(), (org_id(o), member, ProductName(product.0)), total))
             .collect();
         (merged, self_paid)
     }
@@ -454,7 +454,7 @@ fn month_data(
                 .member(*member)
                 .is_some_and(|m| m.uin != org.management_uin && m.joined_at > month.start());
             if !joined_late {
-                *data.entry((*member, product.to_string())).or_default() += *total;
+                *data.entry((*member, product.as_str().to_string())).or_default() += *total;
             }
         }
     }

@@ -390,7 +390,7 @@ fn merged_bill_rows(
         out.put(numbers.format(*owner));
         out.push(',');
         out.put(numbers.format(*member));
-        for text in [name, dept, pay_mode.as_str(), product, kind.as_str()] {
+        for text in [name, dept, pay_mode.as_str(), product.as_str(), kind.as_str()] {
             out.push(',');
             push_field(out, text);
         }
@@ -454,7 +454,7 @@ mod tests {
     use super::*;
     use crate::money::Money;
     use crate::engine::LineKind;
-    use crate::state::{BillKey, BillSums, PayMode, Text};
+    use crate::state::{BillKey, BillSums, PayMode, ProductName, Text};
 
     #[test]
     fn voucher_usage_rendered_a_run_at_a_time_is_the_file_the_csv_crate_writes() {
@@ -527,7 +527,7 @@ mod tests {
             let numbers = [s.lines.to_string(), s.list.to_string(), s.discount.to_string(), s.payable.to_string(), s.voucher.to_string(),
                 s.cash.to_string(), s.gift.to_string(), s.credit.to_string()];
             let mut record = vec![month.to_string(), org_id.to_string(), owner.to_string(), member.to_string(), name.into(), dept.into(),
-                pay_mode.as_str().to_string(), product.to_string(), kind.as_str().to_string()];
+                pay_mode.as_str().to_string(), product.as_str().to_string(), kind.as_str().to_string()];
             record.extend(numbers);
             w.write_record(&record).unwrap();
         }
@@ -560,7 +560,7 @@ mod tests {
                 // Each member twice in a row (the lookup reused), and one account the snapshot lacks.
                 let member = if i == names.len() as u64 + 1 { 999 } else { if i == 0 { 1 } else { 9 + i } };
                 [("cvm", LineKind::Postpaid), ("cbs", LineKind::Prepaid)].map(|(product, kind)| {
-                    (Text::from("org-1"), 1, member, if member == 1 { PayMode::SelfPaid } else { PayMode::Payer }, Text::from(product), kind)
+                    (Text::from("org-1"), 1, member, if member == 1 { PayMode::SelfPaid } else { PayMode::Payer }, ProductName::from(product), kind)
                 })
             })
             .collect();

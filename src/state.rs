@@ -687,7 +687,7 @@ pub type Text = compact_str::CompactString;
 /// texts (as inline text they were 24 bytes each: a month's list of 627k entries
 /// after a month of 1M-row days, and the day's new list beside it, were the
 /// peak of a later day's fold at 10M rows).
-pub type BillKey = (Text, Uin, Uin, PayMode, Text, LineKind);
+pub type BillKey = (Text, Uin, Uin, PayMode, ProductName, LineKind);
 
 /// A merged-bill row's pay mode (§11.3): `payer` (its bill owner pays as the
 /// member's payer) or `self` (the managing account's bill, for a member that pays
@@ -712,7 +712,87 @@ impl PayMode {
     }
 }
 /// (org_id, member_uin, product): the self-paid key.
-pub type SelfPaidKey = (Text, Uin, Text);
+pub type SelfPaidKey = (Text, Uin, ProductName);
+
+/// A product code in the month aggregates' keys: the interned code
+/// (`ids::intern_product`, 8 bytes, not inline text of 24), compared, ordered and
+/// stored as its text, interned again as it is read.
+#[derive(Clone, Copy)]
+pub struct ProductName(pub crate::ids::Product);
+
+impl ProductName {
+    pub fn as_str(&self) -> &'static str {
+        self.0.as_str()
+    }
+}
+
+impl From<&str> for ProductName {
+    fn from(code: &str) -> ProductName {
+        ProductName(crate::ids::intern_product(code))
+    }
+}
+
+/// An empty code: a placeholder, for lists merged in place (`monthly::merge_lacking`).
+impl Default for ProductName {
+    fn default() -> ProductName {
+        static EMPTY: String = String::new();
+        ProductName(&EMPTY)
+    }
+}
+
+impl PartialEq for ProductName {
+    fn eq(&self, other: &ProductName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ProductName {}
+
+impl PartialOrd for ProductName {
+    fn partial_cmp(&self, other: &ProductName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProductName {
+    fn cmp(&self, other: &ProductName) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for ProductName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::fmt::Debug for ProductName {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl Serialize for ProductName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProductName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProductName, D::Error> {
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = ProductName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a product code")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ProductName, E> {
+                Ok(ProductName::from(text))
+            }
+        }
+        d.deserialize_str(Code)
+    }
+}
 
 /// A month's aggregates as sorted lists (keys ascending and distinct): a day
 /// merges its sorted sums into them in one pass, and a close reads them in order.
@@ -1223,7 +1303,7 @@ mod tests {
     }
 
     #[test]
-    fn pay_modes_and_kinds_are_ordered_and_stored_as_their_texts() {
+    fn pay_modes_kinds_and_products_are_ordered_and_stored_as_their_texts() {
         // Ordered as their texts, so that a month's merged-bill list keeps the
         // order it had when they were text.
         let modes = [PayMode::Payer, PayMode::SelfPaid];
@@ -1249,6 +1329,20 @@ mod tests {
             assert!(postcard::from_bytes::<PayMode>(&postcard::to_allocvec(bad).unwrap()).is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<LineKind>("\"payer\"").unwrap_err().to_string().contains("bad line kind \"payer\""));
+        // Product codes: interned, compared and ordered by their texts, stored as them.
+        let codes = ["cbs", "cdn", "cvm", "cvm-gpu", "z", "cos,\"x"];
+        for a in codes {
+            let product = ProductName::from(a);
+            assert_eq!(product.as_str(), a);
+            assert_eq!(postcard::to_allocvec(&product).unwrap(), postcard::to_allocvec(a).unwrap());
+            let read: ProductName = postcard::from_bytes(&postcard::to_allocvec(a).unwrap()).unwrap();
+            assert!(std::ptr::eq(read.0, product.0), "read back as the interned code");
+            for b in codes {
+                assert_eq!(product.cmp(&ProductName::from(b)), a.cmp(b), "{a} {b}");
+                assert_eq!(product == ProductName::from(b), a == b);
+            }
+        }
+        assert_eq!(ProductName::default().as_str(), "");
     }
 
     #[test]
