@@ -724,6 +724,10 @@ impl ProductName {
     pub fn as_str(&self) -> &'static str {
         self.0.as_str()
     }
+    /// Any text is a product code here (the input's rules checked it).
+    pub fn parse(text: &str) -> Option<ProductName> {
+        Some(ProductName::from(text))
+    }
 }
 
 impl From<&str> for ProductName {
@@ -772,27 +776,7 @@ impl std::fmt::Debug for ProductName {
     }
 }
 
-impl Serialize for ProductName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
 
-impl<'de> Deserialize<'de> for ProductName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProductName, D::Error> {
-        struct Code;
-        impl serde::de::Visitor<'_> for Code {
-            type Value = ProductName;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a product code")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ProductName, E> {
-                Ok(ProductName::from(text))
-            }
-        }
-        d.deserialize_str(Code)
-    }
-}
 
 /// A month's aggregates as sorted lists (keys ascending and distinct): a day
 /// merges its sorted sums into them in one pass, and a close reads them in order.
@@ -999,6 +983,7 @@ macro_rules! serde_as_name {
 
 serde_as_name!(PayMode, PayMode::parse, "pay mode");
 serde_as_name!(LineKind, LineKind::parse, "line kind");
+serde_as_name!(ProductName, ProductName::parse, "product code");
 
 impl SeenIds {
     /// The binary form of the usage ids first accepted on `day`, sorted by id
