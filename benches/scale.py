@@ -64,6 +64,28 @@ def disk_write_speed(size=1 << 30):
     return size / elapsed
 
 
+def identical_trees(a, b):
+    """Compare folders `a` and `b` file by file, byte for byte: returns (files,
+    bytes) when they hold the same files with the same bytes; otherwise the
+    benchmark stops, naming the first file that differs."""
+    def files(root):
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    names = files(a)
+    if names != files(b):
+        sys.exit(f"outputs differ: {a} holds {sorted(set(names) ^ set(files(b)))[:5]} that {b} does not, or the reverse")
+    size = 0
+    for name in names:
+        with open(os.path.join(a, name), "rb") as x, open(os.path.join(b, name), "rb") as y:
+            while True:
+                p, q = x.read(1 << 20), y.read(1 << 20)
+                if p != q:
+                    sys.exit(f"outputs differ: {name} of {a} and of {b}")
+                if not p:
+                    break
+                size += len(p)
+    return len(names), size
+
+
 def generate(rows):
     path = os.path.join(WORK, f"rows-{rows}")
     if not os.path.exists(os.path.join(path, "days", DAY, "usage.csv")):
@@ -134,35 +156,45 @@ def main():
           f"disk: {speed / 1e6:,.0f} MB/s written (O_DIRECT) and synced; runs per figure: {RUNS}\n")
     print("| usage rows | ledger lines | orgsettle 2 threads (s) | rows/s | peak RSS (MiB) | DuckDB group-by (s) | DuckDB RSS (MiB) | ratio to DuckDB | 1 thread (s) | speed-up 1→2 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    results, io = {}, []
+    results, io, same = {}, [], []
     for rows in sizes:
         path = generate(rows)
         usage = os.path.join(path, "days", DAY, "usage.csv")
         out = os.path.join(WORK, "out")
+        out1 = os.path.join(WORK, "out-1-thread")
         ours, ours_rss, duck, duck_rss, single, ours_out, duck_out = [], [], [], [], [], [], []
         # 2 threads, DuckDB and 1 thread in rotation, so that the machine's drift
-        # over minutes (large on this shared VM) touches all three alike.
+        # over minutes (large on this shared VM) touches all three alike. After each
+        # rotation the 1-thread run's output folder is compared byte for byte with
+        # the 2-thread run's (every file: the day's outputs, the state, the FOCUS
+        # month file), outside the timed runs.
+        compared = None
         for _ in range(RUNS):
             shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out1, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="2")
             w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env, ours_out)
             ours.append(w); ours_rss.append(r)
             w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")], None, duck_out)
             duck.append(w); duck_rss.append(r)
-            shutil.rmtree(out, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="1")
-            w, _ = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env)
+            w, _ = measure([BIN, "daily", "--input", path, "--out", out1, "--date", DAY, "--quiet"], env)
             single.append(w)
+            compared = identical_trees(out, out1)
+        shutil.rmtree(out1, ignore_errors=True)
         with open(os.path.join(out, "days", DAY, "ledger.csv")) as f:
             lines = sum(1 for _ in f) - 1
         t, d, s = statistics.median(ours), statistics.median(duck), statistics.median(single)
         results[rows] = t
         print(f"| {rows:,} | {lines:,} | {t:.2f} | {rows / t:,.0f} | {max(ours_rss):.0f} | {d:.2f} | {max(duck_rss):.0f} | {t / d:.2f} | {s:.2f} | {s / t:.2f} |")
+        same.append(f"{rows:,} rows: the 1-thread and 2-thread outputs byte-identical in each of the {RUNS} rotations "
+                    f"({compared[0]} files, {compared[1] / 1e9:.2f} GB)")
         o, dk = statistics.median(ours_out), statistics.median(duck_out)
         io.append(f"{rows:,} rows: orgsettle writes {o / 1e9:.2f} GB a run (its outputs and state), DuckDB {dk / 1e6:,.0f} MB; "
                   f"at the disk's speed that alone is {o / speed:.2f} s for orgsettle ({o / speed / d:.2f}× DuckDB's time), {dk / speed:.2f} s for DuckDB")
         sys.stdout.flush()
     print("\n" + "\n".join(io))
+    print("\n" + "\n".join(same))
     if len(sizes) >= 2:
         a, b = sizes[0], sizes[-1]
         print(f"\ntime growth {a:,} → {b:,} rows: {results[b] / results[a]:.1f}× for {b / a:.0f}× the rows")
