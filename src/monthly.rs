@@ -161,36 +161,84 @@ impl LineSumsBuilder {
         add_run(&mut self.self_paid, run_self_paid, |a, b| *a += b);
     }
 
-    /// The sums with the keys of the month aggregates, each with its month.
+    /// The sums with the keys of the month aggregates, month by month (months
+    /// ascending), each month's entries sorted by key.
     #[allow(clippy::type_complexity)]
-    fn owned(self, snapshot: &Snapshot) -> (Vec<(Month, BillKey, BillSums)>, Vec<(Month, SelfPaidKey, Money)>) {
+    fn owned(self, snapshot: &Snapshot) -> (Vec<(Month, Vec<(BillKey, BillSums)>)>, Vec<(Month, Vec<(SelfPaidKey, Money)>)>) {
         let org_id = |o: u32| Text::from(snapshot.orgs[o as usize].org_id.as_str());
-        let merged = self
-            .merged
-            .into_iter()
-            .map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
-                let pay_mode = if payer { PayMode::Payer } else { PayMode::SelfPaid };
-                (month.get(), (org_id(o), bill_owner, member, pay_mode, ProductName(product.0), kind), sums)
-            })
-            .collect();
-        let self_paid = self
-            .self_paid
-            .into_iter()
-            .map(|((month, o, member, product), total)| (month.get(), (org_id(o), member, ProductName(product.0)), total))
-            .collect();
+        let merged = by_month(self.merged.into_iter().map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
+            let pay_mode = if payer { PayMode::Payer } else { PayMode::SelfPaid };
+            (month, ((org_id(o), bill_owner, member, pay_mode, ProductName(product.0), kind), sums))
+        }));
+        let self_paid = by_month(
+            self.self_paid.into_iter().map(|((month, o, member, product), total)| (month, ((org_id(o), member, ProductName(product.0)), total))),
+        );
         (merged, self_paid)
     }
+}
+
+/// Entries that come month by month (a builder's lists are sorted by month first)
+/// put in one list a month, each sorted by key: within a month a builder's order
+/// (its organization's index, the pay mode as a flag, the product's address) is
+/// not the key's.
+fn by_month<K: Ord, V>(entries: impl Iterator<Item = (crate::time::PackedMonth, (K, V))>) -> Vec<(Month, Vec<(K, V)>)> {
+    let mut out: Vec<(crate::time::PackedMonth, Vec<(K, V)>)> = Vec::new();
+    for (month, entry) in entries {
+        match out.last_mut() {
+            Some((m, list)) if *m == month => list.push(entry),
+            _ => out.push((month, vec![entry])),
+        }
+    }
+    out.into_iter()
+        .map(|(month, mut list)| {
+            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            (month.get(), list)
+        })
+        .collect()
+}
+
+/// `parts` appended to `list` in their order, each copied on whichever core is
+/// free into its own stretch of the list's spare room (which must hold them all).
+fn append_in_parallel<T: Send>(list: &mut Vec<T>, parts: Vec<Vec<T>>) {
+    use rayon::prelude::*;
+    let total: usize = parts.iter().map(Vec::len).sum();
+    assert!(list.capacity() - list.len() >= total, "room for every part");
+    let mut spare = &mut list.spare_capacity_mut()[..total];
+    let mut stretches = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (stretch, rest) = spare.split_at_mut(part.len());
+        stretches.push(stretch);
+        spare = rest;
+    }
+    stretches.into_par_iter().zip(parts).for_each(|(stretch, part)| {
+        for (slot, entry) in stretch.iter_mut().zip(part) {
+            slot.write(entry);
+        }
+    });
+    // SAFETY: the stretches cover the first `total` spare slots exactly, and each
+    // was written in full above by its part, of the same length (a panic there
+    // leaves the length as it was: the entries written are leaked, not read).
+    unsafe { list.set_len(list.len() + total) };
+}
+
+/// Whether `list`'s keys ascend strictly, checked on all cores.
+fn strictly_ascending<K: Ord + Sync, V: Sync>(list: &[(K, V)]) -> bool {
+    use rayon::prelude::*;
+    list.par_windows(2).all(|w| w[0].0 < w[1].0)
 }
 
 /// Fold the day's sums (one builder per organization) into the month aggregates.
 /// For each month they reached, the builders' entries of that month are put in one
 /// new list with owned keys, a few hundred organizations' at a time, each builder
 /// freed as its entries join (the day's sums are never held twice beside the new
-/// lists), sorted, and added to the month's list (in place where it had the key),
-/// the months' lists read by `read_months` only then, given how many entries
-/// the day has for each month (merged-bill, self-paid). Sums are exact: the
-/// folding order does not change them. Returns the months' aggregates and the
-/// months that received sums.
+/// lists): each builder's entries sorted by key on its own, then appended in
+/// builder order on all cores, which leaves the list sorted when the builders
+/// come in organization order (checked; sorted whole otherwise). The list is
+/// then added to the month's list (in place where it had the key), the months'
+/// lists read by `read_months` only then, given how many entries the day has
+/// for each month (merged-bill, self-paid). Sums are exact: the folding order
+/// does not change them. Returns the months' aggregates and the months that
+/// received sums.
 #[allow(clippy::type_complexity)]
 pub fn add_builders_to_months(
     builders: Vec<LineSumsBuilder>,
@@ -230,14 +278,25 @@ pub fn add_builders_to_months(
         if chunk.is_empty() {
             break;
         }
+        // Each builder's entries converted and sorted on whichever core is free,
+        // then each month's appended to its list, in organization order, on all
+        // cores (one after another on one core they were a fifth of the fold).
         let owned: Vec<_> = chunk.into_par_iter().map(|b| b.owned(snapshot)).collect();
+        let mut merged_parts: BTreeMap<Month, Vec<Vec<(BillKey, BillSums)>>> = BTreeMap::new();
+        let mut self_paid_parts: BTreeMap<Month, Vec<Vec<(SelfPaidKey, Money)>>> = BTreeMap::new();
         for (m, p) in owned {
-            for (month, key, sums) in m {
-                merged.entry(month).or_default().push((key, sums));
+            for (month, list) in m {
+                merged_parts.entry(month).or_default().push(list);
             }
-            for (month, key, total) in p {
-                self_paid.entry(month).or_default().push((key, total));
+            for (month, list) in p {
+                self_paid_parts.entry(month).or_default().push(list);
             }
+        }
+        for (month, parts) in merged_parts {
+            append_in_parallel(merged.entry(month).or_default(), parts);
+        }
+        for (month, parts) in self_paid_parts {
+            append_in_parallel(self_paid.entry(month).or_default(), parts);
         }
         chunks += 1;
         if chunks % RELEASE_EVERY == 0 {
@@ -248,13 +307,20 @@ pub fn add_builders_to_months(
     // list with room for the day's entries of its month.
     let mut months = read_months(&counts)?;
     let mut changed = std::collections::BTreeSet::new();
+    // The builders come in organization order, and a key begins with the
+    // organization: each builder's entries sorted, a month's list is too, which
+    // is checked (a list that is not is sorted whole, as it was before).
     for (month, mut new) in merged.into_iter().filter(|(_, new)| !new.is_empty()) {
-        new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if !strictly_ascending(&new) {
+            new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         add_sorted(&mut months.entry(month).or_default().merged, new, |a, b| add_sums(a, &b));
         changed.insert(month);
     }
     for (month, mut new) in self_paid.into_iter().filter(|(_, new)| !new.is_empty()) {
-        new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if !strictly_ascending(&new) {
+            new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         add_sorted(&mut months.entry(month).or_default().self_paid, new, |a, b| *a += b);
         changed.insert(month);
     }
@@ -567,10 +633,11 @@ mod tests {
     type CheapBillKey<'a> = (Month, &'a str, Uin, Uin, &'a str, &'a str, &'a str);
     type SelfPaidCheapKey<'a> = (Month, &'a str, Uin, &'a str);
 
-    #[test]
-    fn lines_of_organizations_interleaved_are_summed_under_their_own() {
-        // Two organizations: org-a (10 managing, 11 with the merged bill, 12
-        // without) and org-b (20 managing, 21 paid for by 20 in October).
+    /// Two organizations: org-a (10 managing, 11 with the merged bill, 12
+    /// without) and org-b (20 managing, 21 paid for by 20 in October), and 60
+    /// lines of theirs in an order that alternates the organizations, two
+    /// products and two months, one line not settled.
+    fn two_organizations_and_their_lines() -> (Snapshot, Vec<LedgerLine>) {
         let member = |uin: u64, mode: &str, permissions: &str, payer: &str| {
             format!(
                 r#"{{"uin":{uin},"entity_id":"e","dept_id":"root","join_mode":"{mode}","joined_at":"2026-01-01T00:00:00+08:00","permissions":[{permissions}],"payer_periods":[{payer}]}}"#
@@ -595,8 +662,6 @@ mod tests {
             ),
         );
         let snapshot = Snapshot::from_json(json.as_bytes()).unwrap();
-        // Lines in an order that alternates the organizations, two products and
-        // two months, one line not settled.
         let (cvm, cdn) = (crate::ids::intern_product("cvm"), crate::ids::intern_product("cdn"));
         let mut lines = Vec::new();
         for i in 0..60u64 {
@@ -610,10 +675,16 @@ mod tests {
             }
             lines.push(line);
         }
-        // What the sums must be, by the text keys, one lookup of the account index a line.
+        (snapshot, lines)
+    }
+
+    /// The sums by their text keys, as one lookup of the account index a line
+    /// finds them.
+    #[allow(clippy::type_complexity)]
+    fn expected_sums<'a>(snapshot: &'a Snapshot, lines: &'a [LedgerLine]) -> (BTreeMap<CheapBillKey<'a>, (u64, Money)>, BTreeMap<SelfPaidCheapKey<'a>, Money>) {
         let mut merged: BTreeMap<CheapBillKey<'_>, (u64, Money)> = BTreeMap::new();
         let mut self_paid: BTreeMap<SelfPaidCheapKey<'_>, Money> = BTreeMap::new();
-        for line in &lines {
+        for line in lines {
             let (org, _) = snapshot.find(line.owner_uin).unwrap();
             let month = line.bill_month.get();
             if let Some((bill_owner, mode)) = merged_bill_owner(org, line) {
@@ -625,6 +696,14 @@ mod tests {
                 *self_paid.entry((month, org.org_id.as_str(), line.owner_uin, line.product.as_str())).or_insert(Money::ZERO) += line.payable_amount;
             }
         }
+        (merged, self_paid)
+    }
+
+    #[test]
+    fn lines_of_organizations_interleaved_are_summed_under_their_own() {
+        let (snapshot, lines) = two_organizations_and_their_lines();
+        // What the sums must be, by the text keys.
+        let (merged, self_paid) = expected_sums(&snapshot, &lines);
         // The lines added at once, and a run of them at a time (keys met again in
         // later runs, and new ones among them).
         let mut all_merged = Vec::new();
@@ -632,18 +711,27 @@ mod tests {
             let mut sums = LineSumsBuilder::default();
             lines.chunks(run).for_each(|run| sums.add(&snapshot, run.iter()));
             let (owned_merged, owned_self_paid) = sums.owned(&snapshot);
-            let mut got_merged: Vec<_> = owned_merged
+            // Month by month, each month's entries in key order.
+            for (months, keys) in [
+                (owned_merged.iter().map(|(m, _)| *m).collect::<Vec<_>>(), owned_merged.iter().all(|(_, l)| l.windows(2).all(|w| w[0].0 < w[1].0))),
+                (owned_self_paid.iter().map(|(m, _)| *m).collect(), owned_self_paid.iter().all(|(_, l)| l.windows(2).all(|w| w[0].0 < w[1].0))),
+            ] {
+                assert!(months.windows(2).all(|w| w[0] < w[1]) && keys, "runs of {run} lines");
+            }
+            let got_merged: Vec<_> = owned_merged
                 .iter()
-                .map(|(m, (o, b, u, mode, p, k), s)| ((*m, o.as_str(), *b, *u, mode.as_str(), p.as_str(), k.as_str()), (s.lines, s.payable)))
+                .flat_map(|(m, list)| list.iter().map(move |(k, s)| (*m, k, s)))
+                .map(|(m, (o, b, u, mode, p, k), s)| ((m, o.as_str(), *b, *u, mode.as_str(), p.as_str(), k.as_str()), (s.lines, s.payable)))
                 .collect();
-            got_merged.sort();
-            let mut got_self_paid: Vec<_> = owned_self_paid.iter().map(|(m, (o, u, p), t)| ((*m, o.as_str(), *u, p.as_str()), *t)).collect();
-            got_self_paid.sort();
+            let got_self_paid: Vec<_> =
+                owned_self_paid.iter().flat_map(|(m, list)| list.iter().map(move |((o, u, p), t)| ((*m, o.as_str(), *u, p.as_str()), *t))).collect();
             assert_eq!(got_merged, merged.clone().into_iter().collect::<Vec<_>>(), "runs of {run} lines");
             assert_eq!(got_self_paid, self_paid.clone().into_iter().collect::<Vec<_>>(), "runs of {run} lines");
             // Every sum, not only the two compared above.
-            let mut every: Vec<_> = owned_merged.into_iter().map(|(m, k, s)| (m, k, s.lines, s.list, s.discount, s.payable, s.voucher, s.cash, s.gift, s.credit)).collect();
-            every.sort();
+            let every: Vec<_> = owned_merged
+                .into_iter()
+                .flat_map(|(m, list)| list.into_iter().map(move |(k, s)| (m, k, s.lines, s.list, s.discount, s.payable, s.voucher, s.cash, s.gift, s.credit)))
+                .collect();
             all_merged.push(every);
         }
         assert!(all_merged.windows(2).all(|w| w[0] == w[1]));
@@ -655,6 +743,64 @@ mod tests {
         assert_eq!(paid_by_20, [113, 117, 131, 134, 138, 141, 159]);
         // Line 13 was not settled: six lines, 8.20.
         assert_eq!(got_merged.iter().find(|(k, _)| *k == key).map(|(_, v)| *v), Some((6, Money::from_fen(820))));
+    }
+
+    /// A fold's sums by their text keys: (lines, payable in fen) of each
+    /// merged-bill entry, the total of each self-paid one.
+    #[allow(clippy::type_complexity)]
+    fn by_text(months: &BTreeMap<Month, MonthAggregates>) -> (Vec<(CheapBillKey<'_>, (u64, i64))>, Vec<(SelfPaidCheapKey<'_>, Money)>) {
+        let merged = months
+            .iter()
+            .flat_map(|(m, a)| a.merged.iter().map(move |(k, s)| (*m, k, s)))
+            .map(|(m, (o, b, u, mode, p, k), s)| ((m, o.as_str(), *b, *u, mode.as_str(), p.as_str(), k.as_str()), (s.lines, s.payable.fen())))
+            .collect();
+        let self_paid = months.iter().flat_map(|(m, a)| a.self_paid.iter().map(move |((o, u, p), t)| ((*m, o.as_str(), *u, p.as_str()), *t))).collect();
+        (merged, self_paid)
+    }
+
+    #[test]
+    fn the_days_sums_fold_into_the_months_in_key_order_whatever_the_builders_order() {
+        let (snapshot, lines) = two_organizations_and_their_lines();
+        let (merged, self_paid) = expected_sums(&snapshot, &lines);
+        let builder = |org: &str| {
+            let mut b = LineSumsBuilder::default();
+            b.add(&snapshot, lines.iter().filter(|l| snapshot.find(l.owner_uin).unwrap().0.org_id == org));
+            b
+        };
+        let every = || {
+            let mut b = LineSumsBuilder::default();
+            b.add(&snapshot, lines.iter());
+            b
+        };
+        let expected_merged: Vec<_> = merged.iter().map(|(k, (n, t))| (*k, (*n, t.fen()))).collect();
+        let expected_self_paid: Vec<_> = self_paid.into_iter().collect();
+        let mut first = None;
+        // In organization order (each builder's entries sorted, the lists are), out
+        // of it (the lists sorted whole), one builder of both, and an empty one.
+        for (case, builders) in [
+            ("in order", vec![builder("org-a"), builder("org-b")]),
+            ("reversed", vec![builder("org-b"), builder("org-a")]),
+            ("one builder", vec![every()]),
+            ("with an empty one", vec![builder("org-a"), LineSumsBuilder::default(), builder("org-b")]),
+        ] {
+            let (months, changed) = add_builders_to_months(builders, &snapshot, |_| Ok(BTreeMap::new())).unwrap();
+            assert_eq!(changed.len(), 2, "{case}");
+            assert!(months.values().all(|a| a.merged.windows(2).all(|w| w[0].0 < w[1].0) && a.self_paid.windows(2).all(|w| w[0].0 < w[1].0)), "{case}");
+            assert_eq!(by_text(&months), (expected_merged.clone(), expected_self_paid.clone()), "{case}");
+            first.get_or_insert(months);
+        }
+        // Folded again into what the first fold made (read with room, as a later
+        // day reads its month files): every key met, each sum doubled, none added.
+        let first = first.unwrap();
+        let again = add_builders_to_months(vec![builder("org-b"), builder("org-a")], &snapshot, |room| {
+            assert_eq!(room.values().map(|r| r.0).sum::<usize>(), expected_merged.len());
+            Ok(first.clone())
+        })
+        .unwrap()
+        .0;
+        let doubled_merged: Vec<_> = expected_merged.iter().map(|(k, (n, t))| (*k, (2 * n, 2 * t))).collect();
+        let doubled_self_paid: Vec<_> = expected_self_paid.iter().map(|(k, t)| (*k, *t + *t)).collect();
+        assert_eq!(by_text(&again), (doubled_merged, doubled_self_paid));
     }
 
     #[test]
