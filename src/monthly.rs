@@ -501,14 +501,15 @@ pub fn window(org: &Org, month: Month) -> Vec<Month> {
 }
 
 /// The self-paid data of one org and month: (member, product) → total, after the
-/// joined-in-month rule for engine data; history rows as given.
-fn month_data(
+/// joined-in-month rule for engine data; history rows as given. Keys borrow their
+/// product codes (a `String` a key was most of the overview's time).
+fn month_data<'a>(
     org: &Org,
     month: Month,
-    aggregates: &BTreeMap<Month, MonthAggregates>,
-    history: &BTreeMap<(&str, Month), Vec<&HistoryRow>>,
-) -> BTreeMap<(Uin, String), Money> {
-    let mut data: BTreeMap<(Uin, String), Money> = BTreeMap::new();
+    aggregates: &'a BTreeMap<Month, MonthAggregates>,
+    history: &BTreeMap<(&str, Month), Vec<&'a HistoryRow>>,
+) -> BTreeMap<(Uin, &'a str), Money> {
+    let mut data: BTreeMap<(Uin, &'a str), Money> = BTreeMap::new();
     if let Some(agg) = aggregates.get(&month) {
         // Keys sort by org first: read only this org's range.
         let from = agg.self_paid.partition_point(|((org_id, _, _), _)| org_id.as_str() < org.org_id.as_str());
@@ -520,35 +521,30 @@ fn month_data(
                 .member(*member)
                 .is_some_and(|m| m.uin != org.management_uin && m.joined_at > month.start());
             if !joined_late {
-                *data.entry((*member, product.as_str().to_string())).or_default() += *total;
+                *data.entry((*member, product.as_str())).or_default() += *total;
             }
         }
     }
     for h in history.get(&(org.org_id.as_str(), month)).into_iter().flatten() {
-        *data.entry((h.member_uin, h.product.clone())).or_default() += h.total;
+        *data.entry((h.member_uin, h.product.as_str())).or_default() += h.total;
     }
     data
 }
 
-fn ranked(org: &Org, month: Month, totals: BTreeMap<String, (Money, Option<String>)>, numeric_keys: bool) -> Vec<OverviewRow> {
-    let org_total: Money = totals.values().map(|t| t.0).sum();
-    let mut rows: Vec<(String, Money, Option<String>)> = totals.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
-    rows.sort_by(|a, b| {
-        b.1.cmp(&a.1).then_with(|| {
-            if numeric_keys {
-                a.0.parse::<u64>().unwrap_or(0).cmp(&b.0.parse::<u64>().unwrap_or(0))
-            } else {
-                a.0.cmp(&b.0)
-            }
-        })
-    });
+/// One org's rows of one month: by total descending, then by key ascending (a
+/// member's UIN numerically, a product's code as text), each with its share of
+/// the org's total and its rank; `name` gives a row's member name.
+fn ranked<K: Ord + std::fmt::Display>(org: &Org, month: Month, totals: BTreeMap<K, Money>, name: impl Fn(&K) -> Option<String>) -> Vec<OverviewRow> {
+    let org_total: Money = totals.values().copied().sum();
+    let mut rows: Vec<(K, Money)> = totals.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows.into_iter()
         .enumerate()
-        .map(|(i, (key, total, member_name))| OverviewRow {
+        .map(|(i, (key, total))| OverviewRow {
             org_id: org.org_id.clone(),
             month,
-            key,
-            member_name,
+            member_name: name(&key),
+            key: key.to_string(),
             total,
             share: ratio_half_away_from_zero(i128::from(total.fen()), i128::from(org_total.fen()), 4),
             rank: i as u64 + 1,
@@ -584,16 +580,16 @@ pub fn overview(
             let mut window_total = Money::ZERO;
             for &month in &months {
                 let data = month_data(org, month, aggregates, &history_by_org);
-                let mut by_member: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
-                let mut by_product: BTreeMap<String, (Money, Option<String>)> = BTreeMap::new();
+                let mut by_member: BTreeMap<Uin, Money> = BTreeMap::new();
+                let mut by_product: BTreeMap<&str, Money> = BTreeMap::new();
                 for ((member, product), total) in data {
-                    let name = org.member(member).map(|m| m.name.clone()).unwrap_or_default();
-                    by_member.entry(member.to_string()).or_insert((Money::ZERO, Some(name))).0 += total;
-                    by_product.entry(product).or_insert((Money::ZERO, None)).0 += total;
+                    *by_member.entry(member).or_default() += total;
+                    *by_product.entry(product).or_default() += total;
                     window_total += total;
                 }
-                out.by_member.extend(ranked(org, month, by_member, true));
-                out.by_product.extend(ranked(org, month, by_product, false));
+                let name = |member: &Uin| Some(org.member(*member).map(|m| m.name.clone()).unwrap_or_default());
+                out.by_member.extend(ranked(org, month, by_member, name));
+                out.by_product.extend(ranked(org, month, by_product, |_| None));
             }
             if with_summary && !months.is_empty() {
                 let n = months.len() as i128;
@@ -870,6 +866,32 @@ mod tests {
             }
         }
         assert_eq!(first_not_below::<u32, ()>(&[], 0, &7), 0);
+    }
+
+    #[test]
+    fn ties_rank_members_by_uin_as_a_number_and_products_by_code() {
+        let (snapshot, _) = two_organizations_and_their_lines();
+        let org = &snapshot.orgs[0];
+        let october = crate::time::Day::parse("2026-10-31").unwrap().month();
+        let fen = Money::from_fen;
+        // 9 and 10 tie: as text "10" would come first.
+        let members = BTreeMap::from([(10, fen(500)), (9, fen(500)), (11, fen(250)), (12, fen(-100))]);
+        let rows = ranked(org, october, members, |m: &Uin| Some(format!("m{m}")));
+        let got: Vec<_> = rows.iter().map(|r| (r.key.as_str(), r.member_name.as_deref(), r.total, r.share.as_str(), r.rank)).collect();
+        assert_eq!(
+            got,
+            [
+                ("9", Some("m9"), fen(500), "0.4348", 1),
+                ("10", Some("m10"), fen(500), "0.4348", 2),
+                ("11", Some("m11"), fen(250), "0.2174", 3),
+                ("12", Some("m12"), fen(-100), "-0.0870", 4)
+            ]
+        );
+        assert!(rows.iter().all(|r| r.org_id == "org-a" && r.month == october));
+        let products = BTreeMap::from([("cvm", fen(100)), ("cbs", fen(100)), ("cdn", fen(300))]);
+        let rows = ranked(org, october, products, |_| None);
+        let got: Vec<_> = rows.iter().map(|r| (r.key.as_str(), r.member_name.clone(), r.share.as_str(), r.rank)).collect();
+        assert_eq!(got, [("cdn", None, "0.6000", 1), ("cbs", None, "0.2000", 2), ("cvm", None, "0.2000", 3)]);
     }
 
     #[test]
