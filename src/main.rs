@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             .build_global()
             .map_err(|e| Failure::Internal(format!("cannot start {threads} threads: {e}")))?;
     }
-    let opts = Options { quiet: cli.quiet, parquet: cli.format.contains(&Format::Parquet), ..Options::default() };
+    let opts = Options { quiet: cli.quiet, parquet: cli.format.contains(&Format::Parquet), exits_after: true, ..Options::default() };
     match cli.command {
         Command::Daily { input, out, date } => job::daily(&input, &out, date, opts),
         Command::Close { input, out, month } => job::close(&input, &out, month, opts),

@@ -77,3 +77,21 @@ fn the_allocators_purge_delay_is_a_month_unless_mimalloc_purge_delay_is_set() {
     assert_eq!(delay(None), "2592000000 ms");
     assert_eq!(delay(Some("100")), "100 ms");
 }
+
+/// The binary leaves a daily run's inputs and result to the process's exit
+/// (`Options::exits_after`): its days, state and month files are the library's,
+/// day by day over the demo.
+#[test]
+fn the_binarys_daily_runs_write_what_the_librarys_do() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
+    let (by_binary, by_library) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"] {
+        let (code, _, err) = orgsettle(&["daily", "--quiet", "--input", demo.to_str().unwrap(), "--out", by_binary.path().to_str().unwrap(), "--date", d]);
+        assert_eq!(code, 0, "{d}: {err}");
+        orgsettle::job::daily(&demo, by_library.path(), day(d), quiet()).unwrap();
+    }
+    let (got, want) = (tree(by_binary.path()), tree(by_library.path()));
+    assert!(want.keys().any(|k| k.ends_with("2026-11-02/ledger.csv")) && want.keys().any(|k| k.contains(".month-")));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    assert!(got == want, "the binary's files differ from the library's");
+}
