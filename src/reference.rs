@@ -217,8 +217,12 @@ fn ts_field(text: &str, column: &str) -> Result<Ts, String> {
 }
 
 fn id_field(text: &str, column: &str) -> Result<String, String> {
+    valid_id(text, column).map(str::to_string)
+}
+
+fn valid_id<'t>(text: &'t str, column: &str) -> Result<&'t str, String> {
     if is_valid_id(text) {
-        Ok(text.to_string())
+        Ok(text)
     } else {
         Err(format!("{column} {text:?} is not a valid id"))
     }
@@ -238,10 +242,11 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
         optional: &["valid_to"],
     };
     let mut all: Vec<(u64, Contract)> = Vec::new();
-    let mut ids: HashMap<String, u64> = HashMap::new();
+    // Keyed by the leaked names' ids: no copy of an id a row.
+    let mut ids: rustc_hash::FxHashMap<&'static str, u64> = rustc_hash::FxHashMap::default();
     read_strict(path, "contracts.csv", &columns, problems, |line, f, p| {
         let parsed = (|| -> Result<Contract, String> {
-            let contract_id = id_field(f[0], "contract_id")?;
+            let contract_id = valid_id(f[0], "contract_id")?;
             let owner_uin = uin_in_snapshot(f[1], "owner_uin", snapshot)?;
             let product = product_field(f[2])?;
             let cycle = match f[3] {
@@ -283,13 +288,13 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
             if valid_to.is_some_and(|to| to <= valid_from) {
                 return Err("valid_from is not before valid_to".into());
             }
-            let name = ContractName::leak(owner_uin, &contract_id);
+            let name = ContractName::leak(owner_uin, contract_id);
             Ok(Contract { name, owner_uin, product, cycle, kind, valid_from, valid_to })
         })();
         match parsed {
             Err(message) => p.at(line, message),
             Ok(c) => {
-                if let Some(first) = ids.insert(c.name.contract_id.to_string(), line) {
+                if let Some(first) = ids.insert(&c.name.contract_id, line) {
                     p.at(line, format!("contract_id {} already appears on line {first}", c.name.contract_id));
                 } else {
                     all.push((line, c));
@@ -297,7 +302,7 @@ fn load_contracts(path: &Path, snapshot: &Snapshot, problems: &mut Vec<String>) 
             }
         }
     });
-    let mut by_key: HashMap<(Uin, Product, ContractCycle), Vec<(u64, Contract)>> = HashMap::new();
+    let mut by_key: rustc_hash::FxHashMap<(Uin, Product, ContractCycle), Vec<(u64, Contract)>> = rustc_hash::FxHashMap::default();
     for (line, c) in all {
         by_key.entry((c.owner_uin, intern_product(&c.product), c.cycle)).or_default().push((line, c));
     }

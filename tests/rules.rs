@@ -412,6 +412,31 @@ k3,2,cvm,prepaid,tiered,0:1,2026-05-01T00:00:00+08:00,\n",
 }
 
 #[test]
+fn a_repeated_or_malformed_contract_id_is_named_with_its_line() {
+    let s = payer_scenario();
+    s.file(
+        "contracts.csv",
+        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
+k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,\n\
+k2,2,cdn,hourly,discount,0.6,2026-01-01T00:00:00+08:00,\n\
+k1,2,cos,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n\
+k 4,2,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n\
+k2,999,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n",
+    );
+    s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
+    let err = s.run().unwrap_err();
+    let Failure::Unusable(problems) = &err else { panic!("{err}") };
+    assert_eq!(
+        problems,
+        &[
+            "contracts.csv line 4: contract_id k1 already appears on line 2",
+            "contracts.csv line 5: contract_id \"k 4\" is not a valid id",
+            "contracts.csv line 6: owner_uin 999 is not an account of the snapshot",
+        ]
+    );
+}
+
+#[test]
 fn vouchers_follow_the_spec_order_and_carry_over() {
     let s = Scenario::new();
     s.file("org.json", &org_json(""));
