@@ -14,6 +14,16 @@ fn payer_scenario() -> Scenario {
     s
 }
 
+/// `contracts.csv` with its header and `rows`.
+fn contracts(rows: &[&str]) -> String {
+    let mut text = String::from("contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n");
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    text
+}
+
 #[test]
 fn the_member_pays_its_last_period_and_the_payer_the_ones_before() {
     let s = payer_scenario();
@@ -99,11 +109,12 @@ fn inheritance_takes_the_payers_contract_and_list_when_cycles_differ() {
     let s = payer_scenario();
     s.file(
         "contracts.csv",
-        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
-c2,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,\n\
-c1,1,cvm,hourly,discount,0.9,2026-01-01T00:00:00+08:00,\n\
-c3,3,cvm,daily,discount,0.1,2026-01-01T00:00:00+08:00,\n\
-c3b,3,cdn,hourly,unit_price,0.01,2026-01-01T00:00:00+08:00,\n",
+        &contracts(&[
+            "c2,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,",
+            "c1,1,cvm,hourly,discount,0.9,2026-01-01T00:00:00+08:00,",
+            "c3,3,cvm,daily,discount,0.1,2026-01-01T00:00:00+08:00,",
+            "c3b,3,cdn,hourly,unit_price,0.01,2026-01-01T00:00:00+08:00,",
+        ]),
     );
     s.file(
         "days/2026-10-01/usage.csv",
@@ -398,10 +409,11 @@ fn ambiguous_contracts_make_the_input_unusable() {
     let s = payer_scenario();
     s.file(
         "contracts.csv",
-        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
-k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,2026-06-01T00:00:00+08:00\n\
-k2,2,cvm,hourly,discount,0.6,2026-05-01T00:00:00+08:00,\n\
-k3,2,cvm,prepaid,tiered,0:1,2026-05-01T00:00:00+08:00,\n",
+        &contracts(&[
+            "k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,2026-06-01T00:00:00+08:00",
+            "k2,2,cvm,hourly,discount,0.6,2026-05-01T00:00:00+08:00,",
+            "k3,2,cvm,prepaid,tiered,0:1,2026-05-01T00:00:00+08:00,",
+        ]),
     );
     s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
     let err = s.run().unwrap_err();
@@ -416,12 +428,13 @@ fn a_repeated_or_malformed_contract_id_is_named_with_its_line() {
     let s = payer_scenario();
     s.file(
         "contracts.csv",
-        "contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n\
-k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,\n\
-k2,2,cdn,hourly,discount,0.6,2026-01-01T00:00:00+08:00,\n\
-k1,2,cos,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n\
-k 4,2,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n\
-k2,999,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,\n",
+        &contracts(&[
+            "k1,2,cvm,hourly,discount,0.5,2026-01-01T00:00:00+08:00,",
+            "k2,2,cdn,hourly,discount,0.6,2026-01-01T00:00:00+08:00,",
+            "k1,2,cos,hourly,discount,0.7,2026-01-01T00:00:00+08:00,",
+            "k 4,2,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,",
+            "k2,999,cbs,hourly,discount,0.7,2026-01-01T00:00:00+08:00,",
+        ]),
     );
     s.file("days/2026-10-01/usage.csv", USAGE_HEADER);
     let err = s.run().unwrap_err();
