@@ -86,6 +86,31 @@ def identical_trees(a, b):
     return len(names), size
 
 
+def need_disk(need, what):
+    """Stop before a part of the benchmark that would fill the disk midway: `need`
+    bytes (an estimate from the sizes measured in BENCHMARKS.md, with a margin)
+    against what is free under target/. DISK_CHECK=0 skips the check."""
+    free = shutil.disk_usage(WORK).free
+    if os.environ.get("DISK_CHECK") != "0" and free < need:
+        sys.exit(f"{what} needs about {need / 1e9:.1f} GB free under {WORK}, and {free / 1e9:.1f} GB are: "
+                 f"free some, or run a smaller size (DISK_CHECK=0 runs it anyway)")
+
+
+def day_bytes(rows, generated):
+    """What a day of `rows` usage rows takes on disk while it is benchmarked: its
+    input unless already generated (~144 bytes a row), the 2- and 1-thread output
+    folders (0.52 GB each at 1M rows, 2.81 GB at 10M) and DuckDB's output (~30
+    bytes a row); a quarter more as a margin."""
+    folder = 0.27e9 + 254 * rows
+    return int(1.25 * ((0 if generated else 150 * rows + 50e6) + 2 * folder + 30 * rows))
+
+
+def month_bytes(rows, lean):
+    """What the month of the close benchmark takes at its largest (README: ~25 GB
+    for 1M-row days, ~50 GB for lean 10M-row days), scaled by the rows a day."""
+    return int((25e9 if not lean else 5e9) * rows / 1_000_000)
+
+
 def generate(rows):
     path = os.path.join(WORK, f"rows-{rows}")
     if not os.path.exists(os.path.join(path, "days", DAY, "usage.csv")):
@@ -107,6 +132,7 @@ def close_benchmark(rows):
     next run."""
     lean = os.environ.get("LEAN", "1" if rows >= 5_000_000 else "0") == "1"
     path = os.path.join(WORK, f"month-{rows}")
+    need_disk(month_bytes(rows, lean), f"the month of {rows:,}-row days")
     first_usage = os.path.join(path, "days", "2026-10-01", "usage.csv")
     if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")) or not os.path.exists(first_usage):
         shutil.rmtree(path, ignore_errors=True)
@@ -158,6 +184,8 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results, io, same = {}, [], []
     for rows in sizes:
+        generated = os.path.exists(os.path.join(WORK, f"rows-{rows}", "days", DAY, "usage.csv"))
+        need_disk(day_bytes(rows, generated), f"the {rows:,}-row day")
         path = generate(rows)
         usage = os.path.join(path, "days", DAY, "usage.csv")
         out = os.path.join(WORK, "out")
