@@ -816,18 +816,7 @@ fn owners_cards<'s>(
             let owner = parse_uin(Fields::new(record, indices).get(1))?;
             let card = match last {
                 Some((uin, card)) if uin == owner => Some(card),
-                _ => {
-                    let card = snapshot.card(owner);
-                    // What the check reads of the account next is asked for now:
-                    // the card, and an inheriting member's entry (its payer).
-                    if let Some(card) = card {
-                        crate::memory::prefetch_whole(card);
-                        if card.discount_inheritance {
-                            crate::memory::prefetch_whole(&snapshot.orgs[card.org as usize].members[card.member as usize]);
-                        }
-                    }
-                    card
-                }
+                _ => snapshot.card(owner),
             };
             if let Some(card) = card {
                 last = Some((owner, card));
