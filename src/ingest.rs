@@ -377,20 +377,13 @@ fn settle_usage_batch(
     input: &mut DayInput,
     counts: &mut FileCounts,
 ) -> Result<(), UnusableFile> {
-    // A few dozen rows at a time: their owners' cards first, then the rows checked
-    // (`owners_cards`).
-    // Each check is written to its row's place (a list of checks a group, joined
-    // after, copied every check once more).
-    let mut checks: Vec<Option<UsageCheck>> = Vec::new();
-    batch.par_iter().map(|_| None).collect_into_vec(&mut checks);
-    checks.par_chunks_mut(CARDS_AT_ONCE).zip(batch.par_chunks(CARDS_AT_ONCE)).for_each_init(RowCache::default, |cache, (checks, rows)| {
-        let cards = owners_cards(rows, indices, ctx.snapshot, cache.card);
-        for ((check, row), card) in checks.iter_mut().zip(rows).zip(cards) {
-            if let RawRow::Record { record, .. } = row {
-                *check = Some(check_usage(&Fields::new(record, indices), ctx, cache, card));
-            }
-        }
-    });
+    let checks: Vec<Option<UsageCheck>> = batch
+        .par_iter()
+        .map_init(RowCache::default, |cache, row| match row {
+            RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx, cache)),
+            RawRow::Bad { .. } => None,
+        })
+        .collect();
     // Duplicates (§4.2), decided per id shard in parallel, in file order within a shard.
     let mut by_shard: Vec<Vec<u32>> = (0..ID_SHARDS).map(|_| Vec::new()).collect();
     for (i, check) in checks.iter().enumerate() {
@@ -444,6 +437,7 @@ fn settle_usage_batch(
 
     // Each row's outcome, a part of the batch per task on all cores; the parts are
     // joined in file order (this loop alone was a fifth of reading when serial).
+    let mut checks = checks;
     let mut parts: Vec<BatchPart> = checks
         .par_chunks_mut(ROWS_PER_PART)
         .zip(batch.par_chunks(ROWS_PER_PART))
@@ -795,40 +789,7 @@ struct RowCache<'s> {
     card: Option<(Uin, &'s AccountCard)>,
 }
 
-/// How many usage rows a task looks up the owners of before it checks them.
-const CARDS_AT_ONCE: usize = 64;
-
-/// The card of each row's owner (the owner as `check_usage` reads it; None for a
-/// row whose owner is no UIN, or that is not a record), looked up before the rows
-/// are checked: the probes of the account index then follow one another with
-/// nothing between them, so their cache misses overlap (one each row, checked in
-/// turn, was a fifth of the check's time at 10M rows). `last` is the card the
-/// task looked up before (consecutive rows are mostly one owner's).
-fn owners_cards<'s>(
-    rows: &[RawRow],
-    indices: &[Option<usize>],
-    snapshot: &'s Snapshot,
-    mut last: Option<(Uin, &'s AccountCard)>,
-) -> Vec<Option<(Uin, Option<&'s AccountCard>)>> {
-    rows.iter()
-        .map(|row| {
-            let RawRow::Record { record, .. } = row else { return None };
-            let owner = parse_uin(Fields::new(record, indices).get(1))?;
-            let card = match last {
-                Some((uin, card)) if uin == owner => Some(card),
-                _ => snapshot.card(owner),
-            };
-            if let Some(card) = card {
-                last = Some((owner, card));
-            }
-            Some((owner, card))
-        })
-        .collect()
-}
-
-/// Check one usage row; `looked_up` is its owner's card as `owners_cards` found
-/// it (the account index is asked again for any other owner).
-fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'s>, looked_up: Option<(Uin, Option<&'s AccountCard>)>) -> UsageCheck {
+fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'s>) -> UsageCheck {
     let mut first = FirstReason(None);
     let timestamps = &mut cache.timestamps;
     let start = timestamp_by(f.get(6), "usage_start", &mut first, |t| Ts::parse_cached(t, timestamps));
@@ -898,9 +859,8 @@ fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'
         first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {}", last_instant.month()));
     }
     // The account checks of `account_checks`, with one lookup for them and pricing.
-    let card = match (cache.card, looked_up) {
-        (Some((uin, card)), _) if uin == owner => Some(card),
-        (_, Some((uin, card))) if uin == owner => card,
+    let card = match cache.card {
+        Some((uin, card)) if uin == owner => Some(card),
         _ => ctx.snapshot.card(owner),
     };
     if let Some(card) = card {
