@@ -123,7 +123,8 @@ pub struct LineSumsBuilder {
 impl LineSumsBuilder {
     /// Add `lines` (each of an account of `snapshot`).
     pub fn add<'l>(&mut self, snapshot: &Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
-        let (mut run_merged, mut run_self_paid) = (Vec::new(), Vec::new());
+        // Nearly every line is on a merged bill: its list sized once.
+        let (mut run_merged, mut run_self_paid) = (Vec::with_capacity(lines.size_hint().0), Vec::new());
         // The last owner located, with its (organization, member) indices:
         // consecutive lines are mostly one owner's products, and a lookup of the
         // account index is a cache miss (as in the FOCUS rows).
