@@ -133,6 +133,23 @@ pub struct PostpaidUsage {
     pub quantity: Exact8,
 }
 
+/// A postpaid line's id (`P|owner|product|cycle|period_start`, plus `|late-D`
+/// for a late line; SPEC §11.1), its period start written by `write_start`.
+fn write_postpaid_line_id(out: &mut String, owner: Uin, product: &str, cycle: Cycle, late: Option<Day>, write_start: impl FnOnce(&mut String)) {
+    out.push_str("P|");
+    out.push_str(itoa::Buffer::new().format(owner));
+    out.push('|');
+    out.push_str(product);
+    out.push('|');
+    out.push_str(cycle.as_str());
+    out.push('|');
+    write_start(out);
+    if let Some(day) = late {
+        out.push_str("|late-");
+        out.push_str(&day.to_string());
+    }
+}
+
 /// What only an order's line (a prepaid line or a refund share) has: its id, the
 /// order and resource ids, and the key of the event that made it (a postpaid
 /// line's key is read from the line itself). Boxed: millions of postpaid lines a
@@ -231,18 +248,7 @@ impl LedgerLine {
     pub fn write_line_id_with(&self, out: &mut String, write_start: impl FnOnce(Ts, &mut String)) {
         match &self.detail {
             &LineDetail::Postpaid(PostpaidUsage { cycle, start, late, .. }) => {
-                out.push_str("P|");
-                out.push_str(itoa::Buffer::new().format(self.owner_uin));
-                out.push('|');
-                out.push_str(self.product);
-                out.push('|');
-                out.push_str(cycle.as_str());
-                out.push('|');
-                write_start(start, out);
-                if let Some(day) = late {
-                    out.push_str("|late-");
-                    out.push_str(&day.to_string());
-                }
+                write_postpaid_line_id(out, self.owner_uin, self.product, cycle, late, |out| write_start(start, out));
             }
             LineDetail::Order(order) => out.push_str(&order.line_id),
         }
@@ -658,11 +664,10 @@ impl<'a> OrgBooks<'a> {
         let list = group.list.round_to_money_half_away_from_zero();
         let payable = group.priced.round_to_money_half_away_from_zero();
         let late = (period_end <= day.start()).then_some(day);
+        // Spelled for each voucher it uses (its voucher usage rows name it).
         let line_id = || {
-            let mut text = format!("P|{}|{}|{}|{}", gk.owner_uin, gk.product, gk.cycle, gk.period_start);
-            if let Some(day) = late {
-                text.push_str(&format!("|late-{day}"));
-            }
+            let mut text = String::with_capacity(64);
+            write_postpaid_line_id(&mut text, gk.owner_uin, gk.product, gk.cycle, late, |out| gk.period_start.write_to(out));
             text
         };
         let timing = LineTiming::Postpaid { period_start: gk.period_start, period_end };
