@@ -601,9 +601,19 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
 /// the fields in SPEC order, each followed by 0x1f. Built in one buffer and hashed
 /// in one call (the same digest as feeding the pieces one by one, much faster).
 fn content_digest(fields: &Fields<'_>) -> u128 {
-    let mut buffer = [0u8; 512];
+    content_digest_in(fields, &mut [0u8; CONTENT_BYTES])
+}
+
+/// Bytes of the fields' text a digest is made from in one call (a longer row's is
+/// streamed, `content_digest_long`).
+const CONTENT_BYTES: usize = 512;
+
+/// `content_digest`, built in `buffer` (of `CONTENT_BYTES`; what it held is no
+/// matter): a usage row's task reuses one, as zeroing a fresh one for each of
+/// 10M rows took ~0.5% of the day.
+fn content_digest_in(fields: &Fields<'_>, buffer: &mut [u8]) -> u128 {
     // Nearly always: the record's own text with its commas replaced.
-    if let Some(len) = fields.unit_separated(&mut buffer) {
+    if let Some(len) = fields.unit_separated(buffer) {
         return xxhash_rust::xxh3::xxh3_128(&buffer[..len]);
     }
     let mut used = 0;
@@ -790,6 +800,8 @@ struct RowCache<'s> {
     timestamps: TsCache,
     product: Option<Product>,
     card: Option<(Uin, &'s AccountCard)>,
+    /// Where a row's content digest is built (`content_digest_in`).
+    content: Vec<u8>,
 }
 
 fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'s>) -> UsageCheck {
@@ -906,7 +918,10 @@ fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'
     });
     UsageCheck::Passed {
         id: id_digest(record_id),
-        content: content_digest(f) as u64,
+        content: {
+            cache.content.resize(CONTENT_BYTES, 0);
+            content_digest_in(f, &mut cache.content) as u64
+        },
         org: org_index,
         key: GroupKey { owner_uin: owner, product, cycle, period_start },
         group,
@@ -1157,5 +1172,11 @@ mod digest_tests {
         let (a, b) = (TextRecord::of(&["ab", "c"]), TextRecord::of(&["a", "bc"]));
         let indices = [Some(0), Some(1)];
         assert_ne!(content_digest(&Fields::new(&a, &indices)), content_digest(&Fields::new(&b, &indices)));
+        // A reused buffer's earlier bytes are no matter: the digest is the fresh one's.
+        let mut reused = vec![0xaa; CONTENT_BYTES];
+        for (record, indices) in cases.iter().rev().chain(&cases) {
+            let fields = Fields::new(record, indices);
+            assert_eq!(content_digest_in(&fields, &mut reused), content_digest_long(&fields), "{:?}", fields.all());
+        }
     }
 }
