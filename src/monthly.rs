@@ -123,8 +123,11 @@ pub struct LineSumsBuilder {
 impl LineSumsBuilder {
     /// Add `lines` (each of an account of `snapshot`).
     pub fn add<'l>(&mut self, snapshot: &Snapshot, lines: impl Iterator<Item = &'l LedgerLine>) {
-        // Nearly every line is on a merged bill: its list sized once.
-        let (mut run_merged, mut run_self_paid) = (Vec::with_capacity(lines.size_hint().0), Vec::new());
+        RUN_SCRATCH.with_borrow_mut(|scratch| self.add_with(snapshot, lines, scratch));
+    }
+
+    fn add_with<'l>(&mut self, snapshot: &Snapshot, lines: impl Iterator<Item = &'l LedgerLine>, scratch: &mut RunScratch) {
+        let RunScratch { merged: run_merged, self_paid: run_self_paid, merged_lacking, self_paid_lacking } = scratch;
         // The last owner located, with its (organization, member) indices:
         // consecutive lines are mostly one owner's products, and a lookup of the
         // account index is a cache miss (as in the FOCUS rows).
@@ -164,8 +167,8 @@ impl LineSumsBuilder {
                 run_self_paid.push(((line.bill_month, o as u32, line.owner_uin, ByAddress(line.product)), line.payable_amount));
             }
         }
-        add_run(&mut self.merged, run_merged, |a, b| add_sums(a, &b));
-        add_run(&mut self.self_paid, run_self_paid, |a, b| *a += b);
+        add_run(&mut self.merged, run_merged, merged_lacking, |a, b| add_sums(a, &b));
+        add_run(&mut self.self_paid, run_self_paid, self_paid_lacking, |a, b| *a += b);
     }
 
     /// The sums with the keys of the month aggregates, month by month (months
@@ -182,6 +185,22 @@ impl LineSumsBuilder {
         );
         (merged, self_paid)
     }
+}
+
+/// The lists a thread reuses for the runs it adds to builders
+/// (`LineSumsBuilder::add`): a run's entries and the keys its builder lacks.
+/// Allocated and freed for each organization's run (~1.7M a 10M-row day), they
+/// took ~0.5% of the day in the allocator.
+#[derive(Default)]
+struct RunScratch {
+    merged: Vec<(MergedSumKey, BillSums)>,
+    self_paid: Vec<(SelfPaidSumKey, Money)>,
+    merged_lacking: Vec<(MergedSumKey, BillSums)>,
+    self_paid_lacking: Vec<(SelfPaidSumKey, Money)>,
+}
+
+thread_local! {
+    static RUN_SCRATCH: std::cell::RefCell<RunScratch> = std::cell::RefCell::default();
 }
 
 /// Entries that come month by month (a builder's lists are sorted by month first)
@@ -339,12 +358,12 @@ pub fn add_builders_to_months(
 /// found: the list is cold when an organization's lines come, and a bisection
 /// for each line waited on a cache miss at each step), values of equal keys
 /// combined, and the keys the list lacks merged in once.
-fn add_run<K: Ord, V>(list: &mut Vec<(K, V)>, mut run: Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
+fn add_run<K: Ord, V>(list: &mut Vec<(K, V)>, run: &mut Vec<(K, V)>, lacking: &mut Vec<(K, V)>, combine: impl Fn(&mut V, V)) {
     // Sums of whole fen: the order entries of a key are combined in is no matter.
     run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut lacking: Vec<(K, V)> = Vec::new();
+    lacking.clear();
     let mut at = 0;
-    for (k, v) in run {
+    for (k, v) in run.drain(..) {
         at = first_not_below(list, at, &k);
         match (list.get_mut(at), lacking.last_mut()) {
             (Some((old, sums)), _) if *old == k => combine(sums, v),
@@ -353,7 +372,7 @@ fn add_run<K: Ord, V>(list: &mut Vec<(K, V)>, mut run: Vec<(K, V)>, combine: imp
         }
     }
     if !lacking.is_empty() {
-        *list = merge_sorted(std::mem::take(list), lacking.into_iter(), |_, _| unreachable!("the keys are lacking"));
+        *list = merge_sorted(std::mem::take(list), lacking.drain(..), |_, _| unreachable!("the keys are lacking"));
     }
 }
 
@@ -858,7 +877,10 @@ mod tests {
                 *expected.entry(*k).or_default() += v;
             }
             let mut list: Vec<(u16, i64)> = old.into_iter().collect();
-            add_run(&mut list, run, |a, b| *a += b);
+            // The lists are reused: each holds entries of an earlier run.
+            let (mut run, mut lacking) = (run, vec![(0, 0); 3]);
+            add_run(&mut list, &mut run, &mut lacking, |a, b| *a += b);
+            proptest::prop_assert!(run.is_empty());
             proptest::prop_assert_eq!(list, expected.into_iter().collect::<Vec<_>>());
         }
     }
