@@ -475,6 +475,8 @@ pub struct OrgBooks<'a> {
     /// `reevaluate`'s list of accounts, kept between its calls (one a line: a
     /// list made anew each time was ~6M allocations of a 10M-row day).
     candidates: Vec<Uin>,
+    /// The bill month of the last postpaid line's last instant.
+    months: crate::time::MonthOf,
 }
 
 impl<'a> OrgBooks<'a> {
@@ -501,6 +503,7 @@ impl<'a> OrgBooks<'a> {
             current_payer: BTreeMap::new(),
             paid_by: BTreeMap::new(),
             candidates: Vec::new(),
+            months: Default::default(),
         };
         for m in &org.members {
             books.set_payer(m.uin, m.payer_at(before));
@@ -675,7 +678,7 @@ impl<'a> OrgBooks<'a> {
         self.commit_payment(responsible, &payment, line_id, key, out);
         let line = LedgerLine {
             charge_time: period_end,
-            bill_month: last_instant.month().into(),
+            bill_month: self.months.month(last_instant).0.into(),
             kind: LineKind::Postpaid,
             org_id: self.org_id,
             owner_uin: gk.owner_uin,

@@ -802,6 +802,9 @@ struct RowCache<'s> {
     card: Option<(Uin, &'s AccountCard)>,
     /// Where a row's content digest is built (`content_digest_in`).
     content: Vec<u8>,
+    /// The bill month of the last row's period, and whether it is closed.
+    month: crate::time::MonthOf,
+    closed: bool,
 }
 
 fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'s>) -> UsageCheck {
@@ -870,8 +873,12 @@ fn check_usage<'s>(f: &Fields<'_>, ctx: &ReadContext<'s>, cache: &mut RowCache<'
     if end > period_end {
         first.refuse(Reason::SpansPeriods, format!("usage_end {end} is beyond the end of its {cycle} period ({period_end})"));
     }
-    if (ctx.is_month_closed)(last_instant.month()) {
-        first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {}", last_instant.month()));
+    let (bill_month, changed) = cache.month.month(last_instant);
+    if changed {
+        cache.closed = (ctx.is_month_closed)(bill_month);
+    }
+    if cache.closed {
+        first.refuse(Reason::MonthClosed, format!("the period is billed in closed month {bill_month}"));
     }
     // The account checks of `account_checks`, with one lookup for them and pricing.
     let card = match cache.card {
