@@ -651,7 +651,9 @@ impl UsageSpill {
         // A line's key by identity: an interned product is one address.
         let mut index: rustc_hash::FxHashMap<(Uin, usize, Cycle, i64), usize> = Default::default();
         index.reserve(part.rows as usize);
-        let mut lines: PartLines = Vec::new();
+        // Room for a line a row (most lines have one), not grown row by row:
+        // the copies of its growth were ~0.5% of a 10M-row day.
+        let mut lines: PartLines = Vec::with_capacity(part.rows as usize);
         let mut products = rustc_hash::FxHashMap::default();
         while !at.is_empty() {
             let row = decode(&mut at, &self.contracts, &mut products)
