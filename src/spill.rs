@@ -693,8 +693,7 @@ impl UsageSpill {
             let mut codes: Vec<(crate::ids::Product, u64)> = products.iter().map(|(&address, &code)| (code, address)).collect();
             codes.sort_unstable();
             let rank: rustc_hash::FxHashMap<u64, u32> = codes.iter().enumerate().map(|(r, &(_, address))| (address, r as u32)).collect();
-            let rank_of = |product| rank[&(crate::ids::address_of(product) as u64)];
-            lines.sort_by_cached_key(|(org, key, _)| (*org, key.owner_uin, rank_of(key.product), key.cycle, key.period_start));
+            sort_instant_lines(&mut lines, |product| rank[&(crate::ids::address_of(product) as u64)], codes.len());
         }
         Ok(Ok(lines))
     }
@@ -705,6 +704,29 @@ impl Drop for UsageSpill {
         if self.file.file.get().is_some() {
             let _ = std::fs::remove_file(&self.file.path);
         }
+    }
+}
+
+/// Lines of one part that is not the late lines' sorted by (organization, owner,
+/// product's rank, cycle, period start): `rank` must order products as their
+/// codes do, each below `ranks`. In such a part every line ends at one instant, so each cycle has
+/// one period start, and the key is packed into one integer (organization 32
+/// bits, owner 64, rank 24, cycle 8): the same order with fewer bytes to move
+/// and compare (as a tuple it was ~2% of a 10M-row day's samples). Lines that do
+/// not fit (a cycle with two starts, an organization or rank beyond its bits)
+/// are sorted by the tuple.
+fn sort_instant_lines(lines: &mut PartLines, rank: impl Fn(crate::ids::Product) -> u32, ranks: usize) {
+    let mut starts = [None; 3];
+    let packs = ranks <= 1 << 24
+        && lines.iter().all(|(org, key, _)| {
+            *org <= u32::MAX as usize && *starts[key.cycle as usize].get_or_insert(key.period_start) == key.period_start
+        });
+    if packs {
+        lines.sort_by_cached_key(|(org, key, _)| {
+            (*org as u128) << 96 | u128::from(key.owner_uin) << 32 | u128::from(rank(key.product)) << 8 | key.cycle as u128
+        });
+    } else {
+        lines.sort_by_cached_key(|(org, key, _)| (*org, key.owner_uin, rank(key.product), key.cycle, key.period_start));
     }
 }
 
@@ -857,6 +879,39 @@ mod tests {
             let mut whole = entries.clone();
             whole.sort_unstable();
             proptest::prop_assert_eq!(sorted_by_buckets(entries), whole);
+        }
+    }
+
+    proptest::proptest! {
+        /// A part's lines sorted with the packed key or the tuple: the order of
+        /// the tuple (organization, owner, rank, cycle, period start), whether
+        /// each cycle has one start (packed) or not (the tuple's fallback), for
+        /// owners and organizations at the ends of their ranges.
+        #[test]
+        fn instant_lines_sorted_as_by_the_tuple(
+            picks in proptest::collection::vec((0usize..4, 0usize..4, 0usize..3, 0usize..3, 0i64..3), 0..200),
+            one_start in proptest::bool::ANY,
+        ) {
+            let orgs = [0usize, 1, 7, u32::MAX as usize];
+            let owners = [1u64, 2, 1 << 40, u64::MAX];
+            let products: Vec<crate::ids::Product> = ["cdn", "cvm", "cos"].iter().map(|p| crate::ids::intern_product(p)).collect();
+            let cycles = [Cycle::Daily, Cycle::Hourly, Cycle::Monthly];
+            let group = UsageGroup { list: Rated::ZERO, priced: Rated::ZERO, records: 1, quantity: Exact8(0), contract: None };
+            let mut lines: PartLines = picks
+                .iter()
+                .enumerate()
+                .map(|(i, &(o, u, p, c, s))| {
+                    let period_start = Ts(if one_start { c as i64 } else { s });
+                    (orgs[o], GroupKey { owner_uin: owners[u], product: products[p], cycle: cycles[c], period_start }, UsageGroup { records: i as u64, ..group.clone() })
+                })
+                .collect();
+            // Ranks in the codes' text order: cdn, cos, cvm.
+            let rank = |p: crate::ids::Product| ["cdn", "cos", "cvm"].iter().position(|c| *c == p).unwrap() as u32;
+            let mut expected = lines.clone();
+            expected.sort_by_key(|(org, key, g)| (*org, key.owner_uin, rank(key.product), key.cycle, key.period_start, g.records));
+            sort_instant_lines(&mut lines, rank, 3);
+            // Equal keys keep their order (the records count their first order).
+            proptest::prop_assert_eq!(lines, expected);
         }
     }
 
