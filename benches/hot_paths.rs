@@ -92,6 +92,7 @@ fn ledger(c: &mut Criterion) {
         gift_amount: Money::ZERO,
         credit_amount: Money::ZERO,
         status: LineStatus::Settled,
+        place: (0, 0),
     };
     let lines = vec![line; 10_000];
     let day = Day::parse("2026-11-01").unwrap();

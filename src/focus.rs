@@ -105,7 +105,7 @@ pub fn write_focus_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine)
 fn write_row(out: &mut String, snapshot: &Snapshot, line: &LedgerLine, instants: &mut Instants) -> bool {
     let location = match instants.owner {
         Some((uin, o, m)) if uin == line.owner_uin => Some((o, m)),
-        _ => snapshot.locate(line.owner_uin),
+        _ => snapshot.locate_at(line.owner_uin, line.place),
     };
     let Some((o, m)) = location else {
         return false;
@@ -399,6 +399,31 @@ mod tests {
     fn line(end: &str, fen: i64) -> LedgerLine {
         let (start, _) = Cycle::Hourly.period_containing(Ts::parse(end).expect("an instant").pred());
         LedgerLine::settled_postpaid((1, 1), Cycle::Hourly, (&start.to_string(), end), None, fen)
+    }
+
+    /// A line's place is taken only when it names the line's owner: a place
+    /// left unknown, or naming another member or none, gives the owner's row
+    /// all the same.
+    #[test]
+    fn a_line_is_rendered_for_its_owner_whatever_place_it_names() {
+        let json = r#"{"snapshot_at":"2026-11-01T00:00:00+08:00","orgs":[{"org_id":"org-1","created_at":"2026-01-01T00:00:00+08:00",
+            "management_uin":1,"entities":[{"entity_id":"e1"}],"departments":[{"dept_id":"root","parent_id":null}],"members":[
+            {"uin":1,"name":"HQ","entity_id":"e1","dept_id":"root","join_mode":"management","joined_at":"2026-01-01T00:00:00+08:00"},
+            {"uin":2,"name":"Shop","entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}]}]}"#;
+        let snapshot = Snapshot::from_json(json.as_bytes()).expect("a snapshot");
+        // Member 2's line, paid by the management account.
+        let base = LedgerLine::settled_postpaid((2, 1), Cycle::Hourly, ("2026-11-01T00:00:00+08:00", "2026-11-01T01:00:00+08:00"), None, 5);
+        let render = |place: (u32, u32)| {
+            let line = LedgerLine { place, ..base.clone() };
+            let mut text = String::new();
+            assert!(write_focus_row(&mut text, &snapshot, &line), "{place:?}");
+            text
+        };
+        let expected = render((0, 1));
+        assert!(expected.contains(",1,HQ,") && expected.trim_end().ends_with(",2,Shop"), "{expected}");
+        for place in [(u32::MAX, u32::MAX), (0, 0), (1, 1), (0, 2)] {
+            assert_eq!(render(place), expected, "{place:?}");
+        }
     }
 
     const OCT_A: &str = "2026-10-31T23:00:00+08:00";

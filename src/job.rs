@@ -384,8 +384,9 @@ pub fn settle_day(
     let books: Vec<OrgBooks> = snapshot
         .orgs
         .par_iter()
+        .enumerate()
         .zip(taken.into_par_iter())
-        .map(|(org, (bases, sources))| {
+        .map(|((org_index, org), (bases, sources))| {
             let mut accounts = BTreeMap::new();
             let mut fresh = BTreeSet::new();
             for m in &org.members {
@@ -409,7 +410,7 @@ pub fn settle_day(
                     vouchers.insert(m.uin, balances);
                 }
             }
-            OrgBooks::new(org, day, accounts, &fresh, vouchers, bases, sources)
+            OrgBooks::new(org, org_index, day, accounts, &fresh, vouchers, bases, sources)
         })
         .collect();
 

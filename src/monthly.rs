@@ -133,17 +133,12 @@ impl LineSumsBuilder {
         // account index is a cache miss (as in the FOCUS rows).
         let mut last: Option<(Uin, usize, usize)> = None;
         for line in lines {
+            // The line's place in the snapshot, checked (a probe of the account
+            // index missed the cache about once a line: a quarter of this
+            // function's time at 10M usage rows).
             let located = match last {
                 Some((uin, o, m)) if uin == line.owner_uin => Some((o, m)),
-                // A builder's lines are one organization's: the last owner's
-                // organization is searched first, its members sorted by UIN (a
-                // probe of the account index missed the cache about once a line:
-                // a quarter of this function's time at 10M usage rows).
-                Some((_, o, _)) => {
-                    let members = &snapshot.orgs[o].members;
-                    members.binary_search_by_key(&line.owner_uin, |m| m.uin).ok().map(|m| (o, m)).or_else(|| snapshot.locate(line.owner_uin))
-                }
-                None => snapshot.locate(line.owner_uin),
+                _ => snapshot.locate_at(line.owner_uin, line.place),
             };
             let Some((o, m)) = located else { continue };
             last = Some((line.owner_uin, o, m));

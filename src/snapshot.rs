@@ -258,6 +258,19 @@ impl Snapshot {
         self.account_index.get(&uin).map(|c| (c.org as usize, c.member as usize))
     }
 
+    /// `locate`, for a place that may already say it (organization, member
+    /// index; a ledger line's): taken when it names `uin`'s member, read from
+    /// the account index otherwise.
+    pub fn locate_at(&self, uin: Uin, place: (u32, u32)) -> Option<(usize, usize)> {
+        let (o, m) = (place.0 as usize, place.1 as usize);
+        let named = self.orgs.get(o).and_then(|org| org.members.get(m)).is_some_and(|member| member.uin == uin);
+        if named {
+            Some((o, m))
+        } else {
+            self.locate(uin)
+        }
+    }
+
     /// The account's card (see `AccountCard`).
     pub fn card(&self, uin: Uin) -> Option<&AccountCard> {
         self.account_index.get(&uin)
