@@ -490,6 +490,8 @@ pub struct OrgBooks<'a> {
 impl<'a> OrgBooks<'a> {
     /// `accounts` holds every member; `fresh` lists those with no stored service
     /// state, whose state is derived from their balances without an event (§10).
+    /// `org_index` is the organization's index in the snapshot.
+    #[allow(clippy::too_many_arguments)] // the parts of an organization's state, each a different thing
     pub fn new(
         org: &'a Org,
         org_index: usize,
