@@ -3,7 +3,9 @@ installs DuckDB). `scale.py close [ROWS]` runs only the close benchmark (a month
 ROWS-row days, default 1M; CLOSE_ROWS sets it for the full run). Prints a Markdown table; wall times are medians of RUNS runs
 (default 5), peak RSS is the largest of those runs (from wait4). It also measures
 how fast the disk takes a synced write and how many bytes each run writes, which
-puts a floor under a run's time that no CPU work removes."""
+puts a floor under a run's time that no CPU work removes, and after each rotation
+how much of a second core the machine gives plain CPU work (`core_scaling`), a
+ceiling on the 1- to 2-thread speed-up at that hour."""
 import os, platform, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +64,37 @@ def disk_write_speed(size=1 << 30):
     os.close(fd)
     os.remove(path)
     return size / elapsed
+
+
+def core_scaling(probes=5, size=128 << 20):
+    """How much faster this machine's two cores do two pieces of plain CPU work at
+    once than one core does them one after the other (sha256 of 128 MiB in memory;
+    hashlib releases the GIL), the median of `probes` probes: about 2 when both
+    cores are the run's alone. On a shared VM the second core is at times taken by
+    the host, and no program's 1- to 2-thread speed-up can then exceed this."""
+    import hashlib, threading
+    data = bytes(size)
+
+    def one():
+        hashlib.sha256(data).digest()
+
+    def both():
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+    one()  # the data and the code in the caches
+    ratios = []
+    for _ in range(probes):
+        start = time.perf_counter()
+        one()
+        one()
+        ratios.append((time.perf_counter() - start) / both())
+    return statistics.median(ratios)
 
 
 def identical_trees(a, b):
@@ -182,7 +215,7 @@ def main():
           f"disk: {speed / 1e6:,.0f} MB/s written (O_DIRECT) and synced; runs per figure: {RUNS}\n")
     print("| usage rows | ledger lines | orgsettle 2 threads (s) | rows/s | peak RSS (MiB) | DuckDB group-by (s) | DuckDB RSS (MiB) | ratio to DuckDB | 1 thread (s) | speed-up 1→2 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    results, io, same = {}, [], []
+    results, io, same, scaling = {}, [], [], []
     for rows in sizes:
         generated = os.path.exists(os.path.join(WORK, f"rows-{rows}", "days", DAY, "usage.csv"))
         need_disk(day_bytes(rows, generated), f"the {rows:,}-row day")
@@ -190,7 +223,7 @@ def main():
         usage = os.path.join(path, "days", DAY, "usage.csv")
         out = os.path.join(WORK, "out")
         out1 = os.path.join(WORK, "out-1-thread")
-        ours, ours_rss, duck, duck_rss, single, ours_out, duck_out = [], [], [], [], [], [], []
+        ours, ours_rss, duck, duck_rss, single, ours_out, duck_out, cores = [], [], [], [], [], [], [], []
         # 2 threads, DuckDB and 1 thread in rotation, so that the machine's drift
         # over minutes (large on this shared VM) touches all three alike. After each
         # rotation the 1-thread run's output folder is compared byte for byte with
@@ -208,6 +241,7 @@ def main():
             env = dict(os.environ, RAYON_NUM_THREADS="1")
             w, _ = measure([BIN, "daily", "--input", path, "--out", out1, "--date", DAY, "--quiet"], env)
             single.append(w)
+            cores.append(core_scaling())
             compared = identical_trees(out, out1)
         shutil.rmtree(out1, ignore_errors=True)
         with open(os.path.join(out, "days", DAY, "ledger.csv")) as f:
@@ -220,8 +254,11 @@ def main():
         o, dk = statistics.median(ours_out), statistics.median(duck_out)
         io.append(f"{rows:,} rows: orgsettle writes {o / 1e9:.2f} GB a run (its outputs and state), DuckDB {dk / 1e6:,.0f} MB; "
                   f"at the disk's speed that alone is {o / speed:.2f} s for orgsettle ({o / speed / d:.2f}× DuckDB's time), {dk / speed:.2f} s for DuckDB")
+        scaling.append(f"{rows:,} rows: the machine's two cores did {statistics.median(cores):.2f}× one core's plain CPU work "
+                       f"(`core_scaling`, after each rotation: {min(cores):.2f}–{max(cores):.2f}); the speed-up 1→2 was {s / t:.2f}")
         sys.stdout.flush()
     print("\n" + "\n".join(io))
+    print("\n" + "\n".join(scaling))
     print("\n" + "\n".join(same))
     if len(sizes) >= 2:
         a, b = sizes[0], sizes[-1]
