@@ -384,13 +384,25 @@ fn settle_usage_batch(
             RawRow::Bad { .. } => None,
         })
         .collect();
-    // Duplicates (§4.2), decided per id shard in parallel, in file order within a shard.
-    let mut by_shard: Vec<Vec<u32>> = (0..ID_SHARDS).map(|_| Vec::new()).collect();
-    for (i, check) in checks.iter().enumerate() {
-        if let Some(UsageCheck::Passed { id, .. }) = check {
-            by_shard[UsageIds::shard_of(*id)].push(i as u32);
-        }
-    }
+    // Duplicates (§4.2), decided per id shard in parallel, in file order within a
+    // shard. Each passed row's id, content digest and file line are gathered per
+    // shard first, a stretch of the batch per task (read in order, the stretches
+    // then joined per shard in order): deciding a shard then reads its own list
+    // rather than every 64th row of the batch's checks and rows.
+    let gathered: Vec<Vec<Vec<Noted>>> = checks
+        .par_chunks(GATHER_ROWS)
+        .zip(batch.par_chunks(GATHER_ROWS))
+        .enumerate()
+        .map(|(c, (checks, rows))| {
+            let mut by_shard: Vec<Vec<Noted>> = (0..ID_SHARDS).map(|_| Vec::new()).collect();
+            for (j, (check, row)) in checks.iter().zip(rows).enumerate() {
+                if let (Some(UsageCheck::Passed { id, content, .. }), RawRow::Record { line, .. }) = (check, row) {
+                    by_shard[UsageIds::shard_of(*id)].push(Noted { id: *id, content: *content, line: *line, row: (c * GATHER_ROWS + j) as u32 });
+                }
+            }
+            by_shard
+        })
+        .collect();
     // An id remembered from an earlier day decides here; any other is taken as the
     // day's first for now, and noted with its row in its shard of the spill:
     // repeats within the day are decided once it is read (`UsageSpill::dedupe_shard`).
@@ -399,34 +411,29 @@ fn settle_usage_batch(
         .remembered_shards()
         .par_iter()
         .zip(usage.id_shards_mut().par_iter_mut())
-        .zip(by_shard)
-        .map(|((remembered, shard), rows)| {
+        .enumerate()
+        .map(|(s, (remembered, shard))| {
+            let rows: Vec<&Noted> = gathered.iter().flat_map(|stretch| &stretch[s]).collect();
             shard.reserve(rows.len());
-            let id_of = |i: u32| match &checks[i as usize] {
-                Some(UsageCheck::Passed { id, content, .. }) => (*id, *content),
-                _ => unreachable!("passed rows"),
-            };
             (0..rows.len())
                 .map(|k| {
                     // The filter blocks of the ids a few rows on (the remembered
                     // ids' and the day's) are asked for now:
                     // their cache misses overlap this row's (`memory::prefetch`).
-                    if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
-                        let ahead = id_of(ahead).0;
-                        remembered.prefetch(ahead);
-                        shard.prefetch(ahead);
+                    if let Some(ahead) = rows.get(k + PREFETCH_AHEAD) {
+                        remembered.prefetch(ahead.id);
+                        shard.prefetch(ahead.id);
                     }
-                    let i = rows[k];
-                    let (id, content) = id_of(i);
+                    let &Noted { id, content, line, row } = rows[k];
                     if let Some(earlier) = remembered.get(id) {
-                        return (i, if earlier.content == content { Seen::Same } else { Seen::Different });
+                        return (row, if earlier.content == content { Seen::Same } else { Seen::Different });
                     }
-                    let (line, text) = match &batch[i as usize] {
-                        RawRow::Record { line, record } => (*line, || Fields::new(record, indices).get(0).to_string()),
+                    let text = || match &batch[row as usize] {
+                        RawRow::Record { record, .. } => Fields::new(record, indices).get(0).to_string(),
                         RawRow::Bad { .. } => unreachable!("passed rows are records"),
                     };
                     shard.note(id, content, line, text);
-                    (i, Seen::New)
+                    (row, Seen::New)
                 })
                 .collect()
         })
@@ -530,6 +537,18 @@ const PRICED_BEYOND_RANGE: &str = "the priced amount exceeds the engine's exact 
 
 /// How many rows ahead the id lookups of a shard prefetch their slots.
 const PREFETCH_AHEAD: usize = 8;
+
+/// A passed usage row as its id shard decides it: its id, content digest, file
+/// line and place in its batch.
+struct Noted {
+    id: u128,
+    content: u64,
+    line: u64,
+    row: u32,
+}
+
+/// How many rows of a batch a task gathers per id shard (`settle_usage_batch`).
+const GATHER_ROWS: usize = 4096;
 
 /// Rows of a batch classified by one task (see `settle_usage_batch`).
 const ROWS_PER_PART: usize = 4096;
