@@ -303,6 +303,29 @@ fn duplicates_are_counted_and_conflicts_rejected_across_days() {
 }
 
 #[test]
+fn an_id_repeated_thousands_of_rows_later_in_one_batch_is_decided_in_file_order() {
+    // Reading gathers a batch's ids per id shard a stretch of 4,096 rows at a
+    // time; an id's rows in different stretches must still be met in file order.
+    let s = payer_scenario();
+    let row = |id: u32, amount: u32| {
+        format!("u{id},3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,{amount},{amount}\n")
+    };
+    let mut rows: String = (1..=9_000).map(|id| row(id, 1)).collect();
+    // Thousands of rows on: u5 again (a duplicate) and u10 changed (a conflict).
+    rows.push_str(&row(5, 1));
+    rows.push_str(&row(10, 2));
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}{rows}"));
+    s.run().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&s.read("days/2026-10-01/summary.json")).unwrap();
+    let usage = &summary["files"]["usage.csv"];
+    assert_eq!((usage["accepted"].as_u64(), usage["duplicates"].as_u64(), usage["rejected"].as_u64()), (Some(9_000), Some(1), Some(1)));
+    // The file's first u10 is the day's; the later one, on line 9,003, is refused.
+    assert_eq!(reject_heads(&s, "2026-10-01"), ["usage.csv,9003,u10,conflicting_duplicate"]);
+    let cols = ["usage_records", "list_amount", "payable_amount", "responsible_uin"];
+    assert_eq!(ledger_cols(&s, "2026-10-01", &cols), ["9000/9000.00/9000.00/2"]);
+}
+
+#[test]
 fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicates() {
     use orgsettle::store::{NextDay, Store};
     let s = payer_scenario();
