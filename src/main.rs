@@ -5,12 +5,15 @@ use orgsettle::cli::{Cli, Command, Format};
 use orgsettle::job::{self, Failure, Options};
 use std::process::ExitCode;
 
-/// mimalloc keeps freed pages for reuse until the job releases them (`memory`): the
-/// day's batches and output blocks are allocated and freed thousands of times, and
-/// glibc's allocator handed most of them back to the kernel, which then had to zero
-/// fresh pages (measured in BENCHMARKS.md).
+/// mimalloc for small blocks and glibc for blocks of 64 KiB or more
+/// (`memory::SplitAllocator`), both keeping freed pages for reuse until the job
+/// releases them (`memory`): the day's batches and output blocks are allocated
+/// and freed thousands of times, and glibc's allocator alone handed most of them
+/// back to the kernel, which then had to zero fresh pages; mimalloc alone kept
+/// the large ones in ranges of its arena that smaller blocks never reused
+/// (measured in BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: orgsettle::memory::SplitAllocator = orgsettle::memory::SplitAllocator;
 
 /// Transparent huge pages off for this process. mimalloc asks for them
 /// (`madvise(MADV_HUGEPAGE)`), and on a VM whose host backs guest memory on first
