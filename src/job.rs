@@ -271,8 +271,11 @@ impl OrgDay<'_> {
 /// About how many usage rows a run of the day's processing order holds (about
 /// half as many settlement lines): the day is grouped, settled, merged, rendered
 /// and handed to the writers a run at a time, so neither its lines nor its ledger
-/// lines are ever held at once.
-const RUN_ROWS: u64 = 1 << 16;
+/// lines are ever held at once. Three runs of lines and two of ledger lines and
+/// rendered rows are: at 10M usage rows, runs of 64k rows put the day's peak
+/// ~30 MiB above runs of 32k, in the same time; runs of 16k or 8k saved little
+/// more (BENCHMARKS.md, fifteenth session).
+const RUN_ROWS: u64 = 1 << 15;
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one),
 /// unchecked: its summary is made by `DayResult::check`. The ledger is settled in
