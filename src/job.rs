@@ -861,10 +861,8 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // them).
     let months = std::mem::take(&mut result.state.months);
     let mtd = || {
-        let mtd = crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false);
-        let (by_member, by_product) =
-            rayon::join(|| reports::overview_by_member_csv(&mtd.by_member), || reports::overview_by_product_csv(&mtd.by_product));
-        vec![("overview_mtd_by_member.csv", by_member), ("overview_mtd_by_product.csv", by_product)]
+        let mtd = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false);
+        vec![("overview_mtd_by_member.csv", mtd.by_member), ("overview_mtd_by_product.csv", mtd.by_product)]
     };
     let ((overview_mtd, months_staged), ((checked, state_staged), small)) = rayon::join(
         || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months)),
@@ -1083,7 +1081,7 @@ fn close_loaded(
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
-    let overview = crate::monthly::overview(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true);
+    let overview = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true);
     stage("close: overview", &mut t);
     let (snapshot, merged) = (&inputs.snapshot, &merged);
     let focus_body = match focus_rows.len {
@@ -1092,9 +1090,9 @@ fn close_loaded(
     };
     let files: Vec<OutFile> = vec![
         ("merged_bill.csv", Body::Stream(Box::new(move |w| reports::write_merged_bill(month, snapshot, merged, w)))),
-        ("overview_by_member.csv", Body::Bytes(reports::overview_by_member_csv(&overview.by_member))),
-        ("overview_by_product.csv", Body::Bytes(reports::overview_by_product_csv(&overview.by_product))),
-        ("overview_summary.csv", Body::Bytes(reports::overview_summary_csv(&overview.summary))),
+        ("overview_by_member.csv", Body::Bytes(overview.by_member)),
+        ("overview_by_product.csv", Body::Bytes(overview.by_product)),
+        ("overview_summary.csv", Body::Bytes(overview.summary)),
         ("focus.csv", focus_body),
     ];
     let files = with_parquet(files, &[("merged_bill.csv", "merged_bill.parquet"), ("focus.csv", "focus.parquet")], opts)?;

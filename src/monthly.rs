@@ -618,6 +618,18 @@ fn ranked<K: Ord + std::fmt::Display>(org: &Org, month: Month, totals: BTreeMap<
         .collect()
 }
 
+/// The history rows by (organization, month), for `overview_of`.
+pub type HistoryIndex<'h> = BTreeMap<(&'h str, Month), Vec<&'h HistoryRow>>;
+
+/// `history` indexed by (organization, month).
+pub fn history_index(history: &[HistoryRow]) -> HistoryIndex<'_> {
+    let mut index: HistoryIndex = BTreeMap::new();
+    for h in history {
+        index.entry((h.org_id.as_str(), h.month)).or_default().push(h);
+    }
+    index
+}
+
 /// The overview tables of `months` for every org (the six-month window, or the one
 /// month of a month-to-date view), and a summary row per org when `with_summary`.
 pub fn overview(
@@ -628,14 +640,22 @@ pub fn overview(
     months_back: usize,
     with_summary: bool,
 ) -> Overview {
+    overview_of(&snapshot.orgs, aggregates, &history_index(history), end_month, months_back, with_summary)
+}
+
+/// `overview` of the organizations `orgs` only (consecutive organizations of a
+/// snapshot give consecutive stretches of its tables: `reports::overview_files`).
+pub fn overview_of(
+    orgs: &[Org],
+    aggregates: &BTreeMap<Month, MonthAggregates>,
+    history_by_org: &HistoryIndex,
+    end_month: Month,
+    months_back: usize,
+    with_summary: bool,
+) -> Overview {
     use rayon::prelude::*;
-    let mut history_by_org: BTreeMap<(&str, Month), Vec<&HistoryRow>> = BTreeMap::new();
-    for h in history {
-        history_by_org.entry((h.org_id.as_str(), h.month)).or_default().push(h);
-    }
     // Each org's tables on whichever core is free, joined in org order.
-    let per_org: Vec<Overview> = snapshot
-        .orgs
+    let per_org: Vec<Overview> = orgs
         .par_iter()
         .map(|org| {
             let mut out = Overview::default();
@@ -645,7 +665,7 @@ pub fn overview(
             }
             let mut window_total = Money::ZERO;
             for &month in &months {
-                let data = month_data(org, month, aggregates, &history_by_org);
+                let data = month_data(org, month, aggregates, history_by_org);
                 let mut by_member: BTreeMap<Uin, Money> = BTreeMap::new();
                 let mut by_product: BTreeMap<&str, Money> = BTreeMap::new();
                 for ((member, product), total) in data {
@@ -863,6 +883,34 @@ mod tests {
         let doubled_merged: Vec<_> = expected_merged.iter().map(|(k, (n, t))| (*k, (2 * n, 2 * t))).collect();
         let doubled_self_paid: Vec<_> = expected_self_paid.iter().map(|(k, t)| (*k, *t + *t)).collect();
         assert_eq!(by_text(&again), (doubled_merged, doubled_self_paid));
+    }
+
+    /// The overview files made a few organizations at a time
+    /// (`reports::overview_files`) are the whole tables rendered at once, with
+    /// history rows among the months' sums.
+    #[test]
+    fn overview_files_made_a_few_organizations_at_a_time_are_the_whole_tables() {
+        let (snapshot, lines) = two_organizations_and_their_lines();
+        let mut sums = LineSumsBuilder::default();
+        sums.add(&snapshot, lines.iter());
+        let (months, _) = add_builders_to_months(vec![sums], &snapshot, |_| Ok(BTreeMap::new())).unwrap();
+        let november = crate::time::Day::parse("2026-11-01").unwrap().month();
+        let history = [HistoryRow { org_id: "org-b".into(), month: november.prev().prev(), member_uin: 21, product: "cdn".into(), total: Money::from_fen(1234) }];
+        for (months_back, with_summary, rows) in [(6, true, (11, 8)), (1, false, (5, 3))] {
+            let whole = overview(&snapshot, &months, &history, november, months_back, with_summary);
+            assert_eq!((whole.by_member.len(), whole.by_product.len()), rows, "{months_back}");
+            assert!(["org-a", "org-b"].iter().all(|o| whole.by_member.iter().any(|r| r.org_id == *o)), "{months_back}");
+            assert_eq!(whole.summary.len(), if with_summary { 2 } else { 0 });
+            let expected = (
+                crate::reports::overview_by_member_csv(&whole.by_member),
+                crate::reports::overview_by_product_csv(&whole.by_product),
+                crate::reports::overview_summary_csv(&whole.summary),
+            );
+            for at_once in [1, 2, 512] {
+                let files = crate::reports::overview_files_by(&snapshot, &months, &history, november, months_back, with_summary, at_once);
+                assert_eq!((files.by_member, files.by_product, files.summary), expected, "{months_back} months, {at_once} at once");
+            }
+        }
     }
 
     #[test]

@@ -404,9 +404,71 @@ fn merged_bill_rows(
     }
 }
 
+/// The overview files of the organizations of `snapshot` for the `months_back`
+/// months ending at `end_month` (`monthly::overview`): by member, by product, and
+/// the summary when `with_summary`. Computed and rendered a few hundred
+/// organizations at a time, each stretch's rows appended to the files and
+/// dropped: a 10M-row day's month-to-date tables held ~50 MB of rows at once, the
+/// peak of the day's last stage.
+pub fn overview_files(
+    snapshot: &crate::snapshot::Snapshot,
+    aggregates: &std::collections::BTreeMap<crate::time::Month, crate::state::MonthAggregates>,
+    history: &[crate::reference::HistoryRow],
+    end_month: crate::time::Month,
+    months_back: usize,
+    with_summary: bool,
+) -> OverviewFiles {
+    overview_files_by(snapshot, aggregates, history, end_month, months_back, with_summary, 512)
+}
+
+/// `overview_files`, `orgs_at_once` organizations at a time.
+pub(crate) fn overview_files_by(
+    snapshot: &crate::snapshot::Snapshot,
+    aggregates: &std::collections::BTreeMap<crate::time::Month, crate::state::MonthAggregates>,
+    history: &[crate::reference::HistoryRow],
+    end_month: crate::time::Month,
+    months_back: usize,
+    with_summary: bool,
+    orgs_at_once: usize,
+) -> OverviewFiles {
+    let index = crate::monthly::history_index(history);
+    let mut files = OverviewFiles {
+        by_member: overview_by_member_csv(&[]),
+        by_product: overview_by_product_csv(&[]),
+        summary: overview_summary_csv(&[]),
+    };
+    for orgs in snapshot.orgs.chunks(orgs_at_once.max(1)) {
+        let overview = crate::monthly::overview_of(orgs, aggregates, &index, end_month, months_back, with_summary);
+        let (by_member, by_product) = rayon::join(
+            || member_overview_rows(headerless(), &overview.by_member),
+            || product_overview_rows(headerless(), &overview.by_product),
+        );
+        files.by_member.extend(by_member);
+        files.by_product.extend(by_product);
+        files.summary.extend(summary_overview_rows(headerless(), &overview.summary));
+    }
+    files
+}
+
+/// The three overview files, each with its header.
+pub struct OverviewFiles {
+    pub by_member: Vec<u8>,
+    pub by_product: Vec<u8>,
+    pub summary: Vec<u8>,
+}
+
+/// A writer for rows to append to a file that has its header already.
+fn headerless() -> csv::Writer<Vec<u8>> {
+    writer()
+}
+
 pub fn overview_by_member_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
     let mut w = writer();
     w.write_record(["org_id", "month", "member_uin", "member_name", "total", "share", "rank"]).expect("write header");
+    member_overview_rows(w, rows)
+}
+
+fn member_overview_rows(mut w: csv::Writer<Vec<u8>>, rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
     for r in rows {
         w.write_record([
             r.org_id.as_str(),
@@ -425,6 +487,10 @@ pub fn overview_by_member_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
 pub fn overview_by_product_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
     let mut w = writer();
     w.write_record(["org_id", "month", "product", "total", "share", "rank"]).expect("write header");
+    product_overview_rows(w, rows)
+}
+
+fn product_overview_rows(mut w: csv::Writer<Vec<u8>>, rows: &[crate::monthly::OverviewRow]) -> Vec<u8> {
     for r in rows {
         w.write_record([r.org_id.as_str(), &r.month.to_string(), &r.key, &r.total.to_string(), &r.share, &r.rank.to_string()])
             .expect("write row");
@@ -435,6 +501,10 @@ pub fn overview_by_product_csv(rows: &[crate::monthly::OverviewRow]) -> Vec<u8> 
 pub fn overview_summary_csv(rows: &[crate::monthly::SummaryRow]) -> Vec<u8> {
     let mut w = writer();
     w.write_record(["org_id", "window_start", "window_end", "months", "total", "monthly_average"]).expect("write header");
+    summary_overview_rows(w, rows)
+}
+
+fn summary_overview_rows(mut w: csv::Writer<Vec<u8>>, rows: &[crate::monthly::SummaryRow]) -> Vec<u8> {
     for r in rows {
         w.write_record([
             r.org_id.as_str(),
