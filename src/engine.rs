@@ -475,8 +475,10 @@ pub struct OrgBooks<'a> {
     pub vouchers: BTreeMap<Uin, Vec<VoucherBalance<'a>>>,
     pub bases: Bases,
     pub sources: BTreeMap<Text, TransferSource>,
-    /// Each member's payer as of the events processed so far (drives service state).
-    current_payer: BTreeMap<Uin, Option<Uin>>,
+    /// Each member's payer as of the events processed so far (drives service
+    /// state); a member paying for itself has no entry (an entry of every member
+    /// was ~4 MB of a 10M-row day's books).
+    current_payer: BTreeMap<Uin, Uin>,
     paid_by: BTreeMap<Uin, BTreeSet<Uin>>,
     /// `reevaluate`'s list of accounts, kept between its calls (one a line: a
     /// list made anew each time was ~6M allocations of a 10M-row day).
@@ -529,7 +531,11 @@ impl<'a> OrgBooks<'a> {
     }
 
     fn set_payer(&mut self, uin: Uin, payer: Option<Uin>) {
-        if let Some(Some(old)) = self.current_payer.insert(uin, payer) {
+        let old = match payer {
+            Some(p) => self.current_payer.insert(uin, p),
+            None => self.current_payer.remove(&uin),
+        };
+        if let Some(old) = old {
             if let Some(set) = self.paid_by.get_mut(&old) {
                 set.remove(&uin);
             }
@@ -540,7 +546,7 @@ impl<'a> OrgBooks<'a> {
     }
 
     fn responsible(&self, uin: Uin) -> Uin {
-        self.current_payer.get(&uin).copied().flatten().unwrap_or(uin)
+        self.current_payer.get(&uin).copied().unwrap_or(uin)
     }
 
     /// The organization's events of `day` but its settlement lines (`events`, any
