@@ -861,7 +861,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // them).
     let months = std::mem::take(&mut result.state.months);
     let mtd = || {
-        let mtd = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false);
+        let mtd = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);
         vec![("overview_mtd_by_member.csv", mtd.by_member), ("overview_mtd_by_product.csv", mtd.by_product)]
     };
     let ((overview_mtd, months_staged), ((checked, state_staged), small)) = rayon::join(
@@ -1081,7 +1081,7 @@ fn close_loaded(
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
-    let overview = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true);
+    let overview = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true, reports::OVERVIEW_ORGS_AT_ONCE);
     stage("close: overview", &mut t);
     let (snapshot, merged) = (&inputs.snapshot, &merged);
     let focus_body = match focus_rows.len {

@@ -906,8 +906,8 @@ mod tests {
                 crate::reports::overview_by_product_csv(&whole.by_product),
                 crate::reports::overview_summary_csv(&whole.summary),
             );
-            for at_once in [1, 2, 512] {
-                let files = crate::reports::overview_files_by(&snapshot, &months, &history, november, months_back, with_summary, at_once);
+            for at_once in [1, 2, crate::reports::OVERVIEW_ORGS_AT_ONCE] {
+                let files = crate::reports::overview_files(&snapshot, &months, &history, november, months_back, with_summary, at_once);
                 assert_eq!((files.by_member, files.by_product, files.summary), expected, "{months_back} months, {at_once} at once");
             }
         }

@@ -404,25 +404,16 @@ fn merged_bill_rows(
     }
 }
 
+/// How many organizations' overview rows `overview_files` holds at once.
+pub const OVERVIEW_ORGS_AT_ONCE: usize = 512;
+
 /// The overview files of the organizations of `snapshot` for the `months_back`
 /// months ending at `end_month` (`monthly::overview`): by member, by product, and
-/// the summary when `with_summary`. Computed and rendered a few hundred
-/// organizations at a time, each stretch's rows appended to the files and
-/// dropped: a 10M-row day's month-to-date tables held ~50 MB of rows at once, the
-/// peak of the day's last stage.
+/// the summary when `with_summary`. Computed and rendered `orgs_at_once`
+/// organizations at a time (`OVERVIEW_ORGS_AT_ONCE`), each stretch's rows
+/// appended to the files and dropped: a 10M-row day's month-to-date tables held
+/// ~50 MB of rows at once, the peak of the day's last stage.
 pub fn overview_files(
-    snapshot: &crate::snapshot::Snapshot,
-    aggregates: &std::collections::BTreeMap<crate::time::Month, crate::state::MonthAggregates>,
-    history: &[crate::reference::HistoryRow],
-    end_month: crate::time::Month,
-    months_back: usize,
-    with_summary: bool,
-) -> OverviewFiles {
-    overview_files_by(snapshot, aggregates, history, end_month, months_back, with_summary, 512)
-}
-
-/// `overview_files`, `orgs_at_once` organizations at a time.
-pub(crate) fn overview_files_by(
     snapshot: &crate::snapshot::Snapshot,
     aggregates: &std::collections::BTreeMap<crate::time::Month, crate::state::MonthAggregates>,
     history: &[crate::reference::HistoryRow],
