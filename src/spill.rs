@@ -5,7 +5,8 @@
 //! memory. Each accepted row is written instead, in a few dozen bytes, to the
 //! file of the part of the day's processing order its line falls in: late lines
 //! (their period ended before the day) in one part, and each hour of the day cut
-//! into `OWNER_RANGES` parts by the owner's UIN. Every line's rows are in one
+//! into `OWNER_RANGES` parts by the owner's UIN (the last hour, which holds the
+//! daily and monthly lines too, into `LAST_HOUR_RANGES`). Every line's rows are in one
 //! part, the parts follow one another in processing order (a line is processed
 //! at its period's last instant, then by owner), and a run of consecutive parts
 //! is a run of the day's order (`UsageSpill::runs`, `engine::KeyBound`). The
@@ -31,17 +32,29 @@ use rayon::prelude::*;
 
 use std::path::{Path, PathBuf};
 
-/// Each hour of the day is cut into this many parts by the owner's UIN (at evenly
-/// spaced UINs of the snapshot's accounts): the day's last hour holds its daily
-/// and monthly lines too, a quarter of a day's lines or more, and a part is never
-/// cut into runs (with 16, a 10M-row day's last-hour parts were 200k rows each,
-/// and its runs there three times the others).
+/// Each hour of the day but the last is cut into this many parts by the owner's
+/// UIN (at evenly spaced UINs of the snapshot's accounts). A part is never cut
+/// into runs (with 16, a 10M-row day's last-hour parts were 200k rows each, and
+/// its runs there three times the others).
 pub const OWNER_RANGES: usize = 64;
+
+/// The day's last hour is cut into this many parts: it holds the day's daily and
+/// monthly lines too, a third of a day's rows (3.3M of a 10M-row day's). With
+/// 64 its parts were ~51k rows each, each a run of its own above 32k rows;
+/// with 256 they are ~13k, joined into runs of ~32k rows as the other hours'
+/// are, and the 10M-row day's peak was ~12 MB lower (BENCHMARKS.md, sixteenth
+/// session). A multiple of `OWNER_RANGES`: each of an earlier hour's ranges is
+/// `RANGE_STEP` of these.
+pub const LAST_HOUR_RANGES: usize = 256;
+
+/// How many of the last hour's owner ranges an earlier hour's range spans.
+const RANGE_STEP: usize = LAST_HOUR_RANGES / OWNER_RANGES;
+const _: () = assert!(RANGE_STEP * OWNER_RANGES == LAST_HOUR_RANGES);
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// The parts of a day: late lines first, then each hour's owner ranges.
-const PARTS: usize = 1 + 24 * OWNER_RANGES;
+const PARTS: usize = 1 + 23 * OWNER_RANGES + LAST_HOUR_RANGES;
 
 /// Buffered bytes of a part before they are written to its file.
 const PART_BUFFER: usize = 16 * 1024;
@@ -193,8 +206,9 @@ impl Blocks {
 pub struct UsageSpill {
     file: std::sync::Arc<SpillFile>,
     day: Day,
-    /// Where each hour is cut: a line of an owner below `splits[k]` is in a range
-    /// before k.
+    /// Where the last hour is cut: a line of an owner below `splits[k]` is in a
+    /// range before k + 1; an earlier hour's range k + 1 begins at
+    /// `splits[(k + 1) * RANGE_STEP - 1]`.
     splits: Vec<Uin>,
     parts: Vec<Part>,
     /// Every contract's name, by the number a row stores (its position + 1).
@@ -348,7 +362,7 @@ impl UsageSpill {
             Err(e) => return Err(e),
         }
         let uins = snapshot.all_uins();
-        let splits = (1..OWNER_RANGES).map(|k| uins.get(k * uins.len() / OWNER_RANGES).copied().unwrap_or(Uin::MAX)).collect();
+        let splits = (1..LAST_HOUR_RANGES).map(|k| uins.get(k * uins.len() / LAST_HOUR_RANGES).copied().unwrap_or(Uin::MAX)).collect();
         let parts = (0..PARTS).map(|_| Part { blocks: Blocks::default(), rows: 0 }).collect();
         let contracts: Vec<ContractRef> = contracts.names().collect();
         let contract_numbers = contracts.iter().enumerate().map(|(i, c)| (*c as *const _ as usize, i as u32 + 1)).collect();
@@ -383,12 +397,26 @@ impl UsageSpill {
         }
         let hour = ((at.0 - self.day.start().0) / NANOS_PER_HOUR) as usize;
         debug_assert!(hour < 24, "an accepted line's period ends by the end of the day");
-        1 + hour * OWNER_RANGES + self.splits.partition_point(|&s| s <= key.owner_uin)
+        // Of the last hour's ranges, how many begin at or below the owner (an
+        // earlier hour's range k begins where the last hour's k × RANGE_STEP does).
+        let fine = self.splits.partition_point(|&s| s <= key.owner_uin);
+        if hour < 23 { 1 + hour * OWNER_RANGES + fine / RANGE_STEP } else { 1 + 23 * OWNER_RANGES + fine }
+    }
+
+    /// The hour of an in-day part (not 0), and its owner range within the hour.
+    fn hour_and_range(part: usize) -> (usize, usize) {
+        let p = part - 1;
+        if p < 23 * OWNER_RANGES { (p / OWNER_RANGES, p % OWNER_RANGES) } else { (23, p - 23 * OWNER_RANGES) }
+    }
+
+    /// The first UIN of owner range `range` (not 0) of `hour`.
+    fn range_start(&self, hour: usize, range: usize) -> Uin {
+        self.splits[if hour < 23 { range * RANGE_STEP - 1 } else { range - 1 }]
     }
 
     /// The instant of the lines of an in-day part (not 0).
     fn instant_of(&self, part: usize) -> Ts {
-        let hour = ((part - 1) / OWNER_RANGES) as i64;
+        let hour = Self::hour_and_range(part).0 as i64;
         Ts(self.day.start().0 + (hour + 1) * NANOS_PER_HOUR).pred()
     }
 
@@ -576,9 +604,9 @@ impl UsageSpill {
             if held > 0 && held + part.rows > rows {
                 // Part p begins a new run: at its hour's first instant, or between
                 // owners of its hour.
-                let range = (p - 1) % OWNER_RANGES;
+                let (hour, range) = Self::hour_and_range(p);
                 let at = self.instant_of(p);
-                let until = if range == 0 { KeyBound::at(at) } else { KeyBound::lines_from(at, self.splits[range - 1]) };
+                let until = if range == 0 { KeyBound::at(at) } else { KeyBound::lines_from(at, self.range_start(hour, range)) };
                 runs.push(Run { parts: start..p, until: Some(until) });
                 (start, held) = (p, 0);
             }
@@ -1134,6 +1162,43 @@ mod tests {
         // Every line falls before its run's bound and at or after the one before.
         for (r, run) in runs.iter().enumerate() {
             for (key, _) in spill.lines(run, 1).unwrap().unwrap().remove(0) {
+                assert!(run.until.is_none_or(|u| u.is_after_line(&key)));
+                assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
+            }
+        }
+    }
+
+    /// The last hour is cut `RANGE_STEP` times finer than the others (its daily
+    /// and monthly lines make large parts), each earlier hour's range being whole
+    /// ranges of it: a run beginning in it ends the one before at its range's
+    /// first UIN.
+    #[test]
+    fn the_last_hour_is_cut_finer_than_the_others() {
+        let snapshot = snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let at = |hour: i64| Ts(day().start().0 + hour * NANOS_PER_HOUR).pred();
+        // 128 accounts (UINs 1 to 128): the last hour's 256 ranges begin at UINs
+        // 1, 2, 2, 3, 3, ... (range k at 1 + (k + 1) / 2), an earlier hour's 64 at
+        // 1, 3, 5, ...: owner 9 is in range 4 of hour 22 and 17 of the last hour,
+        // owner 30 in range 14 and 59.
+        let mut rows = vec![
+            row(2, 9, "cvm", Cycle::Hourly, "2026-10-02T22:00:00+08:00", 1, 1),
+            row(3, 30, "cvm", Cycle::Hourly, "2026-10-02T22:00:00+08:00", 1, 1),
+            row(4, 9, "cvm", Cycle::Hourly, "2026-10-02T23:00:00+08:00", 1, 1),
+            row(5, 30, "cos", Cycle::Daily, "2026-10-02T00:00:00+08:00", 1, 1),
+        ];
+        let spill = spill(dir.path(), &snapshot, &mut rows);
+        let (r, last) = (OWNER_RANGES, 1 + 23 * OWNER_RANGES);
+        assert_eq!([rows[0].part, rows[1].part, rows[2].part, rows[3].part], [1 + 22 * r + 4, 1 + 22 * r + 14, last + 17, last + 59]);
+        let runs = spill.runs(1);
+        let until: Vec<Option<KeyBound>> = runs.iter().map(|r| r.until).collect();
+        assert_eq!(until, [Some(KeyBound::lines_from(at(23), 29)), Some(KeyBound::lines_from(at(24), 9)), Some(KeyBound::lines_from(at(24), 30)), None]);
+        let parts: Vec<usize> = rows.iter().map(|r| r.part).collect();
+        assert_eq!(runs.iter().map(|r| r.parts.clone()).collect::<Vec<_>>(), [0..parts[1], parts[1]..parts[2], parts[2]..parts[3], parts[3]..PARTS]);
+        for (r, run) in runs.iter().enumerate() {
+            let lines = spill.lines(run, 1).unwrap().unwrap().remove(0);
+            assert_eq!(lines.len(), 1, "a line a run");
+            for (key, _) in lines {
                 assert!(run.until.is_none_or(|u| u.is_after_line(&key)));
                 assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
             }
