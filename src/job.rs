@@ -281,9 +281,9 @@ const RUN_ROWS: u64 = 1 << 15;
 /// many runs: the month sums, which grow run by run (in the day's last hour by
 /// ~24 MiB at 10M usage rows, as its daily and monthly lines bring new keys),
 /// otherwise come to sit on top of pages the runs freed and the allocators keep.
-/// At 10M usage rows every 8th run lowered the peak from 256,000–270,000 KiB to
-/// 240,200–245,100 KiB for ~0.4 s more system time; every 16th to
-/// 241,800–248,600 KiB (BENCHMARKS.md, sixteenth session).
+/// At 10M usage rows every 8th run lowered the peak from 256,800–267,900 KiB to
+/// 240,000–245,100 KiB for ~0.65 s more system time (pages touched again);
+/// every 16th to 241,800–248,600 KiB (BENCHMARKS.md, sixteenth session).
 const RELEASE_EVERY_RUNS: usize = 8;
 
 /// Settle `day` from `base` (the state after the previous day, or a fresh one),
