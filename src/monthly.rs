@@ -155,9 +155,11 @@ impl PartialEq for ByAddress {
 impl Eq for ByAddress {}
 
 /// A merged-bill key while a day is summed: (bill month, organization index,
-/// bill owner, member, paid by a payer, product, kind): 40 bytes where the key of
-/// texts took 88 (a 10M-row day has ~460k of them, held until it is settled).
-type MergedSumKey = (crate::time::PackedMonth, u32, Uin, Uin, bool, ByAddress, LineKind);
+/// bill owner, the member's index in its organization, paid by a payer, product,
+/// kind): 32 bytes where the key of texts took 88 (a 10M-row day has ~460k of
+/// them, held until it is settled; the member's UIN made it 40).
+type MergedSumKey = (crate::time::PackedMonth, u32, Uin, u32, bool, ByAddress, LineKind);
+const _: () = assert!(std::mem::size_of::<(MergedSumKey, DaySums)>() == 80);
 
 /// A self-paid key while a day is summed: (bill month, organization index,
 /// member, product).
@@ -200,7 +202,7 @@ impl LineSumsBuilder {
             let org = &snapshot.orgs[o];
             let owner = || Some(&org.members[m]);
             if let Some((bill_owner, pay_mode)) = merged_bill_owner_of(org, line, owner) {
-                let key = (line.bill_month, o as u32, bill_owner, line.owner_uin, pay_mode == "payer", ByAddress(line.product), line.kind);
+                let key = (line.bill_month, o as u32, bill_owner, m as u32, pay_mode == "payer", ByAddress(line.product), line.kind);
                 run_merged.push((key, DaySums::of(line)));
             }
             if is_self_paid_of(org, line, owner) {
@@ -216,8 +218,9 @@ impl LineSumsBuilder {
     #[allow(clippy::type_complexity)]
     fn owned(self, snapshot: &Snapshot) -> (Vec<(Month, Vec<(BillKey, BillSums)>)>, Vec<(Month, Vec<(SelfPaidKey, Money)>)>) {
         let org_id = |o: u32| Text::from(snapshot.orgs[o as usize].org_id.as_str());
-        let merged = by_month(self.merged.into_iter().map(|((month, o, bill_owner, member, payer, product, kind), sums)| {
+        let merged = by_month(self.merged.into_iter().map(|((month, o, bill_owner, m, payer, product, kind), sums)| {
             let pay_mode = if payer { PayMode::Payer } else { PayMode::SelfPaid };
+            let member = snapshot.orgs[o as usize].members[m as usize].uin;
             (month, ((org_id(o), bill_owner, member, pay_mode, ProductName(product.0), kind), sums.bill_sums()))
         }));
         let self_paid = by_month(
