@@ -1138,7 +1138,6 @@ mod tests {
     fn runs_join_parts_and_end_before_an_hour_or_between_owners() {
         let snapshot = snapshot();
         let dir = tempfile::tempdir().unwrap();
-        let at = |hour: i64| Ts(day().start().0 + hour * NANOS_PER_HOUR).pred();
         // Hour 5: owners 1 and 2 (range 0), 9 (range 4); hour 7: owner 30 (range 14).
         // A part beginning an hour's first range would end the run before it at
         // the hour's first instant (`KeyBound::at`).
@@ -1157,15 +1156,30 @@ mod tests {
         // of hour 5 (at range 4's first UIN, 9), then at range 14 of hour 7 (29).
         let runs = spill.runs(1);
         let until: Vec<Option<KeyBound>> = runs.iter().map(|r| r.until).collect();
-        assert_eq!(until, [Some(KeyBound::lines_from(at(5), 9)), Some(KeyBound::lines_from(at(7), 29)), None]);
+        assert_eq!(until, [Some(KeyBound::lines_from(end_of_hour(5), 9)), Some(KeyBound::lines_from(end_of_hour(7), 29)), None]);
         assert_eq!(runs.iter().map(|r| r.parts.clone()).collect::<Vec<_>>(), [0..rows[2].part, rows[2].part..rows[3].part, rows[3].part..PARTS]);
-        // Every line falls before its run's bound and at or after the one before.
+        assert_eq!(lines_within_their_runs(&spill, &runs), [2, 1, 1]);
+    }
+
+    /// How many lines each of `runs` holds (of the first organization), each
+    /// line checked to fall before its run's bound and at or after the one before.
+    fn lines_within_their_runs(spill: &UsageSpill, runs: &[Run]) -> Vec<usize> {
+        let mut counts = Vec::new();
         for (r, run) in runs.iter().enumerate() {
-            for (key, _) in spill.lines(run, 1).unwrap().unwrap().remove(0) {
-                assert!(run.until.is_none_or(|u| u.is_after_line(&key)));
-                assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
+            let lines = spill.lines(run, 1).unwrap().unwrap().remove(0);
+            for (key, _) in &lines {
+                assert!(run.until.is_none_or(|u| u.is_after_line(key)));
+                assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(key));
             }
+            counts.push(lines.len());
         }
+        counts
+    }
+
+    /// The instant `hour` hours into the day less a nanosecond: that of the lines
+    /// of the hour ending then.
+    fn end_of_hour(hour: i64) -> Ts {
+        Ts(day().start().0 + hour * NANOS_PER_HOUR).pred()
     }
 
     /// The last hour is cut `RANGE_STEP` times finer than the others (its daily
@@ -1176,7 +1190,6 @@ mod tests {
     fn the_last_hour_is_cut_finer_than_the_others() {
         let snapshot = snapshot();
         let dir = tempfile::tempdir().unwrap();
-        let at = |hour: i64| Ts(day().start().0 + hour * NANOS_PER_HOUR).pred();
         // 128 accounts (UINs 1 to 128): the last hour's 256 ranges begin at UINs
         // 1, 2, 2, 3, 3, ... (range k at 1 + (k + 1) / 2), an earlier hour's 64 at
         // 1, 3, 5, ...: owner 9 is in range 4 of hour 22 and 17 of the last hour,
@@ -1192,17 +1205,10 @@ mod tests {
         assert_eq!([rows[0].part, rows[1].part, rows[2].part, rows[3].part], [1 + 22 * r + 4, 1 + 22 * r + 14, last + 17, last + 59]);
         let runs = spill.runs(1);
         let until: Vec<Option<KeyBound>> = runs.iter().map(|r| r.until).collect();
-        assert_eq!(until, [Some(KeyBound::lines_from(at(23), 29)), Some(KeyBound::lines_from(at(24), 9)), Some(KeyBound::lines_from(at(24), 30)), None]);
+        assert_eq!(until, [Some(KeyBound::lines_from(end_of_hour(23), 29)), Some(KeyBound::lines_from(end_of_hour(24), 9)), Some(KeyBound::lines_from(end_of_hour(24), 30)), None]);
         let parts: Vec<usize> = rows.iter().map(|r| r.part).collect();
         assert_eq!(runs.iter().map(|r| r.parts.clone()).collect::<Vec<_>>(), [0..parts[1], parts[1]..parts[2], parts[2]..parts[3], parts[3]..PARTS]);
-        for (r, run) in runs.iter().enumerate() {
-            let lines = spill.lines(run, 1).unwrap().unwrap().remove(0);
-            assert_eq!(lines.len(), 1, "a line a run");
-            for (key, _) in lines {
-                assert!(run.until.is_none_or(|u| u.is_after_line(&key)));
-                assert!(r == 0 || !runs[r - 1].until.unwrap().is_after_line(&key));
-            }
-        }
+        assert_eq!(lines_within_their_runs(&spill, &runs), [1, 1, 1, 1]);
     }
 
     #[test]
