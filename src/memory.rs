@@ -21,7 +21,9 @@
 //! So frees are scheduled for purging with a delay no run reaches (and glibc
 //! never trims its heap by itself), and the job
 //! purges at the few points where a large structure has just been dropped and the
-//! next stage allocates something else: [`release_freed_memory`].
+//! next stage allocates something else, and after every 8th run of a day's
+//! settlement, where the month sums grow on top of the pages the runs freed:
+//! [`release_freed_memory`].
 //!
 //! An operator who would rather trade time for memory sets mimalloc's own
 //! `MIMALLOC_PURGE_DELAY` (milliseconds), which the binary then leaves alone:
