@@ -841,30 +841,6 @@ fn exact_vec<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Res
     d.deserialize_seq(Exact(std::marker::PhantomData))
 }
 
-/// A list read as `exact_vec` reads it, allocated with room for `.0` more entries.
-struct WithRoom<T>(usize, std::marker::PhantomData<T>);
-
-impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for WithRoom<T> {
-    type Value = Vec<T>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for WithRoom<T> {
-    type Value = Vec<T>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a list")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 22) + self.0);
-        while let Some(item) = seq.next_element()? {
-            out.push(item);
-        }
-        Ok(out)
-    }
-}
-
 /// What a close needs of a state's JSON: the rest (balances, remembered ids,
 /// transfer sources, tens of MB late in a month) is skipped, not built.
 #[derive(Clone, Debug, Deserialize)]
@@ -905,22 +881,111 @@ pub fn decode_month(bytes: &[u8]) -> Result<MonthAggregates, String> {
 /// `room` more entries each: a day folding its sums in (at most that many new
 /// keys) adds them in place instead of copying the month's list.
 pub fn decode_month_with_room(bytes: &[u8], room: (usize, usize)) -> Result<MonthAggregates, String> {
-    use serde::de::DeserializeSeed;
-    let unreadable = |e: postcard::Error| format!("unreadable month aggregates: {e}");
+    read_month_with_room(bytes, room)
+}
+
+/// `decode_month_with_room` of a month file read from `source` a window of
+/// `MonthReader::WINDOW` bytes at a time: the file is never held whole (read
+/// whole, its bytes sat beside the lists decoded from them, 42 MB on the 30th of
+/// a month of 1M-row days, at the peak of a later day's fold).
+pub fn read_month_with_room(source: impl std::io::Read, room: (usize, usize)) -> Result<MonthAggregates, String> {
     // A month file is the two lists one after the other (a struct's fields, in
-    // order, as `write_month` writes them).
-    let mut de = postcard::Deserializer::from_bytes(bytes);
-    let merged = WithRoom(room.0, std::marker::PhantomData).deserialize(&mut de).map_err(unreadable)?;
-    let self_paid = WithRoom(room.1, std::marker::PhantomData).deserialize(&mut de).map_err(unreadable)?;
-    let rest = de.finalize().map_err(unreadable)?;
-    let aggregates = MonthAggregates { merged, self_paid };
-    if !rest.is_empty() {
-        return Err(format!("unreadable month aggregates: {} bytes after the end", rest.len()));
+    // order, as `write_month` writes them), each its length then its entries.
+    read_month_in_windows(source, room, MonthReader::<()>::WINDOW)
+}
+
+fn read_month_in_windows(source: impl std::io::Read, room: (usize, usize), window: usize) -> Result<MonthAggregates, String> {
+    let mut r = MonthReader::new(source, window);
+    let merged = r.sorted_list(room.0)?;
+    let self_paid = r.sorted_list(room.1)?;
+    match r.bytes_left()? {
+        0 => Ok(MonthAggregates { merged, self_paid }),
+        n => Err(format!("unreadable month aggregates: {n} bytes after the end")),
     }
-    if !aggregates.merged.windows(2).all(|w| w[0].0 < w[1].0) || !aggregates.self_paid.windows(2).all(|w| w[0].0 < w[1].0) {
-        return Err("month aggregates out of key order".into());
+}
+
+/// A month file's values decoded one at a time from a window of its bytes,
+/// refilled from the source as the values use it up. A value is decoded from
+/// the window's unread bytes; one the window cuts off is decoded again once the
+/// window is refilled (postcard reports it as an unexpected end).
+struct MonthReader<R> {
+    source: R,
+    window: Vec<u8>,
+    /// The unread bytes are `window[at..end]`.
+    at: usize,
+    end: usize,
+    /// The source has no more bytes.
+    drained: bool,
+}
+
+impl<R> MonthReader<R> {
+    /// Far longer than any entry (a few dozen bytes): an entry that does not fit
+    /// is refused as unreadable.
+    const WINDOW: usize = 1 << 20;
+}
+
+impl<R: std::io::Read> MonthReader<R> {
+    fn new(source: R, window: usize) -> MonthReader<R> {
+        MonthReader { source, window: vec![0; window], at: 0, end: 0, drained: false }
     }
-    Ok(aggregates)
+
+    fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
+        loop {
+            match postcard::take_from_bytes::<T>(&self.window[self.at..self.end]) {
+                Ok((value, rest)) => {
+                    self.at = self.end - rest.len();
+                    return Ok(value);
+                }
+                Err(postcard::Error::DeserializeUnexpectedEnd) if !self.drained && (self.at > 0 || self.end < self.window.len()) => self.refill()?,
+                Err(e) => return Err(format!("unreadable month aggregates: {e}")),
+            }
+        }
+    }
+
+    /// The unread bytes moved to the window's front, the rest of it read.
+    fn refill(&mut self) -> Result<(), String> {
+        self.window.copy_within(self.at..self.end, 0);
+        (self.end, self.at) = (self.end - self.at, 0);
+        while self.end < self.window.len() {
+            match self.source.read(&mut self.window[self.end..]) {
+                Ok(0) => {
+                    self.drained = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read month aggregates: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// A list (its length, then its entries), checked to ascend strictly by key,
+    /// allocated with room for `room` more entries.
+    fn sorted_list<K: serde::de::DeserializeOwned + Ord, V: serde::de::DeserializeOwned>(&mut self, room: usize) -> Result<Vec<(K, V)>, String> {
+        let len: u64 = self.next()?;
+        // A length is not trusted for more than the room it asks up front.
+        let mut out = Vec::with_capacity((len as usize).min(1 << 22) + room);
+        for _ in 0..len {
+            let entry: (K, V) = self.next()?;
+            if out.last().is_some_and(|(last, _): &(K, V)| *last >= entry.0) {
+                return Err("month aggregates out of key order".into());
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// How many bytes are left unread, the source read to its end.
+    fn bytes_left(&mut self) -> Result<u64, String> {
+        let mut left = (self.end - self.at) as u64;
+        while !self.drained {
+            (self.at, self.end) = (0, 0);
+            self.refill()?;
+            left += self.end as u64;
+        }
+        Ok(left)
+    }
 }
 
 impl State {
@@ -1285,6 +1350,51 @@ mod tests {
         // The JSON still spells amounts as text.
         assert_eq!(serde_json::to_string(&m("-0.01")).unwrap(), "\"-0.01\"");
         assert!(decode_month(&bytes[..bytes.len() - 1]).is_err(), "a cut file is refused");
+    }
+
+    /// A source that hands out at most `.1` bytes a read.
+    struct Trickle<'b>(&'b [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_month_file_read_a_window_at_a_time_is_decoded_whole_wherever_the_windows_cut_it() {
+        let m = |fen: i64| Money::from_fen(fen);
+        let mut a = MonthAggregates::default();
+        for i in 0..300u64 {
+            let sums = BillSums { lines: i, list: m(i as i64 * 1_000_003), cash: m(-(i as i64)), ..BillSums::default() };
+            let key = (format!("org-{i:04}").into(), 100_000_000_000 + i, 200_000_000_000 + i * 7, PayMode::Payer, "cvm".into(), LineKind::Postpaid);
+            a.merged.push((key, sums));
+        }
+        for i in 0..50u64 {
+            a.self_paid.push(((format!("org-{i:04}").into(), 100_000_000_000 + i, "cos".into()), m(i as i64 * 99)));
+        }
+        let bytes = encode_month(&a);
+        // Windows from just over the longest entry up to more than the file, and
+        // sources handing out 1, 7 or all bytes a read: every cut of an entry,
+        // a length or the end is met.
+        for window in [64, 65, 97, 256, 4096, bytes.len(), 1 << 20] {
+            for trickle in [1, 7, usize::MAX] {
+                let back = read_month_in_windows(Trickle(&bytes, trickle), (4, 2), window).unwrap();
+                assert_eq!(back, a, "window {window}, {trickle} bytes a read");
+                assert!(back.merged.capacity() >= 304 && back.self_paid.capacity() >= 52);
+                let longer = [bytes.as_slice(), &[0, 0, 0]].concat();
+                let err = read_month_in_windows(Trickle(&longer, trickle), (0, 0), window).unwrap_err();
+                assert!(err.contains("3 bytes after the end"), "{err}");
+                let err = read_month_in_windows(Trickle(&bytes[..bytes.len() - 3], trickle), (0, 0), window).unwrap_err();
+                assert!(err.contains("unreadable month aggregates"), "{err}");
+            }
+        }
+        // An entry longer than the window is refused, not read forever.
+        let err = read_month_in_windows(bytes.as_slice(), (0, 0), 16).unwrap_err();
+        assert!(err.contains("unreadable month aggregates"), "{err}");
     }
 
     #[test]

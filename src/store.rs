@@ -223,7 +223,8 @@ impl Store {
     }
 
     /// The `wanted` months' aggregates, each list with `room(month)` more entries'
-    /// room (`state::decode_month_with_room`), read on all cores.
+    /// room (`state::read_month_with_room`), read on all cores, each file a
+    /// window at a time.
     fn read_months_with_room(
         &self,
         month_files: &BTreeMap<Month, Day>,
@@ -236,8 +237,8 @@ impl Store {
             .into_par_iter()
             .map(|(month, d)| {
                 let path = self.month_file(d, month);
-                let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-                let aggregates = crate::state::decode_month_with_room(&bytes, room(month)).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = fs::File::open(&path).map_err(|e| io_error("cannot read", &path, e))?;
+                let aggregates = crate::state::read_month_with_room(file, room(month)).map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok((month, aggregates))
             })
             .collect()
