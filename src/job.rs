@@ -156,6 +156,10 @@ pub struct DayResult {
     pub rejects: Vec<Reject>,
     /// What the day appended to each bill month's FOCUS rows, months ascending.
     pub focus_rows: Vec<focus::MonthRows>,
+    /// The day's sums ready to fold into the months they reach, and its own
+    /// month's self-paid totals (`Store::fold_months`): the month files are
+    /// written from them, the month-to-date overview drawn.
+    pub month_folds: BTreeMap<Month, crate::monthly::MonthFold>,
 }
 
 /// What the books check of a settled day (`DayResult::check`) compares its rows
@@ -593,16 +597,17 @@ pub fn settle_day(
         eprintln!("timing:   the day's sums: {merged} merged-bill entries, {self_paid} self-paid");
     }
     let totals = crate::checks::LedgerTotals::sum(totals);
-    // The aggregates of the months the day adds to are read from their files only
-    // now, once the day's sums are in their new lists (`Store::read_open_months`).
-    let read_months = |room: &BTreeMap<Month, (usize, usize)>| store.read_open_months(&next, room);
-    let (months, changed) = crate::monthly::add_builders_to_months(sums, snapshot, read_months).map_err(Failure::Internal)?;
-    next.months = months;
+    // The day's sums in one list a month, then made ready to fold into the
+    // months' files: only now are those files read, a window at a time, and only
+    // their self-paid lists kept (`Store::fold_months`).
+    let day_sums = crate::monthly::day_sums_by_month(sums, snapshot);
+    let changed = day_sums.months();
+    let mut month_folds = store.fold_months(&next, day_sums, day.month()).map_err(Failure::Internal)?;
     for month in changed {
         next.month_files.insert(month, day);
     }
     let keep_from = crate::state::months_kept_from(day);
-    next.months.retain(|m, _| *m >= keep_from);
+    month_folds.retain(|m, _| *m >= keep_from);
     next.month_files.retain(|m, _| *m >= keep_from);
     // Kept as long as the month's aggregates, so a closed month can be closed again.
     next.focus.retain(|m, _| *m >= keep_from);
@@ -621,6 +626,7 @@ pub fn settle_day(
         rejects,
         focus_rows: focus_rows.finish(),
         state: next,
+        month_folds,
     };
     Ok((result, Unchecked { base, ledger: totals, vouchers: voucher_totals, recharges: recharge_rows, counts }))
 }
@@ -871,16 +877,17 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // (state/.D.month-M.bin.tmp and state/.D.json.tmp, renamed by the commit)
     // while the month-to-date overview (the month of D, every line settled so far)
     // is rendered and the books are checked: nothing is published before the
-    // check passes. Then the aggregates (~90 MB at 10M rows) are dropped: nothing
-    // after needs them. The state is written without them (the month files hold
-    // them).
-    let months = std::mem::take(&mut result.state.months);
+    // check passes. Then the day's folds (the day's sums, the self-paid totals of
+    // its months) are dropped: nothing after needs them. The state is written
+    // without the month aggregates (the month files hold them).
+    let folds = std::mem::take(&mut result.month_folds);
     let mtd = || {
-        let mtd = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);
+        let self_paid = folds.iter().map(|(m, f)| (*m, f.self_paid.as_slice())).collect();
+        let mtd = reports::overview_files(&inputs.snapshot, &self_paid, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);
         vec![("overview_mtd_by_member.csv", mtd.by_member), ("overview_mtd_by_product.csv", mtd.by_product)]
     };
     let ((overview_mtd, months_staged), ((checked, state_staged), small)) = rayon::join(
-        || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &months)),
+        || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &folds)),
         || {
             rayon::join(
                 || rayon::join(|| result.check(inputs, day, unchecked), || store.stage_state(day, &result.state)),
@@ -888,7 +895,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
             )
         },
     );
-    drop(months);
+    drop(folds);
     crate::memory::release_freed_memory();
     let summary = match (months_staged, checked, state_staged) {
         (Ok(()), Ok(summary), Ok(())) => summary,
@@ -1096,7 +1103,7 @@ fn close_loaded(
     // The month's FOCUS rows were appended to its month file day by day.
     let focus_rows = state.focus.get(&month).copied().unwrap_or_default();
     check_focus_against_merged_bill(month, &focus_rows, &merged)?;
-    let overview = reports::overview_files(&inputs.snapshot, &months, &inputs.reference.history, month, 6, true, reports::OVERVIEW_ORGS_AT_ONCE);
+    let overview = reports::overview_files(&inputs.snapshot, &crate::monthly::self_paid_of(&months), &inputs.reference.history, month, 6, true, reports::OVERVIEW_ORGS_AT_ONCE);
     stage("close: overview", &mut t);
     let (snapshot, merged) = (&inputs.snapshot, &merged);
     let focus_body = match focus_rows.len {

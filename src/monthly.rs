@@ -1,6 +1,7 @@
 //! Month aggregates and the monthly reports (SPEC §11.3, §11.4): the merged bill
 //! (合并出账), the six-month finance overview and its month-to-date view.
-//! Pure: no files.
+//! No files: a month's aggregates are read and written as the byte streams the
+//! store opens.
 //!
 //! Invariant: a close is a function of the aggregates kept in the state and of
 //! `history.csv`; it never reads raw days, so closing twice gives the same files.
@@ -296,24 +297,30 @@ fn strictly_ascending<K: Ord + Sync, V: Sync>(list: &[(K, V)]) -> bool {
     list.par_windows(2).all(|w| w[0].0 < w[1].0)
 }
 
-/// Fold the day's sums (one builder per organization) into the month aggregates.
-/// For each month they reached, the builders' entries of that month are put in one
-/// new list with owned keys, a few hundred organizations' at a time, each builder
-/// freed as its entries join (the day's sums are never held twice beside the new
-/// lists): each builder's entries sorted by key on its own, then appended in
-/// builder order on all cores, which leaves the list sorted when the builders
-/// come in organization order (checked; sorted whole otherwise). The list is
-/// then added to the month's list (in place where it had the key), the months'
-/// lists read by `read_months` only then, given how many entries the day has
-/// for each month (merged-bill, self-paid). Sums are exact: the folding order
-/// does not change them. Returns the months' aggregates and the months that
-/// received sums.
-#[allow(clippy::type_complexity)]
-pub fn add_builders_to_months(
-    builders: Vec<LineSumsBuilder>,
-    snapshot: &Snapshot,
-    read_months: impl FnOnce(&BTreeMap<Month, (usize, usize)>) -> Result<BTreeMap<Month, MonthAggregates>, String>,
-) -> Result<(BTreeMap<Month, MonthAggregates>, std::collections::BTreeSet<Month>), String> {
+/// The day's sums of each month they reach, with the keys of the month
+/// aggregates, each list sorted by key (`day_sums_by_month`).
+#[derive(Default)]
+pub struct DayMonthSums {
+    pub merged: BTreeMap<Month, Vec<(BillKey, BillSums)>>,
+    pub self_paid: BTreeMap<Month, Vec<(SelfPaidKey, Money)>>,
+}
+
+impl DayMonthSums {
+    /// The months the day has sums for.
+    pub fn months(&self) -> std::collections::BTreeSet<Month> {
+        let merged = self.merged.iter().filter(|(_, l)| !l.is_empty()).map(|(m, _)| *m);
+        merged.chain(self.self_paid.iter().filter(|(_, l)| !l.is_empty()).map(|(m, _)| *m)).collect()
+    }
+}
+
+/// The day's sums (one builder per organization) in one list a month with owned
+/// keys, a few hundred organizations' at a time, each builder freed as its
+/// entries join (the day's sums are never held twice beside the new lists):
+/// each builder's entries sorted by key on its own, then appended in builder
+/// order on all cores, which leaves the list sorted when the builders come in
+/// organization order (checked; sorted whole otherwise). Sums are exact: the
+/// order they are added in does not change them.
+pub fn day_sums_by_month(builders: Vec<LineSumsBuilder>, snapshot: &Snapshot) -> DayMonthSums {
     use rayon::prelude::*;
     const AT_A_TIME: usize = 256;
     // The memory of the builders folded so far is handed back every few chunks
@@ -338,8 +345,10 @@ pub fn add_builders_to_months(
             }
             a
         });
-    let mut merged: BTreeMap<Month, Vec<(BillKey, BillSums)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.0))).collect();
-    let mut self_paid: BTreeMap<Month, Vec<(SelfPaidKey, Money)>> = counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.1))).collect();
+    let mut sums = DayMonthSums {
+        merged: counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.0))).collect(),
+        self_paid: counts.iter().map(|(m, c)| (*m, Vec::with_capacity(c.1))).collect(),
+    };
     let mut builders = builders.into_iter();
     let mut chunks = 0;
     loop {
@@ -362,38 +371,126 @@ pub fn add_builders_to_months(
             }
         }
         for (month, parts) in merged_parts {
-            append_in_parallel(merged.entry(month).or_default(), parts);
+            append_in_parallel(sums.merged.entry(month).or_default(), parts);
         }
         for (month, parts) in self_paid_parts {
-            append_in_parallel(self_paid.entry(month).or_default(), parts);
+            append_in_parallel(sums.self_paid.entry(month).or_default(), parts);
         }
         chunks += 1;
         if chunks % RELEASE_EVERY == 0 {
             crate::memory::release_freed_memory();
         }
     }
-    // The months' aggregates so far, read only now (the builders are gone), each
-    // list with room for the day's entries of its month.
-    let mut months = read_months(&counts)?;
-    let mut changed = std::collections::BTreeSet::new();
     // The builders come in organization order, and a key begins with the
     // organization: each builder's entries sorted, a month's list is too, which
     // is checked (a list that is not is sorted whole, as it was before).
-    for (month, mut new) in merged.into_iter().filter(|(_, new)| !new.is_empty()) {
-        if !strictly_ascending(&new) {
+    for new in sums.merged.values_mut() {
+        if !strictly_ascending(new) {
             new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        add_sorted(&mut months.entry(month).or_default().merged, new, |a, b| add_sums(a, &b));
-        changed.insert(month);
     }
-    for (month, mut new) in self_paid.into_iter().filter(|(_, new)| !new.is_empty()) {
-        if !strictly_ascending(&new) {
+    for new in sums.self_paid.values_mut() {
+        if !strictly_ascending(new) {
             new.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        add_sorted(&mut months.entry(month).or_default().self_paid, new, |a, b| *a += b);
-        changed.insert(month);
     }
-    Ok((months, changed))
+    sums
+}
+
+/// The day's sums of one month, ready to be folded into the month's aggregates
+/// as the month's new file is written (`write_folded_month`): the month's
+/// merged-bill list is never held (627k entries, ~75 MB, after a month of
+/// 1M-row days; held, with the day's new list beside it, it was the peak of a
+/// later day), its self-paid totals are, folded (the month-to-date overview reads
+/// them).
+#[derive(Debug, Default)]
+pub struct MonthFold {
+    /// The day whose file holds the month's aggregates so far (set by the
+    /// store), or none.
+    pub base: Option<crate::time::Day>,
+    /// The day's merged-bill sums of the month, sorted by key.
+    pub merged: Vec<(BillKey, BillSums)>,
+    /// The length of the month's merged-bill list once they are added.
+    pub merged_len: u64,
+    /// The month's self-paid totals with the day's added, sorted by key.
+    pub self_paid: Vec<(SelfPaidKey, Money)>,
+}
+
+/// The fold of a month's day sums `merged` and `self_paid` (sorted by key) into
+/// the month's aggregates so far, read from `month` (a month file's bytes, or
+/// none for a month without aggregates yet): its merged-bill list walked without
+/// being kept, to count the keys it lacks; its self-paid list read with room for
+/// the day's and the day's added (in place where it had the key). Refused if the
+/// file is unreadable or out of key order.
+pub fn plan_fold(
+    month: Option<impl std::io::Read>,
+    merged: Vec<(BillKey, BillSums)>,
+    self_paid: Vec<(SelfPaidKey, Money)>,
+) -> Result<MonthFold, String> {
+    let Some(month) = month else {
+        return Ok(MonthFold { base: None, merged_len: merged.len() as u64, merged, self_paid });
+    };
+    let mut r = crate::state::MonthReader::new(month);
+    let old_len = r.list_len()?;
+    let (mut met, mut at) = (0u64, 0);
+    let mut last: Option<BillKey> = None;
+    for _ in 0..old_len {
+        let (key, _): (BillKey, BillSums) = r.entry()?;
+        if last.is_some_and(|last| last >= key) {
+            return Err("month aggregates out of key order".into());
+        }
+        while merged.get(at).is_some_and(|(k, _)| *k < key) {
+            at += 1;
+        }
+        if merged.get(at).is_some_and(|(k, _)| *k == key) {
+            (met, at) = (met + 1, at + 1);
+        }
+        last = Some(key);
+    }
+    let mut month_self_paid = r.sorted_list(self_paid.len())?;
+    r.at_end()?;
+    add_sorted(&mut month_self_paid, self_paid, |a, b| *a += b);
+    Ok(MonthFold { base: None, merged_len: old_len + merged.len() as u64 - met, merged, self_paid: month_self_paid })
+}
+
+/// The month's new aggregates written to `out` as `state::write_month` writes a
+/// month: its merged-bill list read again from `month` (as `plan_fold` read it)
+/// with `fold.merged` added, entry by entry, then `fold.self_paid`.
+pub fn write_folded_month(month: Option<impl std::io::Read>, fold: &MonthFold, mut out: impl std::io::Write) -> Result<(), String> {
+    use crate::state::write_value;
+    let write_error = |e: std::io::Error| format!("cannot write month aggregates: {e}");
+    write_value(&mut out, &fold.merged_len).map_err(write_error)?;
+    let mut new = fold.merged.iter().peekable();
+    let mut written = 0u64;
+    if let Some(month) = month {
+        let mut r = crate::state::MonthReader::new(month);
+        for _ in 0..r.list_len()? {
+            let (key, mut sums): (BillKey, BillSums) = r.entry()?;
+            while let Some(entry) = new.next_if(|(k, _)| *k < key) {
+                write_value(&mut out, entry).map_err(write_error)?;
+                written += 1;
+            }
+            match new.next_if(|(k, _)| *k == key) {
+                Some((_, more)) => {
+                    add_sums(&mut sums, more);
+                    write_value(&mut out, &(key, sums)).map_err(write_error)?;
+                }
+                // An entry the day does not add to is copied as the file holds it
+                // (postcard's encoding of a value is the one: written again, its
+                // bytes are the same).
+                None => out.write_all(r.last_bytes()).map_err(write_error)?,
+            }
+            written += 1;
+        }
+    }
+    for entry in new {
+        write_value(&mut out, entry).map_err(write_error)?;
+        written += 1;
+    }
+    if written != fold.merged_len {
+        return Err(format!("month aggregates changed while folded: {written} merged-bill entries, {} counted", fold.merged_len));
+    }
+    write_value(&mut out, &fold.self_paid).map_err(write_error)
 }
 
 /// A run's entries (in any order, keys repeated) added to sorted, distinct
@@ -575,14 +672,14 @@ pub fn window(org: &Org, month: Month) -> Vec<Month> {
 fn month_data<'a>(
     org: &Org,
     month: Month,
-    aggregates: &'a BTreeMap<Month, MonthAggregates>,
+    self_paid: &SelfPaidByMonth<'a>,
     history: &BTreeMap<(&str, Month), Vec<&'a HistoryRow>>,
 ) -> BTreeMap<(Uin, &'a str), Money> {
     let mut data: BTreeMap<(Uin, &'a str), Money> = BTreeMap::new();
-    if let Some(agg) = aggregates.get(&month) {
+    if let Some(totals) = self_paid.get(&month) {
         // Keys sort by org first: read only this org's range.
-        let from = agg.self_paid.partition_point(|((org_id, _, _), _)| org_id.as_str() < org.org_id.as_str());
-        for ((org_id, member, product), total) in &agg.self_paid[from..] {
+        let from = totals.partition_point(|((org_id, _, _), _)| org_id.as_str() < org.org_id.as_str());
+        for ((org_id, member, product), total) in &totals[from..] {
             if *org_id != org.org_id {
                 break;
             }
@@ -621,6 +718,15 @@ fn ranked<K: Ord + std::fmt::Display>(org: &Org, month: Month, totals: BTreeMap<
         .collect()
 }
 
+/// The self-paid totals of each month (`MonthAggregates::self_paid`): all the
+/// overview reads of the month aggregates.
+pub type SelfPaidByMonth<'a> = BTreeMap<Month, &'a [(SelfPaidKey, Money)]>;
+
+/// The self-paid totals of each of `aggregates`' months.
+pub fn self_paid_of(aggregates: &BTreeMap<Month, MonthAggregates>) -> SelfPaidByMonth<'_> {
+    aggregates.iter().map(|(m, a)| (*m, a.self_paid.as_slice())).collect()
+}
+
 /// The history rows by (organization, month), for `overview_of`.
 pub type HistoryIndex<'h> = BTreeMap<(&'h str, Month), Vec<&'h HistoryRow>>;
 
@@ -637,20 +743,20 @@ pub fn history_index(history: &[HistoryRow]) -> HistoryIndex<'_> {
 /// month of a month-to-date view), and a summary row per org when `with_summary`.
 pub fn overview(
     snapshot: &Snapshot,
-    aggregates: &BTreeMap<Month, MonthAggregates>,
+    self_paid: &SelfPaidByMonth,
     history: &[HistoryRow],
     end_month: Month,
     months_back: usize,
     with_summary: bool,
 ) -> Overview {
-    overview_of(&snapshot.orgs, aggregates, &history_index(history), end_month, months_back, with_summary)
+    overview_of(&snapshot.orgs, self_paid, &history_index(history), end_month, months_back, with_summary)
 }
 
 /// `overview` of the organizations `orgs` only (consecutive organizations of a
 /// snapshot give consecutive stretches of its tables: `reports::overview_files`).
 pub fn overview_of(
     orgs: &[Org],
-    aggregates: &BTreeMap<Month, MonthAggregates>,
+    self_paid: &SelfPaidByMonth,
     history_by_org: &HistoryIndex,
     end_month: Month,
     months_back: usize,
@@ -668,7 +774,7 @@ pub fn overview_of(
             }
             let mut window_total = Money::ZERO;
             for &month in &months {
-                let data = month_data(org, month, aggregates, history_by_org);
+                let data = month_data(org, month, self_paid, history_by_org);
                 let mut by_member: BTreeMap<Uin, Money> = BTreeMap::new();
                 let mut by_product: BTreeMap<&str, Money> = BTreeMap::new();
                 for ((member, product), total) in data {
@@ -843,6 +949,32 @@ mod tests {
         (merged, self_paid)
     }
 
+    /// The day's sums of `builders` folded into the months `old` holds as a day
+    /// folds them (`plan_fold`, then `write_folded_month`), each month's old and
+    /// new file in memory; the new files decoded, and the months that changed.
+    fn fold_through_files(
+        builders: Vec<LineSumsBuilder>,
+        snapshot: &Snapshot,
+        old: &BTreeMap<Month, MonthAggregates>,
+    ) -> (BTreeMap<Month, MonthAggregates>, std::collections::BTreeSet<Month>) {
+        let sums = day_sums_by_month(builders, snapshot);
+        let changed = sums.months();
+        let DayMonthSums { mut merged, mut self_paid } = sums;
+        let mut folded = BTreeMap::new();
+        for month in changed.iter().chain(old.keys()).copied().collect::<std::collections::BTreeSet<_>>() {
+            let before = old.get(&month).map(crate::state::encode_month);
+            let (merged, self_paid) = (merged.remove(&month).unwrap_or_default(), self_paid.remove(&month).unwrap_or_default());
+            let fold = plan_fold(before.as_deref(), merged, self_paid).unwrap();
+            let mut after = Vec::new();
+            write_folded_month(before.as_deref(), &fold, &mut after).unwrap();
+            let month_after = crate::state::decode_month(&after).unwrap();
+            assert_eq!(month_after.merged.len() as u64, fold.merged_len);
+            assert_eq!(month_after.self_paid, fold.self_paid, "the fold holds the month's self-paid totals as written");
+            folded.insert(month, month_after);
+        }
+        (folded, changed)
+    }
+
     #[test]
     fn the_days_sums_fold_into_the_months_in_key_order_whatever_the_builders_order() {
         let (snapshot, lines) = two_organizations_and_their_lines();
@@ -868,21 +1000,16 @@ mod tests {
             ("one builder", vec![every()]),
             ("with an empty one", vec![builder("org-a"), LineSumsBuilder::default(), builder("org-b")]),
         ] {
-            let (months, changed) = add_builders_to_months(builders, &snapshot, |_| Ok(BTreeMap::new())).unwrap();
+            let (months, changed) = fold_through_files(builders, &snapshot, &BTreeMap::new());
             assert_eq!(changed.len(), 2, "{case}");
             assert!(months.values().all(|a| a.merged.windows(2).all(|w| w[0].0 < w[1].0) && a.self_paid.windows(2).all(|w| w[0].0 < w[1].0)), "{case}");
             assert_eq!(by_text(&months), (expected_merged.clone(), expected_self_paid.clone()), "{case}");
             first.get_or_insert(months);
         }
-        // Folded again into what the first fold made (read with room, as a later
-        // day reads its month files): every key met, each sum doubled, none added.
+        // Folded again into what the first fold made (read from its files, as a
+        // later day reads them): every key met, each sum doubled, none added.
         let first = first.unwrap();
-        let again = add_builders_to_months(vec![builder("org-b"), builder("org-a")], &snapshot, |room| {
-            assert_eq!(room.values().map(|r| r.0).sum::<usize>(), expected_merged.len());
-            Ok(first.clone())
-        })
-        .unwrap()
-        .0;
+        let again = fold_through_files(vec![builder("org-b"), builder("org-a")], &snapshot, &first).0;
         let doubled_merged: Vec<_> = expected_merged.iter().map(|(k, (n, t))| (*k, (2 * n, 2 * t))).collect();
         let doubled_self_paid: Vec<_> = expected_self_paid.iter().map(|(k, t)| (*k, *t + *t)).collect();
         assert_eq!(by_text(&again), (doubled_merged, doubled_self_paid));
@@ -896,7 +1023,8 @@ mod tests {
         let (snapshot, lines) = two_organizations_and_their_lines();
         let mut sums = LineSumsBuilder::default();
         sums.add(&snapshot, lines.iter());
-        let (months, _) = add_builders_to_months(vec![sums], &snapshot, |_| Ok(BTreeMap::new())).unwrap();
+        let (months, _) = fold_through_files(vec![sums], &snapshot, &BTreeMap::new());
+        let months = self_paid_of(&months);
         let november = crate::time::Day::parse("2026-11-01").unwrap().month();
         let history = [HistoryRow { org_id: "org-b".into(), month: november.prev().prev(), member_uin: 21, product: "cdn".into(), total: Money::from_fen(1234) }];
         for (months_back, with_summary, rows) in [(6, true, (11, 8)), (1, false, (5, 3))] {
@@ -914,6 +1042,62 @@ mod tests {
                 assert_eq!((files.by_member, files.by_product, files.summary), expected, "{months_back} months, {at_once} at once");
             }
         }
+    }
+
+    /// A merged-bill key of organization `o`, member `u`.
+    fn key(o: u64, u: u64) -> BillKey {
+        (format!("org-{o:05}").into(), u, u + 1, PayMode::Payer, ProductName(crate::ids::intern_product("cvm")), LineKind::Postpaid)
+    }
+
+    fn sums(fen: i64) -> BillSums {
+        BillSums { lines: 1, list: Money::from_fen(fen), payable: Money::from_fen(-fen), ..BillSums::default() }
+    }
+
+    #[test]
+    fn a_month_file_folded_as_it_is_copied_is_the_month_folded_in_memory() {
+        // A month of 40,000 entries (over a megabyte: more than one window of the
+        // reader), and day sums that meet some of its keys and bring new ones
+        // before its first, among its own and after its last.
+        let month = MonthAggregates {
+            merged: (0..40_000u64).map(|i| (key(2 * i + 1, i), sums(i as i64))).collect(),
+            self_paid: (0..5_000u64).map(|i| ((format!("org-{:05}", 2 * i + 1).into(), i, ProductName(crate::ids::intern_product("cos"))), Money::from_fen(7))).collect(),
+        };
+        let new_merged: Vec<_> = [0u64, 1, 2, 3, 777, 20_000, 39_999, 40_000, 40_001, 50_000]
+            .iter()
+            .map(|&o| if o < 40_000 && o % 2 == 1 { (key(o, o / 2), sums(1000)) } else { (key(o, 9), sums(5)) })
+            .collect();
+        let new_self_paid = vec![
+            (("org-00000".into(), 1, ProductName(crate::ids::intern_product("cos"))), Money::from_fen(1)),
+            (("org-00003".into(), 1, ProductName(crate::ids::intern_product("cos"))), Money::from_fen(2)),
+        ];
+        let mut expected = month.clone();
+        add_sorted(&mut expected.merged, new_merged.clone(), |a, b| add_sums(a, &b));
+        add_sorted(&mut expected.self_paid, new_self_paid.clone(), |a, b| *a += b);
+        let before = crate::state::encode_month(&month);
+        let fold = plan_fold(Some(before.as_slice()), new_merged.clone(), new_self_paid.clone()).unwrap();
+        assert_eq!(fold.merged_len, 40_000 + 6, "four keys met, six new");
+        let mut after = Vec::new();
+        write_folded_month(Some(before.as_slice()), &fold, &mut after).unwrap();
+        assert_eq!(after, crate::state::encode_month(&expected), "byte for byte the month folded in memory");
+        assert_eq!(crate::state::decode_month(&after).unwrap().merged[1], (key(1, 0), BillSums { lines: 2, list: Money::from_fen(1000), payable: Money::from_fen(-1000), ..BillSums::default() }));
+        // A month with no file yet is the day's sums.
+        let fresh = plan_fold(None::<&[u8]>, new_merged.clone(), new_self_paid.clone()).unwrap();
+        let mut first = Vec::new();
+        write_folded_month(None::<&[u8]>, &fresh, &mut first).unwrap();
+        assert_eq!(first, crate::state::encode_month(&MonthAggregates { merged: new_merged.clone(), self_paid: new_self_paid.clone() }));
+        // A file out of key order, cut short or with bytes after its end is refused
+        // when the fold is planned; one that changed before it is copied, then.
+        let mut swapped = month.clone();
+        swapped.merged.swap(10, 11);
+        let err = plan_fold(Some(crate::state::encode_month(&swapped).as_slice()), new_merged.clone(), Vec::new()).unwrap_err();
+        assert!(err.contains("out of key order"), "{err}");
+        assert!(plan_fold(Some(&before[..before.len() - 1]), new_merged.clone(), Vec::new()).is_err());
+        let err = plan_fold(Some([before.as_slice(), &[0]].concat().as_slice()), new_merged.clone(), Vec::new()).unwrap_err();
+        assert!(err.contains("1 bytes after the end"), "{err}");
+        let mut shorter = month.clone();
+        shorter.merged.pop();
+        let err = write_folded_month(Some(crate::state::encode_month(&shorter).as_slice()), &fold, &mut Vec::new()).unwrap_err();
+        assert!(err.contains("changed while folded"), "{err}");
     }
 
     #[test]

@@ -415,7 +415,7 @@ pub const OVERVIEW_ORGS_AT_ONCE: usize = 512;
 /// ~50 MB of rows at once, the peak of the day's last stage.
 pub fn overview_files(
     snapshot: &crate::snapshot::Snapshot,
-    aggregates: &std::collections::BTreeMap<crate::time::Month, crate::state::MonthAggregates>,
+    self_paid: &crate::monthly::SelfPaidByMonth,
     history: &[crate::reference::HistoryRow],
     end_month: crate::time::Month,
     months_back: usize,
@@ -429,7 +429,7 @@ pub fn overview_files(
         summary: overview_summary_csv(&[]),
     };
     for orgs in snapshot.orgs.chunks(orgs_at_once.max(1)) {
-        let overview = crate::monthly::overview_of(orgs, aggregates, &index, end_month, months_back, with_summary);
+        let overview = crate::monthly::overview_of(orgs, self_paid, &index, end_month, months_back, with_summary);
         let (by_member, by_product) = rayon::join(
             || member_overview_rows(headerless(), &overview.by_member),
             || product_overview_rows(headerless(), &overview.by_product),

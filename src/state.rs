@@ -867,53 +867,52 @@ pub fn encode_month(aggregates: &MonthAggregates) -> Vec<u8> {
 /// `encode_month` streamed to `w` (the bytes are the same; none is held: a 10M-row
 /// day's month is 31 MB).
 pub fn write_month(aggregates: &MonthAggregates, w: impl std::io::Write) -> std::io::Result<()> {
-    postcard::to_io(aggregates, w).map(|_| ()).map_err(|e| match e {
-        postcard::Error::SerializeBufferFull => std::io::Error::other("month aggregates: write failed"),
-        e => std::io::Error::other(format!("month aggregates: {e}")),
-    })
+    write_value(w, aggregates)
 }
 
 pub fn decode_month(bytes: &[u8]) -> Result<MonthAggregates, String> {
-    decode_month_with_room(bytes, (0, 0))
+    read_month(bytes)
 }
 
-/// `decode_month`, its two lists (merged-bill, self-paid) allocated with room for
-/// `room` more entries each: a day folding its sums in (at most that many new
-/// keys) adds them in place instead of copying the month's list.
-pub fn decode_month_with_room(bytes: &[u8], room: (usize, usize)) -> Result<MonthAggregates, String> {
-    read_month_with_room(bytes, room)
-}
-
-/// `decode_month_with_room` of a month file read from `source` a window of
-/// `MonthReader::WINDOW` bytes at a time: the file is never held whole (read
-/// whole, its bytes sat beside the lists decoded from them, 42 MB on the 30th of
-/// a month of 1M-row days, at the peak of a later day's fold).
-pub fn read_month_with_room(source: impl std::io::Read, room: (usize, usize)) -> Result<MonthAggregates, String> {
+/// A month file read from `source` a window of `MonthReader::WINDOW` bytes at a
+/// time: the file is never held whole (read whole, its bytes sat beside the
+/// lists decoded from them, 42 MB on the 30th of a month of 1M-row days, at the
+/// peak of a later day's fold).
+pub fn read_month(source: impl std::io::Read) -> Result<MonthAggregates, String> {
     // A month file is the two lists one after the other (a struct's fields, in
     // order, as `write_month` writes them), each its length then its entries.
-    read_month_in_windows(source, room, MonthReader::<()>::WINDOW)
+    read_month_in_windows(source, MonthReader::<()>::WINDOW)
 }
 
-fn read_month_in_windows(source: impl std::io::Read, room: (usize, usize), window: usize) -> Result<MonthAggregates, String> {
-    let mut r = MonthReader::new(source, window);
-    let merged = r.sorted_list(room.0)?;
-    let self_paid = r.sorted_list(room.1)?;
-    match r.bytes_left()? {
-        0 => Ok(MonthAggregates { merged, self_paid }),
-        n => Err(format!("unreadable month aggregates: {n} bytes after the end")),
-    }
+fn read_month_in_windows(source: impl std::io::Read, window: usize) -> Result<MonthAggregates, String> {
+    let mut r = MonthReader::with_window(source, window);
+    let merged = r.sorted_list(0)?;
+    let self_paid = r.sorted_list(0)?;
+    r.at_end()?;
+    Ok(MonthAggregates { merged, self_paid })
+}
+
+/// One value of a month file (a list's length, an entry, or a whole list)
+/// written to `w` as `write_month` writes it within a month.
+pub fn write_value<T: Serialize + ?Sized>(w: impl std::io::Write, value: &T) -> std::io::Result<()> {
+    postcard::to_io(value, w).map(|_| ()).map_err(|e| match e {
+        postcard::Error::SerializeBufferFull => std::io::Error::other("month aggregates: write failed"),
+        e => std::io::Error::other(format!("month aggregates: {e}")),
+    })
 }
 
 /// A month file's values decoded one at a time from a window of its bytes,
 /// refilled from the source as the values use it up. A value is decoded from
 /// the window's unread bytes; one the window cuts off is decoded again once the
 /// window is refilled (postcard reports it as an unexpected end).
-struct MonthReader<R> {
+pub struct MonthReader<R> {
     source: R,
     window: Vec<u8>,
-    /// The unread bytes are `window[at..end]`.
+    /// The unread bytes are `window[at..end]`; the last value decoded was
+    /// `window[last..at]`.
     at: usize,
     end: usize,
+    last: usize,
     /// The source has no more bytes.
     drained: bool,
 }
@@ -925,15 +924,20 @@ impl<R> MonthReader<R> {
 }
 
 impl<R: std::io::Read> MonthReader<R> {
-    fn new(source: R, window: usize) -> MonthReader<R> {
-        MonthReader { source, window: vec![0; window], at: 0, end: 0, drained: false }
+    /// A reader of the month file `source`, from its start.
+    pub fn new(source: R) -> MonthReader<R> {
+        MonthReader::with_window(source, Self::WINDOW)
+    }
+
+    fn with_window(source: R, window: usize) -> MonthReader<R> {
+        MonthReader { source, window: vec![0; window], at: 0, end: 0, last: 0, drained: false }
     }
 
     fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
         loop {
             match postcard::take_from_bytes::<T>(&self.window[self.at..self.end]) {
                 Ok((value, rest)) => {
-                    self.at = self.end - rest.len();
+                    (self.last, self.at) = (self.at, self.end - rest.len());
                     return Ok(value);
                 }
                 Err(postcard::Error::DeserializeUnexpectedEnd) if !self.drained && (self.at > 0 || self.end < self.window.len()) => self.refill()?,
@@ -945,7 +949,7 @@ impl<R: std::io::Read> MonthReader<R> {
     /// The unread bytes moved to the window's front, the rest of it read.
     fn refill(&mut self) -> Result<(), String> {
         self.window.copy_within(self.at..self.end, 0);
-        (self.end, self.at) = (self.end - self.at, 0);
+        (self.end, self.at, self.last) = (self.end - self.at, 0, 0);
         while self.end < self.window.len() {
             match self.source.read(&mut self.window[self.end..]) {
                 Ok(0) => {
@@ -960,14 +964,29 @@ impl<R: std::io::Read> MonthReader<R> {
         Ok(())
     }
 
-    /// A list (its length, then its entries), checked to ascend strictly by key,
-    /// allocated with room for `room` more entries.
-    fn sorted_list<K: serde::de::DeserializeOwned + Ord, V: serde::de::DeserializeOwned>(&mut self, room: usize) -> Result<Vec<(K, V)>, String> {
-        let len: u64 = self.next()?;
+    /// The length of the list that begins here (its entries follow).
+    pub fn list_len(&mut self) -> Result<u64, String> {
+        self.next()
+    }
+
+    /// The list entry that begins here.
+    pub fn entry<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
+        self.next()
+    }
+
+    /// The bytes of the value last decoded, as the file holds them.
+    pub fn last_bytes(&self) -> &[u8] {
+        &self.window[self.last..self.at]
+    }
+
+    /// The list that begins here (its length, then its entries), checked to
+    /// ascend strictly by key, allocated with room for `room` more entries.
+    pub fn sorted_list<K: serde::de::DeserializeOwned + Ord, V: serde::de::DeserializeOwned>(&mut self, room: usize) -> Result<Vec<(K, V)>, String> {
+        let len = self.list_len()?;
         // A length is not trusted for more than the room it asks up front.
         let mut out = Vec::with_capacity((len as usize).min(1 << 22) + room);
         for _ in 0..len {
-            let entry: (K, V) = self.next()?;
+            let entry: (K, V) = self.entry()?;
             if out.last().is_some_and(|(last, _): &(K, V)| *last >= entry.0) {
                 return Err("month aggregates out of key order".into());
             }
@@ -976,15 +995,18 @@ impl<R: std::io::Read> MonthReader<R> {
         Ok(out)
     }
 
-    /// How many bytes are left unread, the source read to its end.
-    fn bytes_left(&mut self) -> Result<u64, String> {
+    /// Refused unless the file ends here (the source read to its end).
+    pub fn at_end(&mut self) -> Result<(), String> {
         let mut left = (self.end - self.at) as u64;
         while !self.drained {
-            (self.at, self.end) = (0, 0);
+            (self.at, self.end, self.last) = (0, 0, 0);
             self.refill()?;
             left += self.end as u64;
         }
-        Ok(left)
+        match left {
+            0 => Ok(()),
+            n => Err(format!("unreadable month aggregates: {n} bytes after the end")),
+        }
     }
 }
 
@@ -1337,11 +1359,7 @@ mod tests {
         assert_eq!(streamed, bytes, "streamed and encoded at once alike");
         let back = decode_month(&bytes).unwrap();
         assert_eq!(back, a);
-        // Read with room for a day's new entries: the same lists, with the room.
-        let roomy = decode_month_with_room(&bytes, (5, 3)).unwrap();
-        assert_eq!(roomy, a);
-        assert!(roomy.merged.capacity() >= 2 + 5 && roomy.self_paid.capacity() > 3);
-        assert!(decode_month_with_room(&[bytes.as_slice(), &[0]].concat(), (5, 3)).unwrap_err().contains("1 bytes after the end"));
+        assert!(decode_month(&[bytes.as_slice(), &[0]].concat()).unwrap_err().contains("1 bytes after the end"));
         assert_eq!(back.merged[1].1.payable.to_string(), "-99999999999999.99");
         assert_eq!(back.merged[1].1.list.to_string(), "123456789012345.67");
         let mut swapped = a.clone();
@@ -1382,18 +1400,17 @@ mod tests {
         // a length or the end is met.
         for window in [64, 65, 97, 256, 4096, bytes.len(), 1 << 20] {
             for trickle in [1, 7, usize::MAX] {
-                let back = read_month_in_windows(Trickle(&bytes, trickle), (4, 2), window).unwrap();
+                let back = read_month_in_windows(Trickle(&bytes, trickle), window).unwrap();
                 assert_eq!(back, a, "window {window}, {trickle} bytes a read");
-                assert!(back.merged.capacity() >= 304 && back.self_paid.capacity() >= 52);
                 let longer = [bytes.as_slice(), &[0, 0, 0]].concat();
-                let err = read_month_in_windows(Trickle(&longer, trickle), (0, 0), window).unwrap_err();
+                let err = read_month_in_windows(Trickle(&longer, trickle), window).unwrap_err();
                 assert!(err.contains("3 bytes after the end"), "{err}");
-                let err = read_month_in_windows(Trickle(&bytes[..bytes.len() - 3], trickle), (0, 0), window).unwrap_err();
+                let err = read_month_in_windows(Trickle(&bytes[..bytes.len() - 3], trickle), window).unwrap_err();
                 assert!(err.contains("unreadable month aggregates"), "{err}");
             }
         }
         // An entry longer than the window is refused, not read forever.
-        let err = read_month_in_windows(bytes.as_slice(), (0, 0), 16).unwrap_err();
+        let err = read_month_in_windows(bytes.as_slice(), 16).unwrap_err();
         assert!(err.contains("unreadable month aggregates"), "{err}");
     }
 

@@ -8,6 +8,7 @@
 //! committed state records their length, and every run first cuts them back to it.
 
 use crate::focus::{self, MonthRows, MonthSink};
+use crate::monthly::{DayMonthSums, MonthFold};
 use crate::state::{FocusMonth, MonthAggregates, State, StateHead, WantedIds, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,18 +190,40 @@ impl Store {
         Ok(state)
     }
 
-    /// The aggregates of the months a day that starts from `state` adds to: those
-    /// whose records it can accept, not closed (`state.closed_months`) nor before
-    /// the first day. The others stay in their files, which the state goes on
-    /// naming (up to seven months are kept for the closes; loading them all held
-    /// ~100 MB a month at 100k accounts). The day reads them when it folds its
-    /// sums in (read with the state, they sat under the whole day: ~110 MB by the
-    /// end of a month of 1M-row days), each list with room for as many more
-    /// entries as `room` gives for its month (merged-bill, self-paid), so that
-    /// the day's new keys are added in place.
-    pub fn read_open_months(&self, state: &State, room: &BTreeMap<Month, (usize, usize)>) -> Result<BTreeMap<Month, MonthAggregates>, String> {
+    /// The day's sums `sums` made ready to fold into the months they reach
+    /// (`monthly::plan_fold`), with `also` (the day's own month, for its
+    /// month-to-date overview) among them with no sums when the day has none for
+    /// it. A month's aggregates so far are read from the file `state` names for
+    /// it if the day adds to it: not closed (`state.closed_months`) nor before the
+    /// first day; the others start anew (up to seven months are kept for the
+    /// closes, each staying in its file). Read when the day folds its sums in (read with the state,
+    /// they sat under the whole day: ~110 MB by the end of a month of 1M-row
+    /// days), each file a window at a time, on all cores; only the self-paid
+    /// lists are kept.
+    pub fn fold_months(&self, state: &State, sums: DayMonthSums, also: Month) -> Result<BTreeMap<Month, MonthFold>, String> {
+        use rayon::prelude::*;
         let open = |m: Month| m >= state.first_day.month() && !state.closed_months.contains(&m);
-        self.read_months_with_room(&state.month_files, open, |m| room.get(&m).copied().unwrap_or((0, 0)))
+        let DayMonthSums { mut merged, mut self_paid } = sums;
+        let months: BTreeSet<Month> = merged.keys().chain(self_paid.keys()).copied().chain(std::iter::once(also)).collect();
+        let work: Vec<_> = months
+            .into_iter()
+            .map(|m| {
+                let base = state.month_files.get(&m).copied().filter(|_| open(m));
+                (m, base, merged.remove(&m).unwrap_or_default(), self_paid.remove(&m).unwrap_or_default())
+            })
+            .collect();
+        work.into_par_iter()
+            .map(|(month, base, merged, self_paid)| {
+                let path = base.map(|d| self.month_file(d, month));
+                let file = match &path {
+                    Some(path) => Some(fs::File::open(path).map_err(|e| io_error("cannot read", path, e))?),
+                    None => None,
+                };
+                let fold = crate::monthly::plan_fold(file, merged, self_paid);
+                let fold = fold.map_err(|e| format!("{}: {e}", path.as_deref().unwrap_or(Path::new("")).display()))?;
+                Ok((month, MonthFold { base, ..fold }))
+            })
+            .collect()
     }
 
     /// What a close of `month` needs of the state after `day`: the JSON and the
@@ -217,20 +240,9 @@ impl Store {
         self.read_state_json(day, |h: &StateHead| (h.format, h.day))
     }
 
-    /// The aggregates of the months that `wanted` picks, decoded on all cores.
+    /// The aggregates of the months that `wanted` picks, read on all cores, each
+    /// file a window at a time (`state::read_month`).
     fn read_months(&self, month_files: &BTreeMap<Month, Day>, wanted: impl Fn(Month) -> bool) -> Result<BTreeMap<Month, MonthAggregates>, String> {
-        self.read_months_with_room(month_files, wanted, |_| (0, 0))
-    }
-
-    /// The `wanted` months' aggregates, each list with `room(month)` more entries'
-    /// room (`state::read_month_with_room`), read on all cores, each file a
-    /// window at a time.
-    fn read_months_with_room(
-        &self,
-        month_files: &BTreeMap<Month, Day>,
-        wanted: impl Fn(Month) -> bool,
-        room: impl Fn(Month) -> (usize, usize) + Sync,
-    ) -> Result<BTreeMap<Month, MonthAggregates>, String> {
         use rayon::prelude::*;
         let files: Vec<(Month, Day)> = month_files.iter().filter(|(m, _)| wanted(**m)).map(|(m, d)| (*m, *d)).collect();
         files
@@ -238,7 +250,7 @@ impl Store {
             .map(|(month, d)| {
                 let path = self.month_file(d, month);
                 let file = fs::File::open(&path).map_err(|e| io_error("cannot read", &path, e))?;
-                let aggregates = crate::state::read_month_with_room(file, room(month)).map_err(|e| format!("{}: {e}", path.display()))?;
+                let aggregates = crate::state::read_month(file).map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok((month, aggregates))
             })
             .collect()
@@ -376,25 +388,25 @@ impl Store {
     /// Write the aggregates of each month day `day` changed aside
     /// (`state/.D.month-M.bin.tmp`, synced), once they are final; `commit_state`
     /// renames them. Nothing is published; a crash leaves only dot files.
-    /// `month_files` and `months` are the state's.
-    pub fn stage_month_files(
-        &self,
-        day: Day,
-        month_files: &BTreeMap<Month, Day>,
-        months: &BTreeMap<Month, crate::state::MonthAggregates>,
-    ) -> Result<(), String> {
+    /// `month_files` is the state's; `folds` are the day's (`fold_months`): each
+    /// month's file so far read again as its new one is written
+    /// (`monthly::write_folded_month`).
+    pub fn stage_month_files(&self, day: Day, month_files: &BTreeMap<Month, Day>, folds: &BTreeMap<Month, MonthFold>) -> Result<(), String> {
         use rayon::prelude::*;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
-        let changed: Vec<(Month, &crate::state::MonthAggregates)> =
-            month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &months[m])).collect();
-        // Each month streamed to its file (an encoded month, 31 MB at 10M rows, sat
-        // on the stage's memory), on all cores.
-        changed.into_par_iter().try_for_each(|(month, aggregates)| {
+        let changed: Vec<(Month, &MonthFold)> = month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &folds[m])).collect();
+        // Each month streamed to its file, on all cores.
+        changed.into_par_iter().try_for_each(|(month, fold)| {
+            let base = fold.base.map(|d| self.month_file(d, month));
+            let source = match &base {
+                Some(path) => Some(fs::File::open(path).map_err(|e| io_error("cannot read", path, e))?),
+                None => None,
+            };
             let path = self.staged_month_file(day, month);
             failpoint("create file");
             let file = fs::File::create(&path).map_err(|e| io_error("cannot create", &path, e))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-            crate::state::write_month(aggregates, &mut w).map_err(|e| io_error("cannot write", &path, e))?;
+            crate::monthly::write_folded_month(source, fold, &mut w).map_err(|e| format!("{}: {e}", path.display()))?;
             failpoint("write file");
             let file = w.into_inner().map_err(|e| io_error("cannot write", &path, e.into_error()))?;
             file.sync_all().map_err(|e| io_error("cannot sync", &path, e))

@@ -94,6 +94,12 @@ fn month_to_date_overview_in_every_day() {
     s.run().unwrap();
     assert_eq!(s.rows("days/2026-10-01/overview_mtd_by_member.csv"), ["o1,2026-10,4,m4,50.00,1.0000,1"]);
     assert_eq!(s.rows("days/2026-10-02/overview_mtd_by_product.csv").len(), 3);
+    // Days with no sums of their own still draw the month so far, from its file.
+    for file in ["overview_mtd_by_member.csv", "overview_mtd_by_product.csv"] {
+        for later in ["2026-10-03", "2026-10-31"] {
+            assert_eq!(s.rows(&format!("days/{later}/{file}")), s.rows(&format!("days/2026-10-02/{file}")), "{later} {file}");
+        }
+    }
     assert!(s.rows("days/2026-11-01/overview_mtd_by_member.csv").is_empty());
 }
 

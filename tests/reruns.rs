@@ -256,14 +256,14 @@ fn a_damaged_month_file_fails_the_next_day_once_settled_and_leaves_out_as_it_was
     // A day reads the aggregates of the months it adds to only when it folds its
     // sums in, after its runs have written the ledger aside and appended FOCUS
     // rows: a month file that cannot be read then must still fail the day (exit 1,
-    // naming the file) and leave OUT as it was.
+    // naming the file) and leave OUT as it was. 2026-10-31 adds to October.
     let out = tempfile::tempdir().unwrap();
-    job::run(&demo(), out.path(), None, Some(day("2026-10-31")), quiet()).unwrap();
-    let month_file = out.path().join("state/2026-10-31.month-2026-10.bin");
+    job::run(&demo(), out.path(), None, Some(day("2026-10-30")), quiet()).unwrap();
+    let month_file = out.path().join("state/2026-10-30.month-2026-10.bin");
     let bytes = std::fs::read(&month_file).unwrap();
     std::fs::write(&month_file, &bytes[..bytes.len() - 1]).unwrap();
     let before = tree(out.path());
-    let err = job::daily(&demo(), out.path(), day("2026-11-01"), quiet()).unwrap_err();
+    let err = job::daily(&demo(), out.path(), day("2026-10-31"), quiet()).unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
     assert!(err.to_string().contains(&month_file.display().to_string()), "{err}");
     let after = tree(out.path());
@@ -271,10 +271,9 @@ fn a_damaged_month_file_fails_the_next_day_once_settled_and_leaves_out_as_it_was
     assert!(after == before, "a failed day changed OUT");
     // Mended, the day settles as in a clean run.
     std::fs::write(&month_file, &bytes).unwrap();
-    job::daily(&demo(), out.path(), day("2026-11-01"), quiet()).unwrap();
+    job::daily(&demo(), out.path(), day("2026-10-31"), quiet()).unwrap();
     let clean = tempfile::tempdir().unwrap();
     job::run(&demo(), clean.path(), None, Some(day("2026-10-31")), quiet()).unwrap();
-    job::daily(&demo(), clean.path(), day("2026-11-01"), quiet()).unwrap();
     let (got, want) = (tree(out.path()), tree(clean.path()));
     assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
     assert!(got == want, "the mended day's files differ from a clean run's");
