@@ -107,7 +107,7 @@ impl Store {
 
     /// The state after `day`; with `Some(next)`, as day `next.day` starts from it:
     /// no month aggregates (the day reads those it adds to once it is settled,
-    /// `read_open_months`), and only the usage ids it still remembers (§4.2: those
+    /// `fold_months`), and only the usage ids it still remembers (§4.2: those
     /// of its month and the month before), of those only the ones `next.wanted`
     /// gives (the ids its usage file holds), into arrays sized once for them
     /// (tables grown file by file doubled several times, and the memory of each
@@ -129,7 +129,7 @@ impl Store {
         // all until the end was 870 MB more after a month of 1M-row days), after the
         // day's own ids are known (`next.wanted`).
         let mut seen = std::mem::take(&mut state.seen);
-        // A day reads no month's aggregates here (see `read_open_months`).
+        // A day reads no month's aggregates here (see `fold_months`).
         let (months, ids) = rayon::join(
             || if next.is_some() { Ok(BTreeMap::new()) } else { self.read_months(&state.month_files, |_| true) },
             || -> Result<(), String> {
@@ -192,14 +192,15 @@ impl Store {
 
     /// The day's sums `sums` made ready to fold into the months they reach
     /// (`monthly::plan_fold`), with `also` (the day's own month, for its
-    /// month-to-date overview) among them with no sums when the day has none for
+    /// month-to-date overview) among them, with no sums if the day has none for
     /// it. A month's aggregates so far are read from the file `state` names for
-    /// it if the day adds to it: not closed (`state.closed_months`) nor before the
-    /// first day; the others start anew (up to seven months are kept for the
-    /// closes, each staying in its file). Read when the day folds its sums in (read with the state,
-    /// they sat under the whole day: ~110 MB by the end of a month of 1M-row
-    /// days), each file a window at a time, on all cores; only the self-paid
-    /// lists are kept.
+    /// it when the month is open to the day: not closed (`state.closed_months`)
+    /// nor before the first day; other months start anew. The months the day
+    /// does not add to stay in their files unread (up to seven months are kept
+    /// for the closes). Read only now, once the day is settled (read with the
+    /// state, they sat under the whole day: ~110 MB by the end of a month of
+    /// 1M-row days), each file a window at a time, on all cores; of each, only
+    /// the self-paid list is kept.
     pub fn fold_months(&self, state: &State, sums: DayMonthSums, also: Month) -> Result<BTreeMap<Month, MonthFold>, String> {
         use rayon::prelude::*;
         let open = |m: Month| m >= state.first_day.month() && !state.closed_months.contains(&m);
