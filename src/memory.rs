@@ -23,7 +23,9 @@
 //! purges at the few points where a large structure has just been dropped and the
 //! next stage allocates something else, and after every 8th run of a day's
 //! settlement, where the month sums grow on top of the pages the runs freed:
-//! [`release_freed_memory`].
+//! [`release_freed_memory`]. Where other threads are busy, only glibc's heap is
+//! trimmed ([`release_freed_large_blocks`]: the day's usage ids gathered while
+//! the state's JSON is parsed).
 //!
 //! An operator who would rather trade time for memory sets mimalloc's own
 //! `MIMALLOC_PURGE_DELAY` (milliseconds), which the binary then leaves alone:
@@ -160,6 +162,18 @@ pub fn release_freed_memory() {
     rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(false) });
     // SAFETY: as above; `true` forces the purge of every range marked for it.
     unsafe { libmimalloc_sys::mi_collect(true) };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only hands glibc's free pages back to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Hand glibc's free pages back to the kernel, and only those: the memory of
+/// large blocks (from [`LARGE_BLOCK`]) freed so far. Unlike
+/// [`release_freed_memory`] it waits for no other thread, so a task may call it
+/// while the pool's other threads are busy.
+pub fn release_freed_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only hands glibc's free pages back to the kernel.
     unsafe {
