@@ -1124,6 +1124,30 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any month and any day's sums: the month's new file, folded as it is
+        /// copied, is byte for byte the month folded in memory and written whole.
+        #[test]
+        fn a_month_folded_through_its_file_is_the_month_summed_by_key(
+            old in proptest::collection::btree_map((0u64..60, 0u64..4), -100_000i64..100_000, 0..150),
+            new in proptest::collection::btree_map((0u64..60, 0u64..4), -100_000i64..100_000, 0..80),
+            old_paid in proptest::collection::btree_map(0u64..50, -999i64..999, 0..40),
+            new_paid in proptest::collection::btree_map(0u64..50, -999i64..999, 0..40),
+            has_file: bool,
+        ) {
+            let merged = |m: &BTreeMap<(u64, u64), i64>| -> Vec<(BillKey, BillSums)> { m.iter().map(|(&(o, u), &fen)| (key(o, u), sums(fen))).collect() };
+            let cos = ProductName(crate::ids::intern_product("cos"));
+            let paid = |m: &BTreeMap<u64, i64>| -> Vec<(SelfPaidKey, Money)> { m.iter().map(|(&u, &fen)| (("org-1".into(), u, cos), Money::from_fen(fen))).collect() };
+            let month = if has_file { MonthAggregates { merged: merged(&old), self_paid: paid(&old_paid) } } else { MonthAggregates::default() };
+            let mut expected = month.clone();
+            add_sorted(&mut expected.merged, merged(&new), |a, b| add_sums(a, &b));
+            add_sorted(&mut expected.self_paid, paid(&new_paid), |a, b| *a += b);
+            let before = has_file.then(|| crate::state::encode_month(&month));
+            let fold = plan_fold(before.as_deref(), merged(&new), paid(&new_paid)).unwrap();
+            let mut after = Vec::new();
+            write_folded_month(before.as_deref(), &fold, &mut after).unwrap();
+            proptest::prop_assert_eq!(after, crate::state::encode_month(&expected));
+        }
+
         #[test]
         fn adding_sorted_entries_equals_summing_them_by_key(
             old in proptest::collection::btree_map(0u16..400, -1000i64..1000, 0..80),
