@@ -553,9 +553,9 @@ fn add_sorted<K: Ord + Default, V: Default>(list: &mut Vec<(K, V)>, new: Vec<(K,
 
 /// Sorted `lacking` entries, whose keys sorted `list` lacks, merged into it in
 /// place from the back: the list grows by their number (into its spare room: a
-/// month's list is read with room for the day's entries, `decode_month_with_room`;
-/// a merge into a new list held the month twice, the peak of a late day in the
-/// month), and each entry above the next lacking key moves once, to its place.
+/// month's self-paid list is read with room for the day's entries,
+/// `MonthReader::sorted_list`; a merge into a new list held the month twice),
+/// and each entry above the next lacking key moves once, to its place.
 fn merge_lacking<K: Ord + Default, V: Default>(list: &mut Vec<(K, V)>, mut lacking: Vec<(K, V)>) {
     // list[..at] is not moved yet, list[to..] is in place, list[at..to] holds
     // placeholders: one for each lacking entry not yet placed.
