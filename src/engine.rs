@@ -748,7 +748,7 @@ impl<'a> OrgBooks<'a> {
         let settles = prepaid_can_settle(&payment, &self.accounts[&responsible]);
         let payment = if settles {
             self.commit_payment(responsible, &payment, || line_id.clone(), key, out);
-            *self.bases.entry(o.resource_id.clone()).or_default().entry(responsible).or_default() += payable;
+            *self.bases.entry(Text::from(o.resource_id.as_str())).or_default().entry(responsible).or_default() += payable;
             payment
         } else {
             Payment::default()
@@ -783,7 +783,7 @@ impl<'a> OrgBooks<'a> {
     fn money_back(&mut self, o: OrderRecord, _day: Day, key: &EventKey, out: &mut OrgOutput) -> Result<(), String> {
         let refund = o.refund_amount.expect("money-back orders carry refund_amount");
         let reject = |reason: Reason, message: String| Reject { file: ORDERS_FILE, line: o.line, id: o.order_id.clone(), reason, message };
-        let Some(resource) = self.bases.get_mut(&o.resource_id) else {
+        let Some(resource) = self.bases.get_mut(o.resource_id.as_str()) else {
             out.rejects.push(reject(Reason::UnknownResource, format!("resource {} has no settled charge order", o.resource_id)));
             return Ok(());
         };

@@ -613,8 +613,48 @@ pub struct TransferSource {
     pub drawn: Money,
 }
 
-/// Refund bases of one organization: resource → payer → basis (§8).
-pub type Bases = BTreeMap<String, BTreeMap<Uin, Money>>;
+/// Refund bases of one organization: resource → payer → basis (§8), each map a
+/// sorted vector. Nearly every resource has one payer: as `BTreeMap`s each
+/// resource took ~300 bytes (a 192-byte tree node for its one payer, its key on
+/// the heap, its share of the organization's nodes), ~64 bytes now; the bases
+/// grow by ~6k resources a day at 10M usage rows, the state's largest growth
+/// (BENCHMARKS.md, eighteenth session). Written as the same JSON maps.
+pub type Bases = VecMap<Text, PayerBases>;
+/// The bases of one resource's payers, by payer UIN.
+pub type PayerBases = VecMap<Uin, Money>;
+
+/// A map held as a vector sorted by key (`litemap::LiteMap`), for many small
+/// maps: written as a JSON map even when empty (`LiteMap` writes an empty map as
+/// a list), read from a map in any order (sorted as read; a key given twice
+/// keeps its last value, as a `BTreeMap` does).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(transparent, bound(deserialize = "K: Deserialize<'de> + Ord, V: Deserialize<'de>"))]
+pub struct VecMap<K, V>(litemap::LiteMap<K, V>);
+
+impl<K, V> Default for VecMap<K, V> {
+    fn default() -> Self {
+        VecMap(litemap::LiteMap::new())
+    }
+}
+
+impl<K, V> std::ops::Deref for VecMap<K, V> {
+    type Target = litemap::LiteMap<K, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<K, V> std::ops::DerefMut for VecMap<K, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<K: Serialize, V: Serialize> Serialize for VecMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -1263,6 +1303,38 @@ mod tests {
         let twice: Both = serde_json::from_str(r#"{"built":{"9":"1.00","9":"4.50"},"inserted":{}}"#).unwrap();
         assert_eq!(twice.built, BTreeMap::from([(9, Money::from_fen(450))]));
         assert!(serde_json::from_str::<Both>(r#"{"built":[1],"inserted":{}}"#).unwrap_err().to_string().contains("expected a map"));
+    }
+
+    #[test]
+    fn refund_bases_are_read_and_written_as_the_nested_maps_they_replaced() {
+        type AsMaps = BTreeMap<String, BTreeMap<String, BTreeMap<Uin, Money>>>;
+        #[derive(Debug, Deserialize)]
+        struct Bases2 {
+            #[serde(deserialize_with = "sorted_map")]
+            refund_bases: BTreeMap<String, Bases>,
+        }
+        // Resources and payers in order and out of it (UINs written as text sort
+        // otherwise), a payer given twice (the last basis kept, as a map kept it),
+        // a resource id too long to be held inline, an organization without bases.
+        let long = "r-".repeat(20);
+        let json = format!(
+            r#"{{"refund_bases":{{"org-2":{{"res-b":{{"100":"3.00","9":"1.00"}},"res-a":{{"7":"0.01"}},"{long}":{{"5":"2.50","5":"4.00"}}}},"org-1":{{}}}}}}"#
+        );
+        let compact: Bases2 = serde_json::from_str(&json).unwrap();
+        let maps: AsMaps = serde_json::from_str::<BTreeMap<String, AsMaps>>(&json).unwrap().remove("refund_bases").unwrap();
+        let written = serde_json::to_string(&compact.refund_bases).unwrap();
+        assert_eq!(written, serde_json::to_string(&maps).unwrap());
+        assert_eq!(
+            written,
+            format!(r#"{{"org-1":{{}},"org-2":{{"{long}":{{"5":"4.00"}},"res-a":{{"7":"0.01"}},"res-b":{{"9":"1.00","100":"3.00"}}}}}}"#)
+        );
+        let org = &compact.refund_bases["org-2"];
+        assert_eq!(org.get("res-b").unwrap().iter().map(|(&p, &b)| (p, b)).collect::<Vec<_>>(), [
+            (9, Money::from_fen(100)),
+            (100, Money::from_fen(300))
+        ]);
+        assert_eq!(org.get(long.as_str()).unwrap().get(&5), Some(&Money::from_fen(400)));
+        assert!(serde_json::from_str::<Bases2>(r#"{"refund_bases":{"org-1":{"res":{"x":"1.00"}}}}"#).is_err());
     }
 
     #[test]
