@@ -172,6 +172,14 @@ enum Checked<T> {
 /// the accepted usage rows go to `usage` (which keeps a failure to write them for
 /// `UsageSpill::finish`).
 pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill) -> Result<DayInput, UnusableFile> {
+    let mut input = read_day_usage(dir, ctx, seen, usage)?;
+    read_day_records(dir, ctx, seen, &mut input)?;
+    Ok(input)
+}
+
+/// The first part of `read_day`: the usage file, whose accepted rows go to
+/// `usage`. Needs none of the order, recharge and transfer ids `seen` remembers.
+pub fn read_day_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill) -> Result<DayInput, UnusableFile> {
     let mut input = DayInput::default();
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
@@ -179,7 +187,13 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut U
     seen.usage_files.retain(|d, _| d.month() >= month.prev());
 
     read_usage(dir, ctx, seen, usage, &mut input)?;
-    read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", &mut input, |fields, line, input| {
+    Ok(input)
+}
+
+/// The rest of `read_day`: orders, recharges and transfers, checked against
+/// the ids `seen` remembers (which it must hold: `SeenIds::holds_records`).
+pub fn read_day_records(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, input: &mut DayInput) -> Result<(), UnusableFile> {
+    read_file(dir, ORDERS_FILE, &ORDER_COLUMNS, "order_id", input, |fields, line, input| {
         Ok(match check_order(fields, line, ctx, seen) {
             Checked::Accepted(order) => {
                 input.orders.push(order);
@@ -189,7 +203,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut U
             Checked::Refused(r) => Checked::Refused(r),
         })
     })?;
-    read_file(dir, RECHARGES_FILE, &RECHARGE_COLUMNS, "recharge_id", &mut input, |fields, line, input| {
+    read_file(dir, RECHARGES_FILE, &RECHARGE_COLUMNS, "recharge_id", input, |fields, line, input| {
         Ok(match check_recharge(fields, line, ctx, seen) {
             Checked::Accepted(recharge) => {
                 input.recharges.push(recharge);
@@ -199,7 +213,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut U
             Checked::Refused(r) => Checked::Refused(r),
         })
     })?;
-    read_file(dir, TRANSFERS_FILE, &TRANSFER_COLUMNS, "transfer_id", &mut input, |fields, line, input| {
+    read_file(dir, TRANSFERS_FILE, &TRANSFER_COLUMNS, "transfer_id", input, |fields, line, input| {
         Ok(match check_transfer(fields, line, ctx, seen) {
             Checked::Accepted(transfer) => {
                 input.transfers.push(transfer);
@@ -208,8 +222,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut U
             Checked::Duplicate => Checked::Duplicate,
             Checked::Refused(r) => Checked::Refused(r),
         })
-    })?;
-    Ok(input)
+    })
 }
 
 type RowHandler<'h> = dyn FnMut(&Fields<'_>, u64, &mut DayInput) -> Result<Checked<()>, UnusableFile> + 'h;

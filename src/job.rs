@@ -6,7 +6,7 @@
 
 use crate::engine::{orphan_transfer, Event, EventKey, KeyedLine, LedgerLine, OrgBooks, OrgOutput, PendingEvents, ServiceEvent, TransferRow};
 use crate::ids::Uin;
-use crate::ingest::{read_day, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
+use crate::ingest::{read_day, read_day_records, read_day_usage, DayInput, FileCounts, ReadContext, DAY_FILES, ORDERS_FILE};
 use crate::money::Money;
 use crate::reference::Reference;
 use crate::reject::Reject;
@@ -322,8 +322,15 @@ pub fn settle_day(
     // (`spill`): reading never holds the day's settlement lines.
     let mut usage = crate::spill::UsageSpill::new(&store.usage_spill_file(day), day, snapshot, &inputs.reference.contracts)
         .map_err(|e| Failure::Internal(format!("cannot make {}: {e}", store.usage_spill_file(day).display())))?;
-    let input = read_day(&inputs.dir.join("days").join(day.to_string()), &ctx, &mut seen, &mut usage)
-        .map_err(|e| Failure::Unusable(vec![format!("days/{day}/{e}")]))?;
+    // The usage first, without the order, recharge and transfer ids the state
+    // remembers (set aside as it was read, `RecordIds`): they are read back for
+    // the day's records, and set aside again until the state is written.
+    let dir = inputs.dir.join("days").join(day.to_string());
+    let unusable = |e: crate::csvread::UnusableFile| Failure::Unusable(vec![format!("days/{day}/{e}")]);
+    let mut input = read_day_usage(&dir, &ctx, &mut seen, &mut usage).map_err(unusable)?;
+    store.hold_records(&mut seen).map_err(Failure::Internal)?;
+    read_day_records(&dir, &ctx, &mut seen, &mut input).map_err(unusable)?;
+    seen.set_aside_records();
     usage.finish().map_err(Failure::Internal)?;
     // Reading's batches and buffers are gone; the id shards read back next are
     // of other sizes.
@@ -333,7 +340,6 @@ pub fn settle_day(
     // an id is the day's, and goes to the day's id file now (published by the
     // commit; the next day reads it); a later one is a duplicate or a conflict,
     // counted or refused now and left out of its line.
-    let mut input = input;
     let later = std::sync::Mutex::new(Vec::new());
     let own = |s: usize| -> std::io::Result<Vec<(u128, crate::state::SeenUsage)>> {
         let found = usage.dedupe_shard(s, day)?;
@@ -873,43 +879,48 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     };
     result.state.focus = focus_next;
     stage("settle", &mut t);
-    // The month files the day changed and the state are written aside
-    // (state/.D.month-M.bin.tmp and state/.D.json.tmp, renamed by the commit)
-    // while the month-to-date overview (the month of D, every line settled so far)
-    // is rendered and the books are checked: nothing is published before the
-    // check passes. Then the day's folds (the day's sums, the self-paid totals of
-    // its months) are dropped: nothing after needs them. The state is written
-    // without the month aggregates (the month files hold them).
+    // The month files the day changed are written aside (state/.D.month-M.bin.tmp,
+    // renamed by the commit) while the month-to-date overview (the month of D,
+    // every line settled so far) is rendered and the books are checked: nothing
+    // is published before the check passes. Then the day's folds (the day's sums,
+    // the self-paid totals of its months) are dropped: nothing after needs them.
+    // The state (state/.D.json.tmp) is written after them, without the month
+    // aggregates (the month files hold them).
     let folds = std::mem::take(&mut result.month_folds);
     let mtd = || {
         let self_paid = folds.iter().map(|(m, f)| (*m, f.self_paid.as_slice())).collect();
         let mtd = reports::overview_files(&inputs.snapshot, &self_paid, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);
         vec![("overview_mtd_by_member.csv", mtd.by_member), ("overview_mtd_by_product.csv", mtd.by_product)]
     };
-    let ((overview_mtd, months_staged), ((checked, state_staged), small)) = rayon::join(
+    let ((overview_mtd, months_staged), (checked, small)) = rayon::join(
         || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &folds)),
-        || {
-            rayon::join(
-                || rayon::join(|| result.check(inputs, day, unchecked), || store.stage_state(day, &result.state)),
-                || result.small_files(inputs),
-            )
-        },
+        || rayon::join(|| result.check(inputs, day, unchecked), || result.small_files(inputs)),
     );
     drop(folds);
     crate::memory::release_freed_memory();
-    let summary = match (months_staged, checked, state_staged) {
-        (Ok(()), Ok(summary), Ok(())) => summary,
-        (Err(e), _, _) => return fail(Failure::Internal(e), Some(staging)),
-        (_, Err(e), _) => return fail(e, Some(staging)),
-        (_, _, Err(e)) => return fail(Failure::Internal(e), Some(staging)),
+    let summary = match (months_staged, checked) {
+        (Ok(()), Ok(summary)) => summary,
+        (Err(e), _) => return fail(Failure::Internal(e), Some(staging)),
+        (_, Err(e)) => return fail(e, Some(staging)),
     };
-    stage("month files and state aside, the checks and the small files", &mut t);
-    let written = with_parquet(day_files(small, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
-        .and_then(|files| staging.write(files).map_err(Failure::Internal));
-    if let Err(e) = written {
-        return fail(e, Some(staging));
+    stage("month files aside, the checks and the small files", &mut t);
+    // The state is written aside once the folds are gone, with the record ids
+    // set aside while the day was read and settled read back (tens of MB late in
+    // a month of 10M-row days), while the small files are written.
+    let state = &mut result.state;
+    let (state_staged, written) = rayon::join(
+        || store.hold_records(&mut state.seen).and_then(|()| store.stage_state(day, state)),
+        || {
+            with_parquet(day_files(small, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
+                .and_then(|files| staging.write(files).map_err(Failure::Internal))
+        },
+    );
+    match (state_staged, written) {
+        (Ok(()), Ok(())) => {}
+        (Err(e), _) => return fail(Failure::Internal(e), Some(staging)),
+        (_, Err(e)) => return fail(e, Some(staging)),
     }
-    stage("small files", &mut t);
+    stage("state aside and small files", &mut t);
     if aside.is_some() {
         let months: Vec<Month> = result.focus_rows.iter().map(|m| m.month).collect();
         let applied = store.uncommit_day(day).and_then(|()| store.apply_focus_aside(day, &focus_before, &months));

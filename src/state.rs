@@ -85,12 +85,150 @@ pub struct SeenIds {
     /// Order, recharge and transfer ids (inline up to 24 bytes) with the digest
     /// of their content: a month of 1M-row days remembers ~290k of them, which
     /// as pairs of strings took ~130 bytes each.
+    pub orders: RecordIds,
+    pub recharges: RecordIds,
+    pub transfers: RecordIds,
+    /// The day whose state file (`state/D.json`) holds the record ids remembered
+    /// before these were loaded: a day sets them aside while it reads its usage
+    /// and settles (`RecordIds`), and reads them from there again.
+    #[serde(skip)]
+    pub records_from: Option<Day>,
+}
+
+impl SeenIds {
+    /// The order, recharge and transfer ids earlier days accepted dropped from
+    /// memory (what this state added since it was loaded stays), when there is a
+    /// state file to read them from again (`records_from`); with none they stay.
+    pub fn set_aside_records(&mut self) {
+        if self.records_from.is_some() {
+            for r in [&mut self.orders, &mut self.recharges, &mut self.transfers] {
+                r.remembered = None;
+            }
+        }
+    }
+
+    /// Whether the record ids earlier days accepted are held (not set aside).
+    pub fn holds_records(&self) -> bool {
+        [&self.orders, &self.recharges, &self.transfers].iter().all(|r| r.remembered.is_some())
+    }
+
+    /// The record ids earlier days accepted, as read from the state file named
+    /// by `records_from`, held again beside what was added since.
+    pub fn hold_records(&mut self, remembered: RememberedRecords) -> Result<(), String> {
+        for (r, remembered) in [(&mut self.orders, remembered.orders), (&mut self.recharges, remembered.recharges), (&mut self.transfers, remembered.transfers)] {
+            if let Some(id) = r.added.keys().find(|id| remembered.contains_key(*id)) {
+                return Err(format!("record id {id} was accepted again while its earlier acceptance was set aside"));
+            }
+            r.remembered = Some(remembered);
+        }
+        Ok(())
+    }
+}
+
+/// Ids of one kind of record (orders, recharges or transfers), remembered for
+/// good (§4.2), with the digest of their content: those accepted before the
+/// state was loaded (`remembered`) and those accepted since (`added`), written
+/// as one map in id order.
+///
+/// A day holds the remembered ones only while it checks its orders, recharges
+/// and transfers and while it writes its state: late in a month of 10M-row days
+/// they are ~600k ids, ~26 MB, which sat on the peak of reading the day's usage
+/// and of settling it (`SeenIds::set_aside_records`; BENCHMARKS.md, eighteenth
+/// session).
+#[derive(Clone, Debug)]
+pub struct RecordIds {
+    /// `None` while set aside.
+    remembered: Option<BTreeMap<Text, ContentDigest>>,
+    added: BTreeMap<Text, ContentDigest>,
+}
+
+/// None remembered (and none set aside).
+impl Default for RecordIds {
+    fn default() -> RecordIds {
+        RecordIds { remembered: Some(BTreeMap::new()), added: BTreeMap::new() }
+    }
+}
+
+impl RecordIds {
+    const SET_ASIDE: &'static str = "record ids earlier days accepted are held (SeenIds::hold_records) before records are checked or written";
+
+    /// The content digest `id` was accepted with, if it was.
+    pub fn get(&self, id: &str) -> Option<&ContentDigest> {
+        self.added.get(id).or_else(|| self.remembered.as_ref().expect(Self::SET_ASIDE).get(id))
+    }
+
+    /// Remember `id`, which is not remembered yet.
+    pub fn insert(&mut self, id: Text, digest: ContentDigest) {
+        debug_assert!(self.get(&id).is_none(), "{id} is remembered already");
+        self.added.insert(id, digest);
+    }
+
+    /// The ids remembered, held or not.
+    pub fn len(&self) -> usize {
+        self.remembered.as_ref().map_or(0, BTreeMap::len) + self.added.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every id with its digest, in id order (the remembered ones must be held).
+    pub fn iter(&self) -> impl Iterator<Item = (&Text, &ContentDigest)> {
+        let mut remembered = self.remembered.as_ref().expect(Self::SET_ASIDE).iter().peekable();
+        let mut added = self.added.iter().peekable();
+        std::iter::from_fn(move || match (remembered.peek(), added.peek()) {
+            (Some(r), Some(a)) if r.0 < a.0 => remembered.next(),
+            (Some(_), Some(_)) | (None, _) => added.next(),
+            (Some(_), None) => remembered.next(),
+        })
+    }
+}
+
+/// Two sets of record ids are equal when both hold the same ids, or both have
+/// theirs set aside and added the same since.
+impl PartialEq for RecordIds {
+    fn eq(&self, other: &RecordIds) -> bool {
+        match (self.remembered.is_some(), other.remembered.is_some()) {
+            (true, true) => self.iter().eq(other.iter()),
+            (false, false) => self.added == other.added,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for RecordIds {}
+
+impl Serialize for RecordIds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.remembered.is_none() {
+            return Err(serde::ser::Error::custom(Self::SET_ASIDE));
+        }
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RecordIds, D::Error> {
+        Ok(RecordIds { remembered: Some(sorted_map(d)?), added: BTreeMap::new() })
+    }
+}
+
+/// The record ids a state file holds, read on their own (`Store::hold_records`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RememberedRecords {
     #[serde(deserialize_with = "sorted_map")]
     pub orders: BTreeMap<Text, ContentDigest>,
     #[serde(deserialize_with = "sorted_map")]
     pub recharges: BTreeMap<Text, ContentDigest>,
     #[serde(deserialize_with = "sorted_map")]
     pub transfers: BTreeMap<Text, ContentDigest>,
+}
+
+/// What a day starting from a state reads of its `seen` at first: the record
+/// ids are skipped (set aside: `RecordIds`).
+#[derive(Debug, Deserialize)]
+pub struct SeenWithoutRecords {
+    pub usage_files: BTreeMap<Day, u64>,
 }
 
 /// The xxh3-128 digest of a record's content (§4.2: "identical content"), held
@@ -656,8 +794,11 @@ impl<K: Serialize, V: Serialize> Serialize for VecMap<K, V> {
     }
 }
 
+/// A state as written after a day. `S` is what it holds of the ids it remembers:
+/// `SeenIds` (all of them) but as a day first reads the state it starts from
+/// (`SeenWithoutRecords`, `State::with_records_from`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct State<S = SeenIds> {
     pub format: u32,
     /// The last settled day.
     pub day: Day,
@@ -671,7 +812,7 @@ pub struct State {
     pub accounts: BTreeMap<Uin, AccountState>,
     #[serde(deserialize_with = "sorted_map")]
     pub vouchers_used: BTreeMap<String, Money>,
-    pub seen: SeenIds,
+    pub seen: S,
     #[serde(deserialize_with = "sorted_map")]
     pub refund_bases: BTreeMap<String, Bases>,
     #[serde(deserialize_with = "sorted_map")]
@@ -687,6 +828,35 @@ pub struct State {
     /// The FOCUS rows of each month kept (see `FocusMonth`), so the close neither
     /// reads nor copies rows.
     pub focus: BTreeMap<Month, FocusMonth>,
+}
+
+impl State<SeenWithoutRecords> {
+    /// The state with its record ids set aside, to be read from `state/D.json`
+    /// for `from` = D when they are needed (`SeenIds::records_from`).
+    pub fn with_records_from(self, from: Day) -> State {
+        let set_aside = || RecordIds { remembered: None, added: BTreeMap::new() };
+        State {
+            format: self.format,
+            day: self.day,
+            first_day: self.first_day,
+            closed_months: self.closed_months,
+            accounts: self.accounts,
+            vouchers_used: self.vouchers_used,
+            seen: SeenIds {
+                usage: UsageIds::default(),
+                usage_files: self.seen.usage_files,
+                orders: set_aside(),
+                recharges: set_aside(),
+                transfers: set_aside(),
+                records_from: Some(from),
+            },
+            refund_bases: self.refund_bases,
+            transfer_sources: self.transfer_sources,
+            months: self.months,
+            month_files: self.month_files,
+            focus: self.focus,
+        }
+    }
 }
 
 /// One merged-bill row's sums (SPEC §11.3).
@@ -1335,6 +1505,61 @@ mod tests {
         ]);
         assert_eq!(org.get(long.as_str()).unwrap().get(&5), Some(&Money::from_fen(400)));
         assert!(serde_json::from_str::<Bases2>(r#"{"refund_bases":{"org-1":{"res":{"x":"1.00"}}}}"#).is_err());
+    }
+
+    #[test]
+    fn record_ids_set_aside_and_held_again_are_written_as_one_map_in_id_order() {
+        let digest = |n: u128| ContentDigest(n);
+        let mut seen: SeenIds = serde_json::from_str(r#"{"usage_files":{},"orders":{"o2":"00000000000000000000000000000002","o4":"00000000000000000000000000000004"},"recharges":{},"transfers":{}}"#).unwrap();
+        seen.records_from = Some(Day::parse("2026-10-01").unwrap());
+        let remembered = || RememberedRecords { orders: seen_orders(&[("o2", 2), ("o4", 4)]), ..Default::default() };
+        // Ids before, between and after the remembered ones, accepted.
+        for (id, n) in [("o5", 5), ("o1", 1), ("o3", 3)] {
+            assert_eq!(seen.orders.get(id), None);
+            seen.orders.insert(Text::from(id), digest(n));
+        }
+        seen.recharges.insert(Text::from("r1"), digest(7));
+        assert_eq!((seen.orders.len(), seen.orders.get("o4"), seen.orders.get("o3")), (5, Some(&digest(4)), Some(&digest(3))));
+        seen.set_aside_records();
+        assert!(!seen.holds_records());
+        assert_eq!(seen.orders.len(), 3);
+        assert!(serde_json::to_string(&seen).unwrap_err().to_string().contains("SeenIds::hold_records"));
+        seen.hold_records(remembered()).unwrap();
+        assert!(seen.holds_records());
+        assert_eq!((seen.orders.len(), seen.orders.get("o4"), seen.orders.get("o6")), (5, Some(&digest(4)), None));
+        // Written as the map of every id would be.
+        let every: BTreeMap<&str, ContentDigest> = (1..=5).map(|n| (["o1", "o2", "o3", "o4", "o5"][n - 1], digest(n as u128))).collect();
+        let written = serde_json::to_string(&seen).unwrap();
+        assert_eq!(
+            written,
+            format!(
+                r#"{{"usage_files":{{}},"orders":{},"recharges":{{"r1":"{:032x}"}},"transfers":{{}}}}"#,
+                serde_json::to_string(&every).unwrap(),
+                7
+            )
+        );
+        // Equal to the same ids read back, all remembered; not once set aside.
+        let mut read: SeenIds = serde_json::from_str(&written).unwrap();
+        read.records_from = seen.records_from;
+        assert_eq!(read, seen);
+        read.set_aside_records();
+        assert_ne!(read, seen);
+        // Without a state file to read them from, they stay.
+        let mut fresh = SeenIds::default();
+        fresh.orders.insert(Text::from("o1"), digest(1));
+        fresh.set_aside_records();
+        assert!(fresh.holds_records());
+        // An id accepted while the file that is read back holds it: refused.
+        seen.orders.insert(Text::from("o6"), digest(6));
+        seen.set_aside_records();
+        let mut holding_o6 = remembered();
+        holding_o6.orders.insert(Text::from("o6"), digest(6));
+        let err = seen.hold_records(holding_o6).unwrap_err();
+        assert!(err.contains("record id o6 was accepted again"), "{err}");
+    }
+
+    fn seen_orders(ids: &[(&str, u128)]) -> BTreeMap<Text, ContentDigest> {
+        ids.iter().map(|&(id, n)| (Text::from(id), ContentDigest(n))).collect()
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::focus::{self, MonthRows, MonthSink};
 use crate::monthly::{DayMonthSums, MonthFold};
-use crate::state::{FocusMonth, MonthAggregates, State, StateHead, WantedIds, STATE_FORMAT};
+use crate::state::{FocusMonth, MonthAggregates, RememberedRecords, SeenIds, SeenWithoutRecords, State, StateHead, WantedIds, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -117,7 +117,17 @@ impl Store {
         // The state's JSON (one core; 30 MB by the end of a month of 1M-row days)
         // is parsed while the day's usage ids are gathered (all cores): neither
         // needs the other. They are dropped unused if the state remembers no ids.
-        let (state, mut gathered) = rayon::join(|| self.load_json(day), || next.as_ref().map(|next| (next.wanted)()));
+        let (state, mut gathered) = rayon::join(
+            || {
+                if next.is_some() {
+                    // The record ids are set aside (`RecordIds`): skipped, not built.
+                    self.read_state_json(day, |s: &State<SeenWithoutRecords>| (s.format, s.day)).map(|s| s.with_records_from(day))
+                } else {
+                    self.load_json(day).map(|s| State { seen: SeenIds { records_from: Some(day), ..s.seen }, ..s })
+                }
+            },
+            || next.as_ref().map(|next| (next.wanted)()),
+        );
         let mut state = state?;
         let mut wanted_ids = None;
         if let Some(next) = &next {
@@ -262,11 +272,37 @@ impl Store {
         self.read_state_json(day, |s: &State| (s.format, s.day))
     }
 
+    /// The record ids earlier days accepted, set aside in `seen`
+    /// (`SeenIds::set_aside_records`), read again from the state file that holds
+    /// them; nothing to do when they are held.
+    pub fn hold_records(&self, seen: &mut SeenIds) -> Result<(), String> {
+        if seen.holds_records() {
+            return Ok(());
+        }
+        let day = seen.records_from.expect("record ids are set aside only when a state file holds them");
+        #[derive(serde::Deserialize)]
+        struct Records {
+            format: u32,
+            day: Day,
+            seen: RememberedRecords,
+        }
+        let read: Records = self.read_state_json(day, |r: &Records| (r.format, r.day))?;
+        seen.hold_records(read.seen).map_err(|e| format!("state {}: {e}", self.state_file(day).display()))
+    }
+
     /// `state/D.json` read as `T`, whose (format, day) `stamp` gives are checked.
+    /// Streamed: the text (tens of MB late in a month of 10M-row days) is not held
+    /// beside what is built of it.
     fn read_state_json<T: serde::de::DeserializeOwned>(&self, day: Day, stamp: impl Fn(&T) -> (u32, Day)) -> Result<T, String> {
         let path = self.state_file(day);
-        let bytes = fs::read(&path).map_err(|e| io_error("cannot read state", &path, e))?;
-        let value: T = serde_json::from_slice(&bytes).map_err(|e| format!("state {} is unreadable: {e}", path.display()))?;
+        let file = fs::File::open(&path).map_err(|e| io_error("cannot read state", &path, e))?;
+        let value: T = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 16, file)).map_err(|e| {
+            if e.is_io() {
+                io_error("cannot read state", &path, e.into())
+            } else {
+                format!("state {} is unreadable: {e}", path.display())
+            }
+        })?;
         let (format, found) = stamp(&value);
         check_format(&path, format, found, day)?;
         Ok(value)

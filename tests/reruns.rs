@@ -74,7 +74,13 @@ fn a_closed_month_is_never_run_again() {
     let store = orgsettle::store::Store::new(out.path());
     let keep_all = || None;
     let next = |d: &str| Some(orgsettle::store::NextDay { day: day(d), wanted: &keep_all });
-    let for_nov3 = store.load_for(day("2026-11-02"), next("2026-11-03")).unwrap();
+    let mut for_nov3 = store.load_for(day("2026-11-02"), next("2026-11-03")).unwrap();
+    // The order, recharge and transfer ids are set aside, read back from the
+    // state file when the day's records are checked.
+    assert!(last.seen.holds_records() && !for_nov3.seen.holds_records());
+    assert_ne!(for_nov3.seen, last.seen);
+    store.hold_records(&mut for_nov3.seen).unwrap();
+    assert!(!last.seen.orders.is_empty() && !last.seen.recharges.is_empty());
     assert_eq!(for_nov3.seen, last.seen);
     // As Dec 1 would start from it: October's ids are forgotten (§4.2), so their
     // files are not read at all.

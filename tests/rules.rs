@@ -172,6 +172,71 @@ fn a_payer_in_arrears_shuts_down_every_member_it_pays_for() {
     );
 }
 
+/// Order, recharge and transfer ids are set aside while a day reads its usage
+/// and settles, and read back from the state it started from: an id accepted on
+/// day 1 is still known on day 3 (through day 2's state), and one first accepted
+/// on day 2 is written into day 2's state beside them.
+#[test]
+fn record_ids_of_earlier_days_are_remembered_through_every_state() {
+    let s = payer_scenario();
+    s.file(
+        "org.json",
+        &org_json(
+            r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+            "permissions":["fund_transfer"]}"#,
+        ),
+    );
+    let order = |id: &str, at: &str, amount: &str| format!("{id},3,res-{id},cbs,new,2026-10-{at}T09:00:00+08:00,{amount},\n");
+    let recharge = |id: &str, at: &str, amount: &str| format!("{id},2,2026-10-{at}T12:00:00+08:00,{amount}\n");
+    let transfer = |id: &str, at: &str, amount: &str| format!("{id},in,3,2026-10-{at}T01:00:00+08:00,{amount},\n");
+    let day = |d: &str, orders: &[String], recharges: &[String], transfers: &[String]| {
+        s.file(&format!("days/2026-10-{d}/orders.csv"), &format!("{ORDERS_HEADER}{}", orders.concat()));
+        s.file(&format!("days/2026-10-{d}/recharges.csv"), &format!("recharge_id,uin,at,amount\n{}", recharges.concat()));
+        s.file(&format!("days/2026-10-{d}/transfers.csv"), &format!("transfer_id,kind,member_uin,at,amount,source_transfer_id\n{}", transfers.concat()));
+    };
+    day("01", &[order("o1", "01", "8")], &[recharge("r1", "01", "2")], &[transfer("t1", "01", "5")]);
+    // Day 2: day 1's rows again (duplicates), r1 changed (a conflict), and new ids.
+    day(
+        "02",
+        &[order("o1", "01", "8"), order("o2", "02", "3")],
+        &[recharge("r1", "01", "2.50"), recharge("r2", "02", "1")],
+        &[transfer("t1", "01", "5"), transfer("t2", "02", "4")],
+    );
+    // Day 3: day 2's new ids again (duplicates), day 1's changed (conflicts).
+    day(
+        "03",
+        &[order("o2", "02", "3"), order("o1", "01", "9")],
+        &[recharge("r2", "02", "1"), recharge("r1", "01", "3")],
+        &[transfer("t2", "02", "4"), transfer("t1", "01", "6")],
+    );
+    s.run().unwrap();
+    let counts = |d: &str, file: &str| {
+        let summary: serde_json::Value = serde_json::from_str(&s.read(&format!("days/2026-10-{d}/summary.json"))).unwrap();
+        let f = &summary["files"][file];
+        [&f["accepted"], &f["duplicates"], &f["rejected"]].map(|v| v.as_u64().unwrap())
+    };
+    for file in ["orders.csv", "recharges.csv", "transfers.csv"] {
+        assert_eq!(counts("01", file), [1, 0, 0], "{file}");
+        assert_eq!(counts("03", file), [0, 1, 1], "{file}");
+    }
+    assert_eq!(counts("02", "orders.csv"), [1, 1, 0]);
+    assert_eq!(counts("02", "recharges.csv"), [1, 0, 1]);
+    assert_eq!(counts("02", "transfers.csv"), [1, 1, 0]);
+    assert_eq!(reject_heads(&s, "2026-10-02"), ["recharges.csv,2,r1,conflicting_duplicate"]);
+    assert_eq!(
+        reject_heads(&s, "2026-10-03"),
+        ["orders.csv,3,o1,conflicting_duplicate", "recharges.csv,3,r1,conflicting_duplicate", "transfers.csv,3,t1,conflicting_duplicate"]
+    );
+    // Day 3's state holds every id once, in id order.
+    let state = s.read("state/2026-10-03.json");
+    for (kind, ids) in [("orders", ["o1", "o2"]), ("recharges", ["r1", "r2"]), ("transfers", ["t1", "t2"])] {
+        let map = &state[state.find(&format!("\"{kind}\":{{")).unwrap()..];
+        let map = &map[..map.find('}').unwrap()];
+        let held: Vec<&str> = map.split('"').skip(3).step_by(4).collect();
+        assert_eq!(held, ids, "{kind}: {map}");
+    }
+}
+
 #[test]
 fn transfers_are_judged_in_the_listed_order() {
     let s = payer_scenario();
