@@ -328,13 +328,13 @@ pub fn settle_day(
     let dir = inputs.dir.join("days").join(day.to_string());
     let unusable = |e: crate::csvread::UnusableFile| Failure::Unusable(vec![format!("days/{day}/{e}")]);
     let mut input = read_day_usage(&dir, &ctx, &mut seen, &mut usage).map_err(unusable)?;
+    usage.finish().map_err(Failure::Internal)?;
+    // Reading's batches and buffers are gone (the record ids come next; the id
+    // shards read back after them are of other sizes).
+    crate::memory::release_freed_memory();
     store.hold_records(&mut seen).map_err(Failure::Internal)?;
     read_day_records(&dir, &ctx, &mut seen, &mut input).map_err(unusable)?;
     seen.set_aside_records();
-    usage.finish().map_err(Failure::Internal)?;
-    // Reading's batches and buffers are gone; the id shards read back next are
-    // of other sizes.
-    crate::memory::release_freed_memory();
     stage("read day", &mut t);
     // The day's own usage ids, each shard's sorted from the spill: the first row of
     // an id is the day's, and goes to the day's id file now (published by the

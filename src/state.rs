@@ -116,7 +116,7 @@ impl SeenIds {
     /// by `records_from`, held again beside what was added since.
     pub fn hold_records(&mut self, remembered: RememberedRecords) -> Result<(), String> {
         for (r, remembered) in [(&mut self.orders, remembered.orders), (&mut self.recharges, remembered.recharges), (&mut self.transfers, remembered.transfers)] {
-            if let Some(id) = r.added.keys().find(|id| remembered.contains_key(*id)) {
+            if let Some(id) = r.added.keys().find(|id| find_record(&remembered, id).is_ok()) {
                 return Err(format!("record id {id} was accepted again while its earlier acceptance was set aside"));
             }
             r.remembered = Some(remembered);
@@ -132,20 +132,30 @@ impl SeenIds {
 ///
 /// A day holds the remembered ones only while it checks its orders, recharges
 /// and transfers and while it writes its state: late in a month of 10M-row days
-/// they are ~600k ids, ~26 MB, which sat on the peak of reading the day's usage
-/// and of settling it (`SeenIds::set_aside_records`; BENCHMARKS.md, eighteenth
-/// session).
+/// they are ~600k ids, which sat on the peak of reading the day's usage and of
+/// settling it (`SeenIds::set_aside_records`; BENCHMARKS.md, eighteenth
+/// session). They are a list sorted by id, 40 bytes an id (a tree built from the
+/// JSON took the list it was built from, a sort's scratch and its nodes at once:
+/// ~65 MB for 600k ids).
 #[derive(Clone, Debug)]
 pub struct RecordIds {
-    /// `None` while set aside.
-    remembered: Option<BTreeMap<Text, ContentDigest>>,
+    /// Sorted by id, each once; `None` while set aside.
+    remembered: Option<SortedRecords>,
     added: BTreeMap<Text, ContentDigest>,
+}
+
+/// Record ids with their content digests, sorted by id, each once.
+pub type SortedRecords = Vec<(Text, ContentDigest)>;
+
+/// Where `id` is in `records` (`Ok`), or would be.
+fn find_record(records: &SortedRecords, id: &str) -> Result<usize, usize> {
+    records.binary_search_by(|(held, _)| held.as_str().cmp(id))
 }
 
 /// None remembered (and none set aside).
 impl Default for RecordIds {
     fn default() -> RecordIds {
-        RecordIds { remembered: Some(BTreeMap::new()), added: BTreeMap::new() }
+        RecordIds { remembered: Some(Vec::new()), added: BTreeMap::new() }
     }
 }
 
@@ -154,7 +164,8 @@ impl RecordIds {
 
     /// The content digest `id` was accepted with, if it was.
     pub fn get(&self, id: &str) -> Option<&ContentDigest> {
-        self.added.get(id).or_else(|| self.remembered.as_ref().expect(Self::SET_ASIDE).get(id))
+        let remembered = self.remembered.as_ref().expect(Self::SET_ASIDE);
+        self.added.get(id).or_else(|| find_record(remembered, id).ok().map(|at| &remembered[at].1))
     }
 
     /// Remember `id`, which is not remembered yet.
@@ -163,9 +174,9 @@ impl RecordIds {
         self.added.insert(id, digest);
     }
 
-    /// The ids remembered, held or not.
+    /// The ids held: every one, or those added since the others were set aside.
     pub fn len(&self) -> usize {
-        self.remembered.as_ref().map_or(0, BTreeMap::len) + self.added.len()
+        self.remembered.as_ref().map_or(0, Vec::len) + self.added.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -174,7 +185,7 @@ impl RecordIds {
 
     /// Every id with its digest, in id order (the remembered ones must be held).
     pub fn iter(&self) -> impl Iterator<Item = (&Text, &ContentDigest)> {
-        let mut remembered = self.remembered.as_ref().expect(Self::SET_ASIDE).iter().peekable();
+        let mut remembered = self.remembered.as_ref().expect(Self::SET_ASIDE).iter().map(|(id, digest)| (id, digest)).peekable();
         let mut added = self.added.iter().peekable();
         std::iter::from_fn(move || match (remembered.peek(), added.peek()) {
             (Some(r), Some(a)) if r.0 < a.0 => remembered.next(),
@@ -209,19 +220,56 @@ impl Serialize for RecordIds {
 
 impl<'de> Deserialize<'de> for RecordIds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RecordIds, D::Error> {
-        Ok(RecordIds { remembered: Some(sorted_map(d)?), added: BTreeMap::new() })
+        Ok(RecordIds { remembered: Some(sorted_records(d)?), added: BTreeMap::new() })
     }
 }
 
 /// The record ids a state file holds, read on their own (`Store::hold_records`).
 #[derive(Debug, Default, Deserialize)]
 pub struct RememberedRecords {
-    #[serde(deserialize_with = "sorted_map")]
-    pub orders: BTreeMap<Text, ContentDigest>,
-    #[serde(deserialize_with = "sorted_map")]
-    pub recharges: BTreeMap<Text, ContentDigest>,
-    #[serde(deserialize_with = "sorted_map")]
-    pub transfers: BTreeMap<Text, ContentDigest>,
+    #[serde(deserialize_with = "sorted_records")]
+    pub orders: SortedRecords,
+    #[serde(deserialize_with = "sorted_records")]
+    pub recharges: SortedRecords,
+    #[serde(deserialize_with = "sorted_records")]
+    pub transfers: SortedRecords,
+}
+
+/// A JSON map of record ids as a list sorted by id: pushed as read (a state
+/// writes them in order, which is checked as they come), sorted only when
+/// they come out of order; an id given twice keeps its last digest, as a map
+/// keeps its last value.
+fn sorted_records<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedRecords, D::Error> {
+    struct Records;
+    impl<'de> serde::de::Visitor<'de> for Records {
+        type Value = SortedRecords;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SortedRecords, A::Error> {
+            let mut records: SortedRecords = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            let mut in_order = true;
+            while let Some((id, digest)) = map.next_entry::<Text, ContentDigest>()? {
+                in_order &= records.last().is_none_or(|(last, _)| *last < id);
+                records.push((id, digest));
+            }
+            if !in_order {
+                // Stable: of an id given twice, the last is last; keep it.
+                records.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut kept: SortedRecords = Vec::with_capacity(records.len());
+                for record in records {
+                    match kept.last_mut() {
+                        Some(last) if last.0 == record.0 => *last = record,
+                        _ => kept.push(record),
+                    }
+                }
+                records = kept;
+            }
+            records.shrink_to_fit();
+            Ok(records)
+        }
+    }
+    d.deserialize_map(Records)
 }
 
 /// What a day starting from a state reads of its `seen` at first: the record
@@ -1553,13 +1601,35 @@ mod tests {
         seen.orders.insert(Text::from("o6"), digest(6));
         seen.set_aside_records();
         let mut holding_o6 = remembered();
-        holding_o6.orders.insert(Text::from("o6"), digest(6));
+        holding_o6.orders.push((Text::from("o6"), digest(6)));
         let err = seen.hold_records(holding_o6).unwrap_err();
         assert!(err.contains("record id o6 was accepted again"), "{err}");
     }
 
-    fn seen_orders(ids: &[(&str, u128)]) -> BTreeMap<Text, ContentDigest> {
+    fn seen_orders(ids: &[(&str, u128)]) -> SortedRecords {
         ids.iter().map(|&(id, n)| (Text::from(id), ContentDigest(n))).collect()
+    }
+
+    #[test]
+    fn record_ids_are_read_into_a_sorted_list_as_a_map_would_hold_them() {
+        let d = |n: u32| format!("{n:032x}");
+        // In order, out of order (o10 sorts before o9), an id given twice (the
+        // last digest kept), and empty.
+        for map in [
+            format!(r#"{{"o1":"{}","o10":"{}","o9":"{}"}}"#, d(1), d(2), d(3)),
+            format!(r#"{{"o9":"{}","o1":"{}","o10":"{}","o9":"{}","o1":"{}"}}"#, d(7), d(1), d(2), d(3), d(8)),
+            "{}".to_string(),
+        ] {
+            let json = format!(r#"{{"orders":{map},"recharges":{{}},"transfers":{{}}}}"#);
+            let read: RememberedRecords = serde_json::from_str(&json).unwrap();
+            let as_map: BTreeMap<Text, ContentDigest> = serde_json::from_str(&map).unwrap();
+            assert_eq!(read.orders, as_map.into_iter().collect::<SortedRecords>(), "{map}");
+            let ids: RecordIds = serde_json::from_str(&map).unwrap();
+            assert_eq!(serde_json::to_string(&ids).unwrap(), serde_json::to_string(&read.orders.iter().cloned().collect::<BTreeMap<_, _>>()).unwrap());
+        }
+        let twice: RememberedRecords = serde_json::from_str(&format!(r#"{{"orders":{{"o9":"{}","o1":"{}","o9":"{}"}},"recharges":{{}},"transfers":{{}}}}"#, d(7), d(1), d(3))).unwrap();
+        assert_eq!(twice.orders, seen_orders(&[("o1", 1), ("o9", 3)]));
+        assert!(serde_json::from_str::<RememberedRecords>(r#"{"orders":[],"recharges":{},"transfers":{}}"#).is_err());
     }
 
     #[test]
