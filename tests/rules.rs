@@ -14,6 +14,16 @@ fn payer_scenario() -> Scenario {
     s
 }
 
+/// `payer_scenario` with member 3 allowed fund transfers, and the members `more`
+/// (JSON objects, each after a comma).
+fn fund_transfer_scenario(more: &str) -> Scenario {
+    let s = payer_scenario();
+    let member3 = r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
+            "permissions":["fund_transfer"]}"#;
+    s.file("org.json", &org_json(&format!("{member3}{more}")));
+    s
+}
+
 /// `contracts.csv` with its header and `rows`.
 fn contracts(rows: &[&str]) -> String {
     let mut text = String::from("contract_id,owner_uin,product,cycle,kind,value,valid_from,valid_to\n");
@@ -178,14 +188,7 @@ fn a_payer_in_arrears_shuts_down_every_member_it_pays_for() {
 /// on day 2 is written into day 2's state beside them.
 #[test]
 fn record_ids_of_earlier_days_are_remembered_through_every_state() {
-    let s = payer_scenario();
-    s.file(
-        "org.json",
-        &org_json(
-            r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
-            "permissions":["fund_transfer"]}"#,
-        ),
-    );
+    let s = fund_transfer_scenario("");
     let order = |id: &str, at: &str, amount: &str| format!("{id},3,res-{id},cbs,new,2026-10-{at}T09:00:00+08:00,{amount},\n");
     let recharge = |id: &str, at: &str, amount: &str| format!("{id},2,2026-10-{at}T12:00:00+08:00,{amount}\n");
     let transfer = |id: &str, at: &str, amount: &str| format!("{id},in,3,2026-10-{at}T01:00:00+08:00,{amount},\n");
@@ -239,14 +242,8 @@ fn record_ids_of_earlier_days_are_remembered_through_every_state() {
 
 #[test]
 fn transfers_are_judged_in_the_listed_order() {
-    let s = payer_scenario();
-    s.file(
-        "org.json",
-        &org_json(
-            r#",{"uin":3,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00",
-            "permissions":["fund_transfer"]},
-            {"uin":4,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}"#,
-        ),
+    let s = fund_transfer_scenario(
+        r#",{"uin":4,"entity_id":"e1","dept_id":"root","join_mode":"created","joined_at":"2026-01-01T00:00:00+08:00"}"#,
     );
     s.file(
         "days/2026-10-01/transfers.csv",
