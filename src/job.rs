@@ -886,7 +886,21 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // the self-paid totals of its months) are dropped: nothing after needs them.
     // The state (state/.D.json.tmp) is written after them, without the month
     // aggregates (the month files hold them).
-    let folds = std::mem::take(&mut result.month_folds);
+    let mut folds = std::mem::take(&mut result.month_folds);
+    // The months before the day's own (its late rows': on the 1st of a month,
+    // the month before) are written first and their folds dropped: held through
+    // the rest of the stage, the month before's self-paid list set the peak of
+    // the 1st (250,384–254,452 KiB after a month of 10M-row days; BENCHMARKS.md,
+    // eighteenth session). The overview needs the day's own month only.
+    let own = folds.remove(&day.month());
+    if !folds.is_empty() {
+        if let Err(e) = store.stage_month_files(day, &result.state.month_files, &folds) {
+            return fail(Failure::Internal(e), Some(staging));
+        }
+        drop(folds);
+        crate::memory::release_freed_memory();
+    }
+    let folds: BTreeMap<Month, crate::monthly::MonthFold> = own.map(|fold| (day.month(), fold)).into_iter().collect();
     let mtd = || {
         let self_paid = folds.iter().map(|(m, f)| (*m, f.self_paid.as_slice())).collect();
         let mtd = reports::overview_files(&inputs.snapshot, &self_paid, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);

@@ -425,13 +425,16 @@ impl Store {
     /// Write the aggregates of each month day `day` changed aside
     /// (`state/.D.month-M.bin.tmp`, synced), once they are final; `commit_state`
     /// renames them. Nothing is published; a crash leaves only dot files.
-    /// `month_files` is the state's; `folds` are the day's (`fold_months`): each
-    /// month's file so far read again as its new one is written
-    /// (`monthly::write_folded_month`).
+    /// `month_files` is the state's; `folds` are the day's (`fold_months`), or
+    /// some of them: each month's file so far read again as its new one is
+    /// written (`monthly::write_folded_month`). A month the day changed whose
+    /// fold is not given is not written here (`commit_state` refuses a changed
+    /// month not staged).
     pub fn stage_month_files(&self, day: Day, month_files: &BTreeMap<Month, Day>, folds: &BTreeMap<Month, MonthFold>) -> Result<(), String> {
         use rayon::prelude::*;
         fs::create_dir_all(self.state_dir()).map_err(|e| io_error("cannot create", &self.state_dir(), e))?;
-        let changed: Vec<(Month, &MonthFold)> = month_files.iter().filter(|(_, d)| **d == day).map(|(m, _)| (*m, &folds[m])).collect();
+        let changed: Vec<(Month, &MonthFold)> =
+            month_files.iter().filter(|(_, d)| **d == day).filter_map(|(m, _)| Some((*m, folds.get(m)?))).collect();
         // Each month streamed to its file, on all cores.
         changed.into_par_iter().try_for_each(|(month, fold)| {
             let base = fold.base.map(|d| self.month_file(d, month));
