@@ -312,8 +312,17 @@ pub fn settle_day(
     debug_assert!(base.months.is_empty(), "a day starts from a state without its month aggregates");
     let mut seen = std::mem::take(&mut base.seen);
     let moved_focus = std::mem::take(&mut base.focus);
-    let moved_bases = std::mem::take(&mut base.refund_bases);
-    let moved_sources = std::mem::take(&mut base.transfer_sources);
+    let mut moved_bases = std::mem::take(&mut base.refund_bases);
+    let mut moved_sources = std::mem::take(&mut base.transfer_sources);
+    // The state file the day starts from, if any: the refund bases and transfer
+    // sources are not needed before the books, and are dropped while the usage
+    // is read (~20 MB late in a month of 10M-row days), read back from it with
+    // the record ids (`Store::read_back`).
+    let from = seen.records_from;
+    if from.is_some() {
+        (moved_bases, moved_sources) = Default::default();
+        crate::memory::release_freed_memory();
+    }
     let snapshot = &inputs.snapshot;
     let closed = |m: Month| base.is_month_closed(m);
     let ctx = ReadContext { day, snapshot, contracts: &inputs.reference.contracts, is_month_closed: &closed };
@@ -332,7 +341,10 @@ pub fn settle_day(
     // Reading's batches and buffers are gone (the record ids come next; the id
     // shards read back after them are of other sizes).
     crate::memory::release_freed_memory();
-    store.hold_records(&mut seen).map_err(Failure::Internal)?;
+    match from {
+        Some(from) => (moved_bases, moved_sources) = store.read_back(from, &mut seen).map_err(Failure::Internal)?,
+        None => store.hold_records(&mut seen).map_err(Failure::Internal)?,
+    }
     read_day_records(&dir, &ctx, &mut seen, &mut input).map_err(unusable)?;
     seen.set_aside_records();
     stage("read day", &mut t);

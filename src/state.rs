@@ -272,6 +272,26 @@ fn sorted_records<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedRecord
     d.deserialize_map(Records)
 }
 
+/// Refund bases by organization.
+pub type RefundBases = BTreeMap<String, Bases>;
+/// Accepted `in` transfers by transfer id.
+pub type TransferSources = BTreeMap<Text, TransferSource>;
+
+/// What a day reads back of the state it started from once its usage is read
+/// (`Store::read_back`): the record ids set aside, and the refund bases and
+/// transfer sources, dropped while the usage was read (~20 MB late in a month
+/// of 10M-row days, not needed before the books are built).
+#[derive(Debug, Deserialize)]
+pub struct ReadBack {
+    pub format: u32,
+    pub day: Day,
+    pub seen: RememberedRecords,
+    #[serde(deserialize_with = "sorted_map")]
+    pub refund_bases: RefundBases,
+    #[serde(deserialize_with = "sorted_map")]
+    pub transfer_sources: TransferSources,
+}
+
 /// What a day starting from a state reads of its `seen` at first: the record
 /// ids are skipped (set aside: `RecordIds`).
 #[derive(Debug, Deserialize)]

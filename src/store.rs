@@ -9,7 +9,7 @@
 
 use crate::focus::{self, MonthRows, MonthSink};
 use crate::monthly::{DayMonthSums, MonthFold};
-use crate::state::{FocusMonth, MonthAggregates, RememberedRecords, SeenIds, SeenWithoutRecords, State, StateHead, WantedIds, STATE_FORMAT};
+use crate::state::{FocusMonth, MonthAggregates, ReadBack, RefundBases, RememberedRecords, SeenIds, SeenWithoutRecords, State, StateHead, TransferSources, WantedIds, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -288,6 +288,17 @@ impl Store {
         }
         let read: Records = self.read_state_json(day, |r: &Records| (r.format, r.day))?;
         seen.hold_records(read.seen).map_err(|e| format!("state {}: {e}", self.state_file(day).display()))
+    }
+
+    /// The refund bases and transfer sources of the state after `from`, read
+    /// again, with the record ids set aside in `seen` held again (one read of
+    /// the file): what a day dropped while its usage was read.
+    pub fn read_back(&self, from: Day, seen: &mut SeenIds) -> Result<(RefundBases, TransferSources), String> {
+        let back: ReadBack = self.read_state_json(from, |b: &ReadBack| (b.format, b.day))?;
+        if !seen.holds_records() {
+            seen.hold_records(back.seen).map_err(|e| format!("state {}: {e}", self.state_file(from).display()))?;
+        }
+        Ok((back.refund_bases, back.transfer_sources))
     }
 
     /// `state/D.json` read as `T`, whose (format, day) `stamp` gives are checked.
