@@ -491,10 +491,14 @@ pub fn settle_day(
     };
     let mut settle_run = |r: usize, lines: Vec<crate::spill::Lines>| -> Result<Vec<OrgOutput>, Failure> {
         let until = runs[r].until.as_ref();
-        let outputs: Vec<Result<OrgOutput, String>> = orgs
-            .par_iter_mut()
-            .zip(lines.into_par_iter())
-            .filter(|(org, lines)| org.next_event_run == r || !lines.is_empty())
+        // Only the organizations with a line or an event in the run, gathered
+        // first: filtered among all of them, the few of a run of the last hour
+        // (one owner range, neighbours in organization order) fell in one of the
+        // tasks rayon split the list into, and settled on one core.
+        let busy: Vec<(&mut OrgDay, crate::spill::Lines)> =
+            orgs.iter_mut().zip(lines).filter(|(org, lines)| org.next_event_run == r || !lines.is_empty()).collect();
+        let outputs: Vec<Result<OrgOutput, String>> = busy
+            .into_par_iter()
             .map(|(org, lines)| {
                 let mut out = OrgOutput::default();
                 out.ledger.reserve_exact(lines.len());
@@ -548,12 +552,15 @@ pub fn settle_day(
         // Run r; then none, to render the last.
         let current = lines_ahead.take().map(|lines| (r, lines));
         let joined = std::time::Instant::now();
-        let (rows, (outputs, ahead)) = rayon::join(
-            || previous.take().map(&mut render).transpose(),
+        // The grouping of run r + 1 (a part or two, each on one core) begins
+        // first; the render and the settlement, split finely, fill the other core
+        // around it (begun last, it kept one core busy while the other waited).
+        let (ahead, (rows, outputs)) = rayon::join(
+            || (r + 1 < runs.len()).then(|| run_lines(r + 1)),
             || {
                 rayon::join(
+                    || previous.take().map(&mut render).transpose(),
                     || current.map(|(r, lines)| settle_run(r, lines?)).transpose(),
-                    || (r + 1 < runs.len()).then(|| run_lines(r + 1)),
                 )
             },
         );
