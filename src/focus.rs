@@ -266,7 +266,8 @@ impl<'s> FocusRows<'s> {
     /// resolved to its line by `line`), rendered on all cores.
     pub fn add<'r, T: Sync>(&mut self, rows: &'r [T], line: impl Fn(&'r T) -> &'r LedgerLine + Sync) -> std::io::Result<Vec<FocusPiece>> {
         use rayon::prelude::*;
-        const CHUNK: usize = 16 * 1024;
+        // As `reports::RENDER_CHUNK`: a run's rows in a few tasks of like size.
+        const CHUNK: usize = 4 * 1024;
         let snapshot = self.snapshot;
         let not_contiguous = |month: Month| std::io::Error::other(format!("FOCUS rows of {month} are not contiguous in processing order"));
         let mut pieces = Vec::new();
