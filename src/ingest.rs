@@ -15,7 +15,7 @@ use crate::reference::{ContractCycle, Contracts};
 use crate::reject::{Reason, Refusal, Reject};
 use crate::snapshot::{AccountCard, Snapshot};
 use crate::state::{usage_key, ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
-use crate::spill::{SpilledRow, UsageSpill};
+use crate::spill::{EncodedRows, SpilledRow, UsageSpill};
 use crate::time::{Cycle, Day, Month, Ts, TsCache};
 use std::collections::BTreeMap;
 use rayon::prelude::*;
@@ -474,10 +474,10 @@ fn settle_usage_batch(
         counts.duplicates += part.counts.duplicates;
         counts.rejected += part.counts.rejected;
         input.rejects.append(&mut part.rejects);
-        accepted.push(&part.accepted[..]);
+        accepted.push(&part.accepted);
     }
     // In file order: each part of the spill keeps its rows in file order.
-    usage.add(&accepted);
+    usage.add_encoded(&accepted);
     Ok(())
 }
 
@@ -567,11 +567,11 @@ const GATHER_ROWS: usize = 4096;
 const ROWS_PER_PART: usize = 4096;
 
 /// The outcome of a part of a batch: its counts, its rejects in file order, and
-/// its accepted rows in file order.
+/// its accepted rows in file order, encoded for the spill.
 struct BatchPart {
     counts: FileCounts,
     rejects: Vec<Reject>,
-    accepted: Vec<SpilledRow>,
+    accepted: EncodedRows,
 }
 
 fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_as: &[Seen], indices: &[Option<usize>], usage: &UsageSpill) -> BatchPart {
@@ -580,7 +580,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
         rejects: Vec::new(),
         // Nearly every row is accepted (grown row by row, the list was copied at
         // each doubling: ~0.6% of a 10M-row day's CPU).
-        accepted: Vec::with_capacity(rows.len()),
+        accepted: EncodedRows::with_room(rows.len()),
     };
     let counts = &mut part.counts;
     for ((row, check), seen_as) in rows.iter().zip(checks.iter_mut()).zip(seen_as) {
@@ -610,7 +610,7 @@ fn classify_usage_rows(rows: &[RawRow], checks: &mut [Option<UsageCheck>], seen_
                 )),
                 Seen::New => match group {
                     Some(group) => {
-                        part.accepted.push(SpilledRow { line, org, part: usage.part_of(&key), key, group });
+                        usage.encode(&SpilledRow { line, org, part: usage.part_of(&key), key, group }, &mut part.accepted);
                         None
                     }
                     // Reachable only with absurd contract prices: refuse the row rather than round.
