@@ -925,9 +925,12 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
         let mtd = reports::overview_files(&inputs.snapshot, &self_paid, &inputs.reference.history, day.month(), 1, false, reports::OVERVIEW_ORGS_AT_ONCE);
         vec![("overview_mtd_by_member.csv", mtd.by_member), ("overview_mtd_by_product.csv", mtd.by_product)]
     };
-    let ((overview_mtd, months_staged), (checked, small)) = rayon::join(
-        || rayon::join(mtd, || store.stage_month_files(day, &result.state.month_files, &folds)),
-        || rayon::join(|| result.check(inputs, day, unchecked), || result.small_files(inputs)),
+    // The month files (one core's work, then a sync) begin first; the overview,
+    // the check and the small files share the other core meanwhile (begun after
+    // them, the month files kept one core busy alone for ~0.2 s of a 10M-row day).
+    let (months_staged, (overview_mtd, (checked, small))) = rayon::join(
+        || store.stage_month_files(day, &result.state.month_files, &folds),
+        || rayon::join(mtd, || rayon::join(|| result.check(inputs, day, unchecked), || result.small_files(inputs))),
     );
     drop(folds);
     crate::memory::release_freed_memory();
