@@ -719,27 +719,37 @@ pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Fa
     Ok(())
 }
 
-/// The process's CPU time so far (user + system, all threads).
-fn cpu_time() -> std::time::Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let of = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    of(usage.ru_utime) + of(usage.ru_stime)
+/// The process's use of the CPU so far, all threads: user and system time, and
+/// page faults that needed no disk (a fresh page's first touch among them).
+#[derive(Clone, Copy, Default)]
+struct CpuUsage {
+    user: std::time::Duration,
+    system: std::time::Duration,
+    faults: u64,
 }
 
-/// When a stage began: its wall clock and the process's CPU time then.
+impl CpuUsage {
+    fn now() -> CpuUsage {
+        // SAFETY: getrusage only writes the struct it is given.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let of = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        CpuUsage { user: of(usage.ru_utime), system: of(usage.ru_stime), faults: usage.ru_minflt as u64 }
+    }
+}
+
+/// When a stage began: its wall clock and the process's use of the CPU then.
 pub(crate) struct Stopwatch {
     wall: std::time::Instant,
-    cpu: std::time::Duration,
+    cpu: CpuUsage,
 }
 
 impl Stopwatch {
     pub(crate) fn start() -> Stopwatch {
-        Stopwatch { wall: std::time::Instant::now(), cpu: if timings_on() { cpu_time() } else { std::time::Duration::ZERO } }
+        Stopwatch { wall: std::time::Instant::now(), cpu: if timings_on() { CpuUsage::now() } else { CpuUsage::default() } }
     }
 }
 
@@ -755,10 +765,13 @@ fn seconds(d: std::time::Duration) -> String {
 
 /// With `ORGSETTLE_TIMINGS` set, print how long each stage took and the CPU time
 /// all threads used meanwhile (for profiling: a stage using less CPU than its
-/// wall time times the cores is where a second core is lost).
+/// wall time times the cores is where a second core is lost), its system time
+/// and its page faults (fresh pages touched: memory handed back and taken again).
 pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
     if timings_on() {
-        let cpu = cpu_time().saturating_sub(since.cpu);
+        let (now, then) = (CpuUsage::now(), since.cpu);
+        let system = now.system.saturating_sub(then.system);
+        let cpu = (now.user + now.system).saturating_sub(then.user + then.system);
         // The resident set after the stage and its peak so far (Linux), to see
         // what holds memory.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -766,11 +779,13 @@ pub(crate) fn stage(name: &str, since: &mut Stopwatch) {
             status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_string()).unwrap_or_default()
         };
         eprintln!(
-            "timing: {name}: {}, CPU {} (RSS {}, peak {})",
+            "timing: {name}: {}, CPU {} (RSS {}, peak {}; system {}, {} page faults)",
             seconds(since.wall.elapsed()),
             seconds(cpu),
             field("VmRSS:"),
-            field("VmHWM:")
+            field("VmHWM:"),
+            seconds(system),
+            now.faults.saturating_sub(then.faults)
         );
     }
     *since = Stopwatch::start();
@@ -1422,7 +1437,9 @@ mod tests {
         assert_eq!(seconds(Duration::from_millis(1234)), "1.234 s");
         assert_eq!(seconds(Duration::from_micros(999)), "0.000 s");
         assert_eq!(seconds(Duration::from_millis(62_005)), "62.005 s");
-        assert!(cpu_time() > Duration::ZERO, "a running test has used some CPU");
+        let usage = CpuUsage::now();
+        assert!(usage.user + usage.system > Duration::ZERO, "a running test has used some CPU");
+        assert!(usage.faults > 0, "a running test has touched fresh pages");
     }
     use crate::ingest::GroupKey;
     use crate::time::{Cycle, Ts};
