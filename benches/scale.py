@@ -66,6 +66,18 @@ def disk_write_speed(size=1 << 30):
     return size / elapsed
 
 
+def quiet_start(seconds=2.0):
+    """Before each timed run: what the runs before it left behind is settled first
+    (deleted output folders and dirty pages synced, then a pause), so that no arm
+    of a rotation starts in the wake of the one before it. Without it the
+    2-thread run, which followed the byte-for-byte comparison (5.6 GB read) and
+    the deletion of both output folders, took ~0.5 s longer than the same run
+    after a sync and a pause (8.77-8.92 s against 8.23-8.37, 10M rows,
+    2026-12-07): the speed-up 1->2 was understated."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def core_scaling(probes=5, size=128 << 20):
     """How much faster this machine's two cores do two pieces of plain CPU work at
     once than one core does them one after the other (sha256 of 128 MiB in memory;
@@ -234,11 +246,14 @@ def main():
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(out1, ignore_errors=True)
             env = dict(os.environ, RAYON_NUM_THREADS="2")
+            quiet_start()
             w, r = measure([BIN, "daily", "--input", path, "--out", out, "--date", DAY, "--quiet"], env, ours_out)
             ours.append(w); ours_rss.append(r)
+            quiet_start()
             w, r = measure([sys.executable, "-c", DUCKDB_SCRIPT, usage, os.path.join(WORK, "duckdb.csv")], None, duck_out)
             duck.append(w); duck_rss.append(r)
             env = dict(os.environ, RAYON_NUM_THREADS="1")
+            quiet_start()
             w, _ = measure([BIN, "daily", "--input", path, "--out", out1, "--date", DAY, "--quiet"], env)
             single.append(w)
             cores.append(core_scaling())
