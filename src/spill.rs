@@ -1115,6 +1115,13 @@ mod tests {
         assert!(!dir.path().join("rows").exists(), "the file is removed");
     }
 
+    /// Write a spill's last full buffers, hand them back and finish it.
+    fn write_and_finish(spill: &mut UsageSpill, mut writes: SpillWrites) {
+        writes.write();
+        spill.written(writes);
+        spill.finish().unwrap();
+    }
+
     #[test]
     fn rows_added_in_chunks_and_batches_whose_buffers_are_written_late_come_back_in_file_order() {
         let snapshot = snapshot();
@@ -1144,10 +1151,7 @@ mod tests {
             }
             pending = Some(late.take_writes());
         }
-        let mut writes = pending.unwrap();
-        writes.write();
-        late.written(writes);
-        late.finish().unwrap();
+        write_and_finish(&mut late, pending.unwrap());
         let parts: Vec<usize> = (0..PARTS).filter(|&p| whole.parts[p].rows > 0).collect();
         assert_eq!(parts.len(), 3);
         for p in parts {
@@ -1202,10 +1206,8 @@ mod tests {
         assert_eq!(chunks.iter().map(|c| c.stretches.iter().map(|s| s.rows).sum::<u64>()).sum::<u64>(), 2000);
         whole.add_encoded(&chunks.iter().collect::<Vec<_>>());
         for s in [&mut single, &mut whole] {
-            let mut writes = s.take_writes();
-            writes.write();
-            s.written(writes);
-            s.finish().unwrap();
+            let writes = s.take_writes();
+            write_and_finish(s, writes);
         }
         let parts: Vec<usize> = (0..PARTS).filter(|&p| single.parts[p].rows > 0).collect();
         assert_eq!(parts.len(), 4);
