@@ -458,6 +458,41 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_several_render_tasks_are_each_months_rows_in_order_with_exact_sums() {
+        // 9,000 hours of October then 5,000 of November (the month changes
+        // inside a render task of 4k rows), each line's amount its own: the
+        // months' bytes are their rows rendered one by one, the sums exact.
+        let snapshot = snapshot();
+        let oct_start = Ts::parse("2026-10-01T00:00:00+08:00").unwrap();
+        let hour = |k: i64| Ts(oct_start.0 + (k % 744 + 1) * 3_600_000_000_000).to_string();
+        let nov_hour = |k: i64| Ts(oct_start.0 + (744 + k % 720 + 1) * 3_600_000_000_000).to_string();
+        let mut lines: Vec<LedgerLine> = (0..9000).map(|k| line(&hour(k), 1 + k % 97)).collect();
+        lines.extend((0..5000).map(|k| line(&nov_hour(k), 1 + k % 89)));
+        let mut sink = Months::default();
+        let months = write_focus_rows(&snapshot, &lines, |l| l, &mut sink).expect("contiguous months");
+        let rendered = |ls: &[LedgerLine]| {
+            let mut text = String::new();
+            for l in ls {
+                assert!(write_focus_row(&mut text, &snapshot, l));
+            }
+            text.into_bytes()
+        };
+        let (oct, nov) = (Month::parse("2026-10").unwrap(), Month::parse("2026-11").unwrap());
+        assert_eq!(sink.0.iter().map(|(m, _)| *m).collect::<Vec<_>>(), [oct, nov]);
+        assert_eq!(sink.0[0].1, rendered(&lines[..9000]));
+        assert_eq!(sink.0[1].1, rendered(&lines[9000..]));
+        let fen = |n: i64, m: i64| (0..n).map(|k| 1 + k % m).sum::<i64>();
+        assert_eq!(
+            months,
+            [
+                MonthRows { month: oct, len: sink.0[0].1.len() as u64, rows: 9000, billed: Money::from_fen(fen(9000, 97)) },
+                MonthRows { month: nov, len: sink.0[1].1.len() as u64, rows: 5000, billed: Money::from_fen(fen(5000, 89)) },
+            ]
+        );
+        assert_eq!((fen(9000, 97), fen(5000, 89)), (440_202, 224_416));
+    }
+
+    #[test]
     fn kept_period_texts_are_each_rows_own_when_cycles_alternate() {
         let snapshot = snapshot();
         let day_start = "2026-11-01T00:00:00+08:00";

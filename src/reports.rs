@@ -580,6 +580,29 @@ mod tests {
         assert!(rows[9].contains(",2026-11-01T00:00:00+08:00,2026-10,postpaid,"), "{}", rows[9]);
     }
 
+    #[test]
+    fn ledger_blocks_of_several_tasks_join_into_the_rows_rendered_at_once() {
+        use crate::time::Cycle;
+        let day = Day::parse("2026-10-31").expect("a day");
+        let start = crate::time::Ts::parse("2026-10-31T00:00:00+08:00").unwrap();
+        // Two and a half render tasks of lines whose instants and amounts vary.
+        let n = 2 * RENDER_CHUNK + RENDER_CHUNK / 2 + 3;
+        let lines: Vec<LedgerLine> = (0..n as i64)
+            .map(|k| {
+                let from = crate::time::Ts(start.0 + (k % 24) * 3_600_000_000_000);
+                let to = crate::time::Ts(from.0 + 3_600_000_000_000);
+                LedgerLine::settled_postpaid((100 + k as u64 % 5, 100), Cycle::Hourly, (&from.to_string(), &to.to_string()), None, k * 7 + 1)
+            })
+            .collect();
+        let blocks = ledger_blocks(day, &lines, |l| l);
+        assert_eq!(blocks.len(), 3);
+        let mut at_once = String::new();
+        ledger_rows(day, lines.iter(), &mut at_once);
+        assert_eq!(blocks.concat(), at_once);
+        assert_eq!(at_once.lines().count(), n);
+        assert!(at_once.lines().nth(n - 1).unwrap().contains(&format!(",{},", Money::from_fen((n as i64 - 1) * 7 + 1))));
+    }
+
     /// The merged bill as the csv crate's writer wrote it before the rows were
     /// rendered in place.
     fn merged_bill_by_csv_writer(month: crate::time::Month, snapshot: &Snapshot, rows: &[(&BillKey, &BillSums)]) -> String {
