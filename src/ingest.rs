@@ -267,8 +267,10 @@ fn read_file(
     Ok(())
 }
 
-/// Usage rows are read and checked in batches of this many.
-const USAGE_BATCH: usize = 1 << 15;
+/// Usage rows are read and checked in batches of this many. Three batches are in
+/// flight at once (`read_usage`); at 32k rows a batch they held ~18 MB more
+/// than two did, and took a 10M-row day's peak past 250 MB.
+const USAGE_BATCH: usize = 1 << 14;
 
 /// How a usage id compares with the ids remembered before it.
 #[derive(Clone, Copy)]
@@ -346,9 +348,11 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
     Some(WantedIds::new(keys))
 }
 
-/// Read `usage.csv`: batches are read while the previous one is checked, rows are
-/// checked in parallel, duplicates are decided in file order, and lines are
-/// grouped by organization shard in parallel.
+/// Read `usage.csv` in batches, three at a time in flight: while batch i+2 is
+/// read, batch i+1's rows are checked (in parallel: a check needs only the row
+/// and the reference data) and batch i's duplicates are decided and its rows
+/// classified and handed to the spill, in file order. The checks of the next
+/// batch fill the cores the phases of the current one leave idle at their ends.
 fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill, input: &mut DayInput) -> Result<(), UnusableFile> {
     let mut counts = FileCounts::default();
     let Some(mut reader) = RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id"))? else {
@@ -359,44 +363,61 @@ fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut Usa
     // The Bloom filters of the day's ids sized for them up front.
     usage.expect_ids(usage_ids_hint(dir));
     let indices = reader.indices().to_vec();
-    let (mut current, mut next) = (Vec::new(), Vec::new());
+    let (mut current, mut next, mut after) = (Vec::new(), Vec::new(), Vec::new());
     reader.next_batch(&mut current, USAGE_BATCH)?;
+    let (more, mut checks) = rayon::join(|| reader.next_batch(&mut next, USAGE_BATCH), || check_usage_batch(&current, &indices, ctx));
+    more?;
     while !current.is_empty() {
         let mut writes = usage.take_writes();
-        let (more, settled) = rayon::join(
+        let (more, (settled, next_checks)) = rayon::join(
             || {
                 // The spill's buffers the last batch filled are written here, off
                 // the path the batch's checks wait on (`SpillWrites`).
                 writes.write();
-                reader.next_batch(&mut next, USAGE_BATCH)
+                reader.next_batch(&mut after, USAGE_BATCH)
             },
-            || settle_usage_batch(&current, &indices, ctx, seen, usage, input, &mut counts),
+            || {
+                rayon::join(
+                    || settle_usage_batch(&current, checks, &indices, seen, usage, input, &mut counts),
+                    || check_usage_batch(&next, &indices, ctx),
+                )
+            },
         );
         usage.written(writes);
         settled?;
         more?;
+        checks = next_checks;
         std::mem::swap(&mut current, &mut next);
+        std::mem::swap(&mut next, &mut after);
     }
     input.counts.insert(USAGE_FILE, counts);
     Ok(())
 }
 
-fn settle_usage_batch(
-    batch: &[RawRow],
-    indices: &[Option<usize>],
-    ctx: &ReadContext,
-    seen: &mut SeenIds,
-    usage: &mut UsageSpill,
-    input: &mut DayInput,
-    counts: &mut FileCounts,
-) -> Result<(), UnusableFile> {
-    let checks: Vec<Option<UsageCheck>> = batch
+/// The checks of a batch's rows that need nothing but the row and the reference
+/// data, on all cores (`None` for a row that is not a record).
+fn check_usage_batch<'s>(batch: &[RawRow], indices: &[Option<usize>], ctx: &ReadContext<'s>) -> Vec<Option<UsageCheck>> {
+    batch
         .par_iter()
         .map_init(RowCache::default, |cache, row| match row {
             RawRow::Record { record, .. } => Some(check_usage(&Fields::new(record, indices), ctx, cache)),
             RawRow::Bad { .. } => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The rest of a batch once its rows are checked (`checks`): duplicates against
+/// the remembered ids and the day's, each row's outcome, the accepted rows to
+/// the spill, all in file order.
+fn settle_usage_batch(
+    batch: &[RawRow],
+    checks: Vec<Option<UsageCheck>>,
+    indices: &[Option<usize>],
+    seen: &mut SeenIds,
+    usage: &mut UsageSpill,
+    input: &mut DayInput,
+    counts: &mut FileCounts,
+) -> Result<(), UnusableFile> {
     // Duplicates (§4.2), decided per id shard in parallel, in file order within a
     // shard. Each passed row's id, content digest and file line are gathered per
     // shard first, a stretch of the batch per task (read in order, the stretches

@@ -232,9 +232,10 @@ fn outputs_do_not_depend_on_how_a_day_is_cut_into_runs() {
 
 #[test]
 fn a_day_of_several_reading_batches_settles_alike_on_one_and_two_threads() {
-    // More usage rows than two of reading's batches (32k rows each): the spill's
-    // full buffers are written while the next batch is read, and every row must
-    // still be settled exactly once, whatever the thread count.
+    // More usage rows than four of reading's batches (16k rows each, three in
+    // flight): the spill's full buffers are written while the next batch is
+    // read, and every row must still be settled exactly once, whatever the
+    // thread count.
     let input = tempfile::tempdir().unwrap();
     let day = orgsettle::time::Day::parse("2026-10-31").unwrap();
     let options = orgsettle::gen::GenOptions { orgs: 40, accounts: 400, days: 1, usage_per_day: 80_000, seed: 11, start: day };
@@ -242,7 +243,7 @@ fn a_day_of_several_reading_batches_settles_alike_on_one_and_two_threads() {
     // The generator's rows, with its share of repeated and malformed ones (one a line).
     let usage = std::fs::read_to_string(input.path().join("days/2026-10-31/usage.csv")).unwrap();
     let rows = usage.lines().count() as u64 - 1;
-    assert!(rows > 2 * 32 * 1024, "{rows} usage rows");
+    assert!(rows > 4 * 16 * 1024, "{rows} usage rows");
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
     pool(1).install(|| job::daily(input.path(), one.path(), day, quiet())).unwrap();

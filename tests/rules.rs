@@ -388,6 +388,49 @@ fn an_id_repeated_thousands_of_rows_later_in_one_batch_is_decided_in_file_order(
 }
 
 #[test]
+fn repeats_and_bad_rows_in_batches_read_at_once_are_decided_in_file_order() {
+    // Reading has three batches of 16,384 rows in flight: one read, the next
+    // checked, the one before decided and spilled. Batches begin at lines 2,
+    // 16,386, 32,770 and 49,154. Ids first met in one batch and repeated in the
+    // next (checked while the first is decided) or two on, a bad row, and a
+    // repeat within a batch must come out as reading the file in order
+    // decides them.
+    let s = payer_scenario();
+    let row = |id: u32, amount: u32| {
+        format!("u{id},3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,{amount},{amount}\n")
+    };
+    let mut rows: Vec<String> = (1..=50_000).map(|id| row(id, 1)).collect();
+    // (file line, row): the row at index i is on line i + 2.
+    let specials = [
+        (16_386, row(7, 1)),                                   // a duplicate of line 8, a batch on
+        (16_387, row(8, 2)),                                   // a conflict with line 9
+        (32_770, row(50_001, 1).replace(",1,1,1", ",-1,1,1")), // bad_value: a negative quantity
+        (49_154, row(20_000, 1)),                              // a duplicate two batches on
+        (49_155, row(40_000, 3)),                              // a conflict with the batch before
+        (49_156, row(50_002, 1)),
+        (49_157, row(50_002, 1)), // a duplicate within the batch
+    ];
+    for (line, text) in &specials {
+        rows.insert(line - 2, text.clone());
+    }
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}{}", rows.concat()));
+    s.run().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&s.read("days/2026-10-01/summary.json")).unwrap();
+    let usage = &summary["files"]["usage.csv"];
+    assert_eq!(
+        (usage["rows"].as_u64(), usage["accepted"].as_u64(), usage["duplicates"].as_u64(), usage["rejected"].as_u64()),
+        (Some(50_007), Some(50_001), Some(3), Some(3))
+    );
+    assert_eq!(
+        reject_heads(&s, "2026-10-01"),
+        ["usage.csv,16387,u8,conflicting_duplicate", "usage.csv,32770,u50001,bad_value", "usage.csv,49155,u40000,conflicting_duplicate"]
+    );
+    // The 50,001 accepted rows of 1.00: one line of one period.
+    let cols = ["usage_records", "list_amount", "payable_amount", "responsible_uin"];
+    assert_eq!(ledger_cols(&s, "2026-10-01", &cols), ["50001/50001.00/50001.00/2"]);
+}
+
+#[test]
 fn a_day_loads_only_the_remembered_ids_it_looks_up_and_still_finds_its_duplicates() {
     use orgsettle::store::{NextDay, Store};
     let s = payer_scenario();
