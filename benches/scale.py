@@ -227,7 +227,7 @@ def main():
           f"disk: {speed / 1e6:,.0f} MB/s written (O_DIRECT) and synced; runs per figure: {RUNS}\n")
     print("| usage rows | ledger lines | orgsettle 2 threads (s) | rows/s | peak RSS (MiB) | DuckDB group-by (s) | DuckDB RSS (MiB) | ratio to DuckDB | 1 thread (s) | speed-up 1→2 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    results, io, same, scaling = {}, [], [], []
+    results, io, same, scaling, each = {}, [], [], [], []
     for rows in sizes:
         generated = os.path.exists(os.path.join(WORK, f"rows-{rows}", "days", DAY, "usage.csv"))
         need_disk(day_bytes(rows, generated), f"the {rows:,}-row day")
@@ -269,10 +269,13 @@ def main():
         o, dk = statistics.median(ours_out), statistics.median(duck_out)
         io.append(f"{rows:,} rows: orgsettle writes {o / 1e9:.2f} GB a run (its outputs and state), DuckDB {dk / 1e6:,.0f} MB; "
                   f"at the disk's speed that alone is {o / speed:.2f} s for orgsettle ({o / speed / d:.2f}× DuckDB's time), {dk / speed:.2f} s for DuckDB")
+        each.append(f"{rows:,} rows, each run in rotation order (s): orgsettle 2 threads {', '.join(f'{x:.2f}' for x in ours)}; "
+                    f"DuckDB {', '.join(f'{x:.2f}' for x in duck)}; orgsettle 1 thread {', '.join(f'{x:.2f}' for x in single)}")
         scaling.append(f"{rows:,} rows: the machine's two cores did {statistics.median(cores):.2f}× one core's plain CPU work "
                        f"(`core_scaling`, after each rotation: {min(cores):.2f}–{max(cores):.2f}); the speed-up 1→2 was {s / t:.2f}")
         sys.stdout.flush()
     print("\n" + "\n".join(io))
+    print("\n" + "\n".join(each))
     print("\n" + "\n".join(scaling))
     print("\n" + "\n".join(same))
     if len(sizes) >= 2:
