@@ -350,9 +350,11 @@ pub fn usage_ids_of(dir: &Path) -> Option<WantedIds> {
 
 /// Read `usage.csv` in batches, three at a time in flight: while batch i+2 is
 /// read, batch i+1's rows are checked (in parallel: a check needs only the row
-/// and the reference data) and batch i's duplicates are decided and its rows
-/// classified and handed to the spill, in file order. The checks of the next
-/// batch fill the cores the phases of the current one leave idle at their ends.
+/// and the reference data) and batch i's ids are looked up (one remembered from
+/// an earlier day decides its row; the day's own are noted, their repeats
+/// decided once the day is read), its rows classified and handed to the spill,
+/// in file order. The checks of the next batch fill the cores the phases of
+/// the current one leave idle at their ends (each ends at a barrier).
 fn read_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill, input: &mut DayInput) -> Result<(), UnusableFile> {
     let mut counts = FileCounts::default();
     let Some(mut reader) = RowReader::open(&dir.join(USAGE_FILE), USAGE_FILE, &USAGE_COLUMNS, Some("record_id"))? else {
