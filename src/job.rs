@@ -497,8 +497,13 @@ pub fn settle_day(
         // tasks rayon split the list into, and settled on one core.
         let busy: Vec<(&mut OrgDay, crate::spill::Lines)> =
             orgs.iter_mut().zip(lines).filter(|(org, lines)| org.next_event_run == r || !lines.is_empty()).collect();
+        // One organization a task: rayon's own split left a few organizations
+        // in one task, settled one after the other on one core while the other
+        // had nothing left to take at the run's end (organizations differ
+        // widely in size).
         let outputs: Vec<Result<OrgOutput, String>> = busy
             .into_par_iter()
+            .with_max_len(1)
             .map(|(org, lines)| {
                 let mut out = OrgOutput::default();
                 out.ledger.reserve_exact(lines.len());
