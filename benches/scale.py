@@ -13,6 +13,10 @@ BIN = os.environ.get("ORGSETTLE_BIN", os.path.join(ROOT, "target", "release", "o
 WORK = os.path.join(ROOT, "target", "bench")
 RUNS = int(os.environ.get("RUNS", "5"))
 DAY = "2026-10-31"
+# What `orgsettle gen` writes for given options; bumped whenever src/gen.rs changes
+# it, so that inputs kept under target/bench from an earlier generator are made
+# again. 2: every reject and refusal of the spec (2026-12-07, twenty-first session).
+GEN_SHAPE = "2"
 
 DUCKDB_SCRIPT = """
 import duckdb, sys
@@ -156,12 +160,27 @@ def month_bytes(rows, lean):
     return int((25e9 if not lean else 5e9) * rows / 1_000_000)
 
 
+def is_generated(path, usage):
+    """Whether `path` holds an input the current generator wrote (its `usage`
+    file, relative to it, is there and its shape stamp is GEN_SHAPE)."""
+    stamp = path + ".shape"
+    if not os.path.exists(os.path.join(path, usage)) or not os.path.exists(stamp):
+        return False
+    with open(stamp) as f:
+        return f.read().strip() == GEN_SHAPE
+
+
+def gen(path, args):
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--seed", "1", "--quiet"] + args, check=True)
+    with open(path + ".shape", "w") as f:
+        f.write(GEN_SHAPE + "\n")
+
+
 def generate(rows):
     path = os.path.join(WORK, f"rows-{rows}")
-    if not os.path.exists(os.path.join(path, "days", DAY, "usage.csv")):
-        shutil.rmtree(path, ignore_errors=True)
-        subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--days", "1",
-                        "--usage-per-day", str(rows), "--seed", "1", "--start", DAY, "--quiet"], check=True)
+    if not is_generated(path, os.path.join("days", DAY, "usage.csv")):
+        gen(path, ["--days", "1", "--usage-per-day", str(rows), "--start", DAY])
     return path
 
 
@@ -178,11 +197,9 @@ def close_benchmark(rows):
     lean = os.environ.get("LEAN", "1" if rows >= 5_000_000 else "0") == "1"
     path = os.path.join(WORK, f"month-{rows}")
     need_disk(month_bytes(rows, lean), f"the month of {rows:,}-row days")
-    first_usage = os.path.join(path, "days", "2026-10-01", "usage.csv")
-    if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")) or not os.path.exists(first_usage):
-        shutil.rmtree(path, ignore_errors=True)
-        subprocess.run([BIN, "gen", "--out", path, "--orgs", "10000", "--accounts", "100000", "--days", "32",
-                        "--usage-per-day", str(rows), "--seed", "1", "--start", "2026-10-01", "--quiet"], check=True)
+    first_usage = os.path.join("days", "2026-10-01", "usage.csv")
+    if not os.path.exists(os.path.join(path, "days", "2026-11-01", "usage.csv")) or not is_generated(path, first_usage):
+        gen(path, ["--days", "32", "--usage-per-day", str(rows), "--start", "2026-10-01"])
     out = os.path.join(WORK, "month-out")
     shutil.rmtree(out, ignore_errors=True)
     print(f"\nthe month of {rows:,}-row days, one `daily` a day{' (lean: inputs and published days removed once settled)' if lean else ''}:")
@@ -229,7 +246,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results, io, same, scaling, each = {}, [], [], [], []
     for rows in sizes:
-        generated = os.path.exists(os.path.join(WORK, f"rows-{rows}", "days", DAY, "usage.csv"))
+        generated = is_generated(os.path.join(WORK, f"rows-{rows}"), os.path.join("days", DAY, "usage.csv"))
         need_disk(day_bytes(rows, generated), f"the {rows:,}-row day")
         path = generate(rows)
         usage = os.path.join(path, "days", DAY, "usage.csv")

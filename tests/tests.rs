@@ -2,6 +2,7 @@
 
 mod common;
 mod fuzz;
+mod gen;
 mod golden;
 mod reruns;
 mod rules;
