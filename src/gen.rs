@@ -6,8 +6,8 @@
 //! owns resources in proportion to a skewed weight; a resource pushes one record per
 //! settlement period, ~70% of rows hourly, ~25% daily, ~5% monthly (monthly rows only
 //! on a month's last day, when the month has ended); payer periods start and end
-//! mid-month; members leave; one organization in 50 is created at noon of the first
-//! day (its accounts' earlier usage is `before_org`).
+//! mid-month; members leave; one organization in 500 is created at noon of the
+//! first day (its accounts' earlier usage is `before_org`).
 //!
 //! What a real push gets wrong, in small shares: late hourly rows (0.5%, the day
 //! before), upstream retries (0.1%, exact repeats), bad timestamps (0.05%), and one
@@ -208,8 +208,9 @@ pub fn generate(out: &Path, o: &GenOptions) -> std::io::Result<GenSummary> {
     let mut uin = 100_000_000_000u64;
     for (oi, &size) in sizes.iter().enumerate() {
         let org = oi as u64;
-        // One organization in 50 is created at noon of the first day.
-        let young = oi % 50 == 49;
+        // One organization in 500 (the 50th, the 550th, ...) is created at noon
+        // of the first day.
+        let young = oi % 500 == 49;
         let org_created = if young { Ts(first.0 + 12 * HOUR) } else { created };
         let m = uin + 1;
         let admin = uin + 2;
@@ -326,14 +327,17 @@ pub fn generate(out: &Path, o: &GenOptions) -> std::io::Result<GenSummary> {
             }
         }
         snapshot.push_str("]}");
-        // Contracts of the management account and the admin: every kind and cycle;
-        // the management account's clb contract changes during the first days.
-        let switch = Ts(org_created.0.max(first.0) + 18 * HOUR);
+        // Contracts of the management account and the admin: every kind; in one
+        // organization in 10, a monthly one too and a clb contract that another
+        // replaces during the first days (the others keep to six, as before).
         writeln!(contracts, "c-{m}-cvm-h,{m},cvm,hourly,discount,0.{},{},", 70 + rng.below(25), ts(org_created))?;
         writeln!(contracts, "c-{m}-cbs-p,{m},cbs,prepaid,fixed_price,{}.00,{},", 50 + rng.below(50), ts(org_created))?;
-        writeln!(contracts, "c-{m}-cdb-m,{m},cdb,monthly,discount,0.9{},{},", rng.below(10), ts(org_created))?;
-        writeln!(contracts, "c-{m}-clb-h1,{m},clb,hourly,discount,0.80,{},{}", ts(org_created), ts(switch))?;
-        writeln!(contracts, "c-{m}-clb-h2,{m},clb,hourly,unit_price,0.015,{},", ts(switch))?;
+        if oi % 10 == 0 {
+            let switch = Ts(org_created.0.max(first.0) + 18 * HOUR);
+            writeln!(contracts, "c-{m}-cdb-m,{m},cdb,monthly,discount,0.9{},{},", rng.below(10), ts(org_created))?;
+            writeln!(contracts, "c-{m}-clb-h1,{m},clb,hourly,discount,0.80,{},{}", ts(org_created), ts(switch))?;
+            writeln!(contracts, "c-{m}-clb-h2,{m},clb,hourly,unit_price,0.015,{},", ts(switch))?;
+        }
         writeln!(contracts, "c-{admin}-cvm-h,{admin},cvm,hourly,discount,0.{},{},", 60 + rng.below(30), ts(org_created))?;
         writeln!(contracts, "c-{admin}-cos-d,{admin},cos,daily,tiered,0:0.008|1000:0.006|10000:0.004,{},", ts(org_created))?;
         writeln!(contracts, "c-{admin}-cdb-h,{admin},cdb,hourly,unit_price,0.08,{},", ts(org_created))?;

@@ -708,7 +708,14 @@ fn prepare(inputs: &Inputs, store: &Store, day: Day) -> Result<(State, bool), Fa
 /// `orgsettle daily`: settle one day.
 pub fn daily(input: &Path, out: &Path, day: Day, opts: Options) -> Result<(), Failure> {
     let mut t = Stopwatch::start();
-    let inputs = Inputs::load(input)?;
+    let mut inputs = Inputs::load(input)?;
+    // A day reads history.csv only for its month-to-date overview, which takes
+    // the rows of the day's month alone (the months before are for the closes):
+    // the others are checked (a bad row makes the input unusable) and let go.
+    // ~11 MB at 100k rows, held until the end of the day otherwise.
+    let month = day.month();
+    inputs.reference.history.retain(|h| h.month == month);
+    inputs.reference.history.shrink_to_fit();
     // What parsing the snapshot freed (~40 MB at 100k accounts) goes back now.
     crate::memory::release_freed_memory();
     stage("load inputs", &mut t);

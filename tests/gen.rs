@@ -119,7 +119,7 @@ fn a_generated_input_settles_with_every_reject_refusal_and_mode_showing() {
     assert_eq!(
         reasons,
         BTreeMap::from([
-            ("orders.csv", set(&["bad_order_amounts", "future_time", "refund_exceeds_paid", "unknown_resource"])),
+            ("orders.csv", set(&["bad_order_amounts", "before_org", "future_time", "refund_exceeds_paid", "unknown_resource"])),
             ("recharges.csv", set(&["bad_amount_scale", "bad_row", "future_time", "unknown_account"])),
             ("transfers.csv", set(&["bad_value", "future_time"])),
             (

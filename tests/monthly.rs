@@ -136,3 +136,19 @@ fn close_needs_the_first_day_of_the_next_month() {
     orgsettle::job::close(&s.input(), &s.out(), Month::parse("2026-10").unwrap(), quiet()).unwrap();
     assert_eq!(s.rows("months/2026-10/overview_summary.csv"), ["o1,2026-08,2026-10,3,63.34,21.11"]);
 }
+
+#[test]
+fn a_days_month_to_date_overview_takes_the_history_rows_of_its_month_as_given() {
+    // history.csv is meant for the months before the first day's; a row given for
+    // the day's own month is still taken as given (§11.4), in that day's
+    // month-to-date overview, and the rows of other months are not.
+    let s = monthly_scenario();
+    s.file("history.csv", "org_id,month,member_uin,product,total\no1,2026-09,2,cvm,12.34\no1,2026-10,4,cos,2.50\no1,2026-10,2,cvm,1.00\n");
+    s.daily("2026-10-01").unwrap();
+    // Member 4's order of 50.00 on the day, and its 2.50 of history.
+    assert_eq!(s.rows("days/2026-10-01/overview_mtd_by_member.csv"), ["o1,2026-10,4,m4,52.50,0.9813,1", "o1,2026-10,2,m2,1.00,0.0187,2"]);
+    assert_eq!(
+        s.rows("days/2026-10-01/overview_mtd_by_product.csv"),
+        ["o1,2026-10,cbs,50.00,0.9346,1", "o1,2026-10,cos,2.50,0.0467,2", "o1,2026-10,cvm,1.00,0.0187,3"]
+    );
+}
