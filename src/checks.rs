@@ -208,7 +208,7 @@ pub fn check_and_summarize(
         },
         "voucher_usage": { "rows": voucher_rows, "amount": money(voucher_total) },
         "events": { "shutdown": shutdowns, "reversal": result.events.len() - shutdowns },
-        "rejects": result.rejects.len(),
+        "rejects": result.rejected_rows(),
         "cash_check": { "accounts": checked, "passed": true },
     }))
 }

@@ -12,7 +12,7 @@ use crate::ids::{intern_product, is_valid_id, is_valid_product, parse_uin, Produ
 use crate::money::{Exact8, Money, NumberError, PlainDecimal, Rated};
 use crate::pricing::{choose_contract_by_card, price_usage};
 use crate::reference::{ContractCycle, Contracts};
-use crate::reject::{Reason, Refusal, Reject};
+use crate::reject::{Reason, Refusal, Reject, RejectSpill};
 use crate::snapshot::{AccountCard, Snapshot};
 use crate::state::{usage_key, ContentDigest, SeenIds, Text, UsageIds, WantedIds, ID_SHARDS};
 use crate::spill::{EncodedRows, SpilledRow, UsageSpill};
@@ -157,7 +157,12 @@ pub struct DayInput {
     pub orders: Vec<OrderRecord>,
     pub recharges: Vec<RechargeRecord>,
     pub transfers: Vec<TransferRecord>,
+    /// Every reject but usage.csv's as reading decided them, and those of
+    /// usage.csv decided once the day was read (`apply_duplicates`).
     pub rejects: Vec<Reject>,
+    /// usage.csv's rejects as reading decided them, in file order (beyond the
+    /// first thousands, written aside).
+    pub usage_rejects: RejectSpill,
     pub counts: BTreeMap<&'static str, FileCounts>,
 }
 
@@ -180,7 +185,7 @@ pub fn read_day(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut U
 /// The first part of `read_day`: the usage file, whose accepted rows go to
 /// `usage`. Needs none of the order, recharge and transfer ids `seen` remembers.
 pub fn read_day_usage(dir: &Path, ctx: &ReadContext, seen: &mut SeenIds, usage: &mut UsageSpill) -> Result<DayInput, UnusableFile> {
-    let mut input = DayInput::default();
+    let mut input = DayInput { usage_rejects: RejectSpill::new(USAGE_FILE, usage.dir()), ..DayInput::default() };
     let month = ctx.day.month();
     // Usage ids are remembered for the month of their run and the month after (§4.2).
     seen.usage.retain_days(|d| d.month() >= month.prev());
@@ -496,7 +501,15 @@ fn settle_usage_batch(
         counts.accepted += part.counts.accepted;
         counts.duplicates += part.counts.duplicates;
         counts.rejected += part.counts.rejected;
-        input.rejects.append(&mut part.rejects);
+        // A row refused for its priced amount may turn out a duplicate or a
+        // conflict once the day is read (`apply_duplicates`): held, to be revised.
+        for reject in part.rejects.drain(..) {
+            if reject.message == PRICED_BEYOND_RANGE {
+                input.rejects.push(reject);
+            } else {
+                input.usage_rejects.push(reject);
+            }
+        }
         accepted.push(&part.accepted);
     }
     // In file order: each part of the spill keeps its rows in file order.

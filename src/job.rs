@@ -153,7 +153,10 @@ pub struct DayResult {
     pub ledger_lines: u64,
     pub events: Vec<ServiceEvent>,
     pub transfers: Vec<TransferRow>,
+    /// The rejects of every file by file and line, but those of usage.csv that
+    /// reading decided, which are in `usage_rejects` (rejects.csv merges them).
     pub rejects: Vec<Reject>,
+    pub usage_rejects: crate::reject::RejectSpill,
     /// What the day appended to each bill month's FOCUS rows, months ascending.
     pub focus_rows: Vec<focus::MonthRows>,
     /// The day's sums ready to fold into the months they reach, and its own
@@ -182,28 +185,49 @@ impl DayResult {
         summary.map_err(Failure::Internal)
     }
 
+    /// How many rows the day rejected, in all its files.
+    pub fn rejected_rows(&self) -> u64 {
+        self.rejects.len() as u64 + self.usage_rejects.len()
+    }
+
     /// The day's files that need neither the books check nor the month
     /// aggregates (all but the ledger and the voucher usage, streamed as the day
-    /// settled, the month-to-date overview and the summary), rendered at once,
-    /// each on whichever core is free, in the order they are published.
+    /// settled, rejects.csv, streamed when the files are written, the
+    /// month-to-date overview and the summary), rendered at once, each on
+    /// whichever core is free, in the order they are published.
     pub fn small_files(&self, inputs: &Inputs) -> Vec<(&'static str, Vec<u8>)> {
-        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 4] = [
+        let render: [(&'static str, &(dyn Fn() -> Vec<u8> + Sync)); 3] = [
             ("events.csv", &|| reports::events_csv(&self.events)),
             ("transfers.csv", &|| reports::transfers_csv(&self.transfers)),
             ("balances.csv", &|| reports::balances_csv(&inputs.snapshot, &self.state.accounts)),
-            ("rejects.csv", &|| reports::rejects_csv(&self.rejects)),
         ];
         render.par_iter().map(|(name, body)| (*name, body())).collect()
+    }
+
+    /// rejects.csv, written as it is published: the day's rejects taken out of
+    /// the result, usage.csv's read back from where they were written aside.
+    pub fn take_rejects_file(&mut self) -> Body<'static> {
+        let (rejects, usage) = (std::mem::take(&mut self.rejects), std::mem::take(&mut self.usage_rejects));
+        Body::Stream(Box::new(move |w| reports::write_rejects(&rejects, usage, w)))
     }
 }
 
 /// The files published beside the ledger, in their order: `small` (`small_files`),
-/// the month-to-date overview's, then the summary.
-fn day_files(small: Vec<(&'static str, Vec<u8>)>, overview_mtd: Vec<(&'static str, Vec<u8>)>, summary: &serde_json::Value) -> Vec<OutFile<'static>> {
+/// rejects.csv, the month-to-date overview's, then the summary.
+fn day_files(
+    small: Vec<(&'static str, Vec<u8>)>,
+    rejects: Body<'static>,
+    overview_mtd: Vec<(&'static str, Vec<u8>)>,
+    summary: &serde_json::Value,
+) -> Vec<OutFile<'static>> {
     let mut summary = serde_json::to_vec_pretty(summary).expect("summary encodes");
     summary.push(b'\n');
-    let files = small.into_iter().chain(overview_mtd).chain(std::iter::once(("summary.json", summary)));
-    files.map(|(name, bytes)| (name, Body::Bytes(bytes))).collect()
+    let bytes = |files: Vec<(&'static str, Vec<u8>)>| files.into_iter().map(|(name, bytes)| (name, Body::Bytes(bytes))).collect::<Vec<_>>();
+    let mut files = bytes(small);
+    files.push(("rejects.csv", rejects));
+    files.extend(bytes(overview_mtd));
+    files.push(("summary.json", Body::Bytes(summary)));
+    files
 }
 
 /// The state a first day starts from: opening balances, nothing remembered.
@@ -364,7 +388,7 @@ pub fn settle_day(
     let skip = crate::ingest::apply_duplicates(&mut input, &later, &usage.take_suspects()).map_err(Failure::Internal)?;
     usage.skip(&skip);
     stage("  ids aside", &mut t);
-    let DayInput { orders, recharges, transfers, rejects: read_rejects, mut counts } = input;
+    let DayInput { orders, recharges, transfers, rejects: read_rejects, usage_rejects, mut counts } = input;
 
     // Partition the day's records by organization. The settlement lines stay
     // (key, sums) pairs until their organization is settled, which turns them into
@@ -659,6 +683,7 @@ pub fn settle_day(
         events: service,
         transfers: transfer_rows,
         rejects,
+        usage_rejects,
         focus_rows: focus_rows.finish(),
         state: next,
         month_folds,
@@ -975,11 +1000,12 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     // The state is written aside once the folds are gone, with the record ids
     // set aside while the day was read and settled read back (tens of MB late in
     // a month of 10M-row days), while the small files are written.
+    let rejects = result.take_rejects_file();
     let state = &mut result.state;
     let (state_staged, written) = rayon::join(
         || store.hold_records(&mut state.seen).and_then(|()| store.stage_state(day, state)),
         || {
-            with_parquet(day_files(small, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
+            with_parquet(day_files(small, rejects, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
                 .and_then(|files| staging.write(files).map_err(Failure::Internal))
         },
     );
@@ -1001,7 +1027,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     store.commit_state(day, &result.state).map_err(Failure::Internal)?;
     stage("commit", &mut t);
     if !opts.quiet {
-        eprintln!("settled {day}: {} ledger lines, {} events, {} rejected rows", result.ledger_lines, result.events.len(), result.rejects.len());
+        eprintln!("settled {day}: {} ledger lines, {} events, {} rejected rows", result.ledger_lines, result.events.len(), result.rejected_rows());
     }
     Ok(result)
 }
@@ -1104,13 +1130,16 @@ pub fn validate(input: &Path) -> Result<Vec<String>, Failure> {
                 seen.remember_day(day, firsts).map_err(Failure::Internal)?;
                 // A conflict found now goes among the usage rows' rejects, in file order.
                 let usage_file = crate::ingest::USAGE_FILE;
-                input.rejects.sort_by_key(|r| if r.file == usage_file { (0, r.line) } else { (1, 0) });
+                let read = std::mem::take(&mut input.usage_rejects).into_rows().map_err(Failure::Internal)?;
+                let mut rejects = read.collect::<Result<Vec<_>, _>>().map_err(Failure::Internal)?;
+                rejects.append(&mut input.rejects);
+                rejects.sort_by_key(|r| if r.file == usage_file { (0, r.line) } else { (1, 0) });
                 match usage.first_overflow() {
                     Ok(None) => {}
                     Ok(Some(overflow)) => problems.push(format!("days/{day}/{}", overflow.unusable())),
                     Err(e) => return Err(Failure::Internal(format!("cannot read the day's usage rows back: {e}"))),
                 }
-                for r in input.rejects {
+                for r in rejects {
                     report.push(format!("days/{day}/{} line {}: {} ({}): {}", r.file, r.line, r.reason, r.id, r.message));
                 }
             }

@@ -336,12 +336,36 @@ pub fn balances_csv(snapshot: &Snapshot, accounts: &BTreeMap<Uin, AccountState>)
 }
 
 pub fn rejects_csv(rejects: &[Reject]) -> Vec<u8> {
-    let mut w = writer();
-    w.write_record(["file", "line", "id", "reason", "message"]).expect("write header");
-    for r in rejects {
-        w.write_record([r.file, &r.line.to_string(), &r.id, r.reason.code(), &r.message]).expect("write row");
+    let mut out = Vec::new();
+    write_rejects(rejects, crate::reject::RejectSpill::default(), &mut out).expect("writing to memory cannot fail");
+    out
+}
+
+/// rejects.csv, streamed to `w`: `rejects` (sorted by file and line) with the
+/// rejects of `usage` (one file's, in line order, as reading decided them:
+/// `RejectSpill`) merged in among those of their file by line.
+pub fn write_rejects(rejects: &[Reject], usage: crate::reject::RejectSpill, w: &mut (dyn std::io::Write + Send)) -> std::io::Result<()> {
+    let file = crate::ingest::USAGE_FILE;
+    let before = rejects.partition_point(|r| r.file < file);
+    let after = rejects.partition_point(|r| r.file <= file);
+    let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(w);
+    out.write_record(["file", "line", "id", "reason", "message"])?;
+    let mut row = |r: &Reject| out.write_record([r.file, &r.line.to_string(), &r.id, r.reason.code(), &r.message]);
+    for r in &rejects[..before] {
+        row(r)?;
     }
-    finish(w)
+    let mut held = rejects[before..after].iter().peekable();
+    for r in usage.into_rows().map_err(std::io::Error::other)? {
+        let r = r.map_err(std::io::Error::other)?;
+        while let Some(h) = held.next_if(|h| h.line < r.line) {
+            row(h)?;
+        }
+        row(&r)?;
+    }
+    for r in held.chain(&rejects[after..]) {
+        row(r)?;
+    }
+    out.flush()
 }
 
 /// The merged bill, streamed to `w`, its rows rendered in chunks on all cores (same

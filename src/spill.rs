@@ -382,6 +382,12 @@ impl UsageSpill {
     /// A spill of day `day`'s rows into the folder `dir`, made anew when the first
     /// rows are written (what a crashed run left there is removed now) and
     /// removed when the spill is dropped.
+    /// The folder its file is in: the day's rejected rows beyond the first
+    /// thousands are written aside there too (`RejectSpill`).
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        self.file.path.parent().map(Path::to_path_buf)
+    }
+
     pub fn new(path: &Path, day: Day, snapshot: &Snapshot, contracts: &crate::reference::Contracts) -> std::io::Result<UsageSpill> {
         // The file is made when the first rows are written: a day whose input is
         // refused before any row is accepted makes none.

@@ -85,7 +85,7 @@ proptest! {
                 // Every row is accepted, a duplicate, or rejected: none is lost.
                 let c = input.counts[DAY_FILES[which]];
                 prop_assert_eq!(c.rows, c.accepted + c.duplicates + c.rejected);
-                prop_assert_eq!(c.rejected as usize, input.rejects.len());
+                prop_assert_eq!(c.rejected, input.rejects.len() as u64 + input.usage_rejects.len());
                 // Every accepted usage row is put aside for its line, once.
                 usage.finish().unwrap();
                 prop_assert_eq!(usage.rows(), if which == 0 { c.accepted } else { 0 });

@@ -651,3 +651,36 @@ fn before_org_is_checked_against_the_orgs_creation() {
     assert!(s.rows("days/2026-10-01/rejects.csv")[0].starts_with("recharges.csv,2,r1,before_org,"));
     assert!(s.read("days/2026-10-01/balances.csv").contains("\n2,o1,1.00,"));
 }
+
+#[test]
+fn a_day_of_thousands_of_rejected_rows_reports_each_in_file_order() {
+    // Beyond the first 4,096, a day's rejected usage rows are written aside as
+    // reading decides them and merged back into rejects.csv by line, with those
+    // decided once the day is read (a conflict) among them; orders' rejects come
+    // first. Nothing is left in the output folder of what was written aside.
+    let s = payer_scenario();
+    let row = |id: u32, amount: u32| {
+        format!("u{id},3,i,cvm,r,hourly,2026-10-01T09:00:00+08:00,2026-10-01T10:00:00+08:00,1,{amount},{amount}\n")
+    };
+    // Rows u1..u9000, the even ones a negative quantity (bad_value: the 4,096th
+    // is on line 8,193); on line 8,500, among those written aside, u1 again with
+    // other content (a conflict, decided once the day is read).
+    let mut rows: Vec<String> = (1..=9_000).map(|id| if id % 2 == 0 { row(id, 1).replace(",1,1,1", ",-1,1,1") } else { row(id, 1) }).collect();
+    rows.insert(8_500 - 2, row(1, 2));
+    s.file("days/2026-10-01/usage.csv", &format!("{USAGE_HEADER}{}", rows.concat()));
+    s.file("days/2026-10-01/orders.csv", &format!("{ORDERS_HEADER}o1,3,r3,cbs,new,2026-10-01T12:00:00+08:00,,5.00\n"));
+    s.run().unwrap();
+    let heads = reject_heads(&s, "2026-10-01");
+    let mut want = vec!["orders.csv,2,o1,bad_order_amounts".to_string()];
+    let line = |id: u32| if id + 1 < 8_500 { id + 1 } else { id + 2 };
+    want.extend((1..=9_000).filter(|id| id % 2 == 0 && line(*id) < 8_500).map(|id| format!("usage.csv,{},u{id},bad_value", line(id))));
+    want.push("usage.csv,8500,u1,conflicting_duplicate".to_string());
+    want.extend((1..=9_000).filter(|id| id % 2 == 0 && line(*id) > 8_500).map(|id| format!("usage.csv,{},u{id},bad_value", line(id))));
+    assert_eq!(heads.len(), 4_502);
+    assert_eq!(heads, want);
+    let summary: serde_json::Value = serde_json::from_str(&s.read("days/2026-10-01/summary.json")).unwrap();
+    assert_eq!(summary["rejects"], 4_502);
+    assert_eq!(summary["files"]["usage.csv"]["rejected"], 4_501);
+    let state: Vec<String> = std::fs::read_dir(s.out().join("state")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    assert!(state.is_empty(), "left in state/: {state:?}");
+}
