@@ -241,7 +241,7 @@ fn fresh_state(inputs: &Inputs, day: Day) -> State {
         vouchers_used: BTreeMap::new(),
         seen: SeenIds::default(),
         refund_bases: BTreeMap::new(),
-        transfer_sources: BTreeMap::new(),
+        transfer_sources: Default::default(),
         months: BTreeMap::new(),
         month_files: BTreeMap::new(),
         focus: BTreeMap::new(),
@@ -371,6 +371,20 @@ pub fn settle_day(
     }
     read_day_records(&dir, &ctx, &mut seen, &mut input).map_err(unusable)?;
     seen.set_aside_records();
+    // Of the transfer sources, only those the day's `out`s name are needed
+    // (`TransferSources`): the rest stay in the state file, read again with
+    // the record ids before the state is written.
+    if let Some(from) = from {
+        let named: std::collections::HashSet<&str> = input
+            .transfers
+            .iter()
+            .filter(|t| t.kind == crate::ingest::TransferKind::Out)
+            .filter_map(|t| t.source_transfer_id.as_deref())
+            .collect();
+        moved_sources.set_aside(from, |id| named.contains(id));
+        drop(named);
+        crate::memory::release_freed_memory();
+    }
     stage("read day", &mut t);
     // The day's own usage ids, each shard's sorted from the spill: the first row of
     // an id is the day's, and goes to the day's id file now (published by the
@@ -437,7 +451,7 @@ pub fn settle_day(
     // month of the generator's days). Those of an organization the snapshot no
     // longer has stay in the state.
     let mut sources_by_org: BTreeMap<crate::state::Text, BTreeMap<crate::state::Text, crate::state::TransferSource>> = BTreeMap::new();
-    for (id, source) in std::mem::take(&mut next.transfer_sources) {
+    for (id, source) in next.transfer_sources.take_held() {
         sources_by_org.entry(source.org_id.clone()).or_default().insert(id, source);
     }
     // What each organization takes out of the state, in organization order.
@@ -1003,7 +1017,7 @@ fn settle_and_commit(inputs: &Inputs, store: &Store, day: Day, opts: Options) ->
     let rejects = result.take_rejects_file();
     let state = &mut result.state;
     let (state_staged, written) = rayon::join(
-        || store.hold_records(&mut state.seen).and_then(|()| store.stage_state(day, state)),
+        || store.hold_set_aside(&mut state.seen, &mut state.transfer_sources).and_then(|()| store.stage_state(day, state)),
         || {
             with_parquet(day_files(small, rejects, overview_mtd, &summary), &[("ledger.csv", "ledger.parquet")], opts)
                 .and_then(|files| staging.write(files).map_err(Failure::Internal))

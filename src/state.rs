@@ -274,8 +274,88 @@ fn sorted_records<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedRecord
 
 /// Refund bases by organization.
 pub type RefundBases = BTreeMap<String, Bases>;
-/// Accepted `in` transfers by transfer id.
-pub type TransferSources = BTreeMap<Text, TransferSource>;
+/// Accepted `in` transfers by transfer id (§9): what an `out` may return.
+///
+/// Every accepted `in` stays a possible source for good, ~5k more a day at the
+/// generator's 10M usage rows, ~100k by the end of a month (~10 MB held), yet a
+/// day's `out` transfers name a few thousand. So a day that starts from a state
+/// file holds only the sources its `out`s name and those it accepts, the rest
+/// set aside in that file (`set_aside`), and holds them again before its state
+/// is written (`hold_rest`, `Store::hold_set_aside`): held through the runs they
+/// set the peak of the last days of a month of 10M-row days (BENCHMARKS.md,
+/// twenty-second session). A state whose sources are set aside cannot be
+/// written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferSources {
+    held: BTreeMap<Text, TransferSource>,
+    /// The day whose state file holds the sources not held, if any are set aside.
+    rest_from: Option<Day>,
+}
+
+impl TransferSources {
+    const SET_ASIDE: &'static str = "transfer sources set aside are held (Store::hold_set_aside) before the state is written";
+
+    /// Keep only the sources `keep` names, the rest being in the state file of
+    /// day `from`, which the held ones were read from.
+    pub fn set_aside(&mut self, from: Day, keep: impl Fn(&str) -> bool) {
+        debug_assert!(self.rest_from.is_none_or(|d| d == from), "sources set aside from two state files");
+        self.held.retain(|id, _| keep(id.as_str()));
+        self.rest_from = Some(from);
+    }
+
+    /// The day whose state file holds the sources set aside, if any are.
+    pub fn rest_from(&self) -> Option<Day> {
+        self.rest_from
+    }
+
+    /// The sources set aside, as read from their state file, held again beside
+    /// the held ones, which are newer (drawn since, or accepted since).
+    pub fn hold_rest(&mut self, rest: BTreeMap<Text, TransferSource>) {
+        for (id, source) in rest {
+            self.held.entry(id).or_insert(source);
+        }
+        self.rest_from = None;
+    }
+
+    /// The held sources, moved out (any set aside stay set aside).
+    pub fn take_held(&mut self) -> BTreeMap<Text, TransferSource> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+impl std::ops::Deref for TransferSources {
+    type Target = BTreeMap<Text, TransferSource>;
+    fn deref(&self) -> &Self::Target {
+        &self.held
+    }
+}
+
+impl Extend<(Text, TransferSource)> for TransferSources {
+    fn extend<I: IntoIterator<Item = (Text, TransferSource)>>(&mut self, sources: I) {
+        self.held.extend(sources);
+    }
+}
+
+impl FromIterator<(Text, TransferSource)> for TransferSources {
+    fn from_iter<I: IntoIterator<Item = (Text, TransferSource)>>(sources: I) -> Self {
+        TransferSources { held: sources.into_iter().collect(), rest_from: None }
+    }
+}
+
+impl Serialize for TransferSources {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.rest_from.is_some() {
+            return Err(serde::ser::Error::custom(Self::SET_ASIDE));
+        }
+        self.held.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferSources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TransferSources, D::Error> {
+        Ok(TransferSources { held: sorted_map(d)?, rest_from: None })
+    }
+}
 
 /// What a day reads back of the state it started from once its usage is read
 /// (`Store::read_back`): the record ids set aside, and the refund bases and
@@ -288,8 +368,18 @@ pub struct ReadBack {
     pub seen: RememberedRecords,
     #[serde(deserialize_with = "sorted_map")]
     pub refund_bases: RefundBases,
-    #[serde(deserialize_with = "sorted_map")]
     pub transfer_sources: TransferSources,
+}
+
+/// What a day set aside while it read and settled, read again from the state
+/// file that holds it before the day's state is written (`Store::hold_set_aside`).
+#[derive(Debug, Deserialize)]
+pub struct SetAside {
+    pub format: u32,
+    pub day: Day,
+    pub seen: RememberedRecords,
+    #[serde(deserialize_with = "sorted_map")]
+    pub transfer_sources: BTreeMap<Text, TransferSource>,
 }
 
 /// What a day starting from a state reads of its `seen` at first: the record
@@ -883,8 +973,7 @@ pub struct State<S = SeenIds> {
     pub seen: S,
     #[serde(deserialize_with = "sorted_map")]
     pub refund_bases: BTreeMap<String, Bases>,
-    #[serde(deserialize_with = "sorted_map")]
-    pub transfer_sources: BTreeMap<Text, TransferSource>,
+    pub transfer_sources: TransferSources,
     /// Per bill month: merged-bill sums and self-paid totals (SPEC §11.3), so a
     /// close reads aggregates, never raw days. Kept in binary files beside the
     /// state (`state/D.month-M.bin`, listed in `month_files`), not in the JSON.
@@ -1573,6 +1662,37 @@ mod tests {
         ]);
         assert_eq!(org.get(long.as_str()).unwrap().get(&5), Some(&Money::from_fen(400)));
         assert!(serde_json::from_str::<Bases2>(r#"{"refund_bases":{"org-1":{"res":{"x":"1.00"}}}}"#).is_err());
+    }
+
+    #[test]
+    fn transfer_sources_set_aside_cannot_be_written_and_come_back_under_the_held_ones() {
+        let source = |amount: i64, drawn: i64| TransferSource {
+            org_id: Text::from("o1"),
+            member_uin: 3,
+            amount: Money::from_fen(amount),
+            drawn: Money::from_fen(drawn),
+        };
+        let file: BTreeMap<Text, TransferSource> = [("t1", source(100, 0)), ("t2", source(200, 50)), ("t3", source(300, 0))]
+            .into_iter()
+            .map(|(id, s)| (Text::from(id), s))
+            .collect();
+        let mut sources: TransferSources = serde_json::from_str(&serde_json::to_string(&file).unwrap()).unwrap();
+        assert_eq!((sources.len(), sources.rest_from()), (3, None));
+        let from = Day::parse("2026-10-01").unwrap();
+        sources.set_aside(from, |id| id == "t2");
+        assert_eq!((sources.keys().map(Text::as_str).collect::<Vec<_>>(), sources.rest_from()), (vec!["t2"], Some(from)));
+        // Drawn from and added to while the rest is aside, moved out and back.
+        let mut held = sources.take_held();
+        held.get_mut("t2").unwrap().drawn = Money::from_fen(150);
+        held.insert(Text::from("t4"), source(400, 0));
+        sources.extend(held);
+        assert!(serde_json::to_string(&sources).unwrap_err().to_string().contains("Store::hold_set_aside"));
+        sources.hold_rest(file.clone());
+        assert_eq!(sources.rest_from(), None);
+        let mut expected = file;
+        expected.get_mut("t2").unwrap().drawn = Money::from_fen(150);
+        expected.insert(Text::from("t4"), source(400, 0));
+        assert_eq!(serde_json::to_string(&sources).unwrap(), serde_json::to_string(&expected).unwrap());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::focus::{self, MonthRows, MonthSink};
 use crate::monthly::{DayMonthSums, MonthFold};
-use crate::state::{FocusMonth, MonthAggregates, ReadBack, RefundBases, RememberedRecords, SeenIds, SeenWithoutRecords, State, StateHead, TransferSources, WantedIds, STATE_FORMAT};
+use crate::state::{FocusMonth, MonthAggregates, ReadBack, RefundBases, RememberedRecords, SeenIds, SeenWithoutRecords, SetAside, State, StateHead, TransferSources, WantedIds, STATE_FORMAT};
 use crate::time::{Day, Month};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -288,6 +288,25 @@ impl Store {
         }
         let read: Records = self.read_state_json(day, |r: &Records| (r.format, r.day))?;
         seen.hold_records(read.seen).map_err(|e| format!("state {}: {e}", self.state_file(day).display()))
+    }
+
+    /// What a day set aside while it read and settled, held again before its
+    /// state is written: the record ids (`hold_records`) and the transfer
+    /// sources its `out`s did not name (`TransferSources::set_aside`), from one
+    /// read of the state file that holds both.
+    pub fn hold_set_aside(&self, seen: &mut SeenIds, sources: &mut TransferSources) -> Result<(), String> {
+        let Some(day) = sources.rest_from() else {
+            return self.hold_records(seen);
+        };
+        if !seen.holds_records() && seen.records_from != Some(day) {
+            return Err(format!("record ids set aside from the state of {:?}, transfer sources from that of {day}", seen.records_from));
+        }
+        let read: SetAside = self.read_state_json(day, |r: &SetAside| (r.format, r.day))?;
+        if !seen.holds_records() {
+            seen.hold_records(read.seen).map_err(|e| format!("state {}: {e}", self.state_file(day).display()))?;
+        }
+        sources.hold_rest(read.transfer_sources);
+        Ok(())
     }
 
     /// The refund bases and transfer sources of the state after `from`, read

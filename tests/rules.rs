@@ -287,6 +287,73 @@ t10,in,77,2026-10-01T10:00:00+08:00,1,\n",
 }
 
 #[test]
+fn transfer_sources_a_day_does_not_name_are_kept_for_the_days_after() {
+    // A day holds only the sources its `out`s name, the others set aside in
+    // the state file it starts from (`TransferSources`): those it did not name
+    // must come back whole, and those it drew from must keep what it drew.
+    let s = fund_transfer_scenario("");
+    let header = "transfer_id,kind,member_uin,at,amount,source_transfer_id\n";
+    s.file(
+        "days/2026-10-01/transfers.csv",
+        &format!(
+            "{header}t1,in,3,2026-10-01T01:00:00+08:00,10,\n\
+t2,in,3,2026-10-01T02:00:00+08:00,20,\n\
+t3,in,3,2026-10-01T03:00:00+08:00,30,\n"
+        ),
+    );
+    s.file("days/2026-10-02/transfers.csv", &format!("{header}t4,out,3,2026-10-02T01:00:00+08:00,5,t1\n"));
+    s.file(
+        "days/2026-10-03/transfers.csv",
+        &format!(
+            "{header}t5,out,3,2026-10-03T01:00:00+08:00,20,t2\n\
+t6,out,3,2026-10-03T02:00:00+08:00,6,t1\n\
+t7,out,3,2026-10-03T03:00:00+08:00,5,t1\n\
+t8,out,3,2026-10-03T04:00:00+08:00,30.01,t3\n\
+t9,out,3,2026-10-03T05:00:00+08:00,1,t4\n"
+        ),
+    );
+    for d in ["2026-10-01", "2026-10-02", "2026-10-03"] {
+        s.daily(d).unwrap();
+    }
+    let outcomes = |d: &str| -> Vec<String> {
+        s.rows(&format!("days/{d}/transfers.csv"))
+            .iter()
+            .map(|r| {
+                let f: Vec<&str> = r.split(',').collect();
+                format!("{}:{}:{}", f[0], f[5], if f[7].is_empty() { f[6] } else { f[7] })
+            })
+            .collect()
+    };
+    assert_eq!(outcomes("2026-10-02"), ["t4:5.00:accepted"]);
+    assert_eq!(
+        outcomes("2026-10-03"),
+        ["t5:20.00:accepted", "t6:6.00:exceeds_source", "t7:5.00:accepted", "t8:30.01:exceeds_source", "t9:1.00:unknown_source"]
+    );
+    // Every source in each day's state, with what was drawn from it so far.
+    let sources = |d: &str| -> String {
+        let state = s.read(&format!("state/{d}.json"));
+        let map = &state[state.find("\"transfer_sources\":").unwrap()..];
+        map[..map.find("}}").unwrap() + 2].to_string()
+    };
+    let source = |id: &str, amount: &str, drawn: &str| {
+        format!(r#""{id}":{{"org_id":"o1","member_uin":3,"amount":"{amount}","drawn":"{drawn}"}}"#)
+    };
+    let all = |drawn: [&str; 3]| {
+        format!(
+            "\"transfer_sources\":{{{},{},{}}}",
+            source("t1", "10.00", drawn[0]),
+            source("t2", "20.00", drawn[1]),
+            source("t3", "30.00", drawn[2])
+        )
+    };
+    assert_eq!(sources("2026-10-01"), all(["0.00", "0.00", "0.00"]));
+    assert_eq!(sources("2026-10-02"), all(["5.00", "0.00", "0.00"]));
+    assert_eq!(sources("2026-10-03"), all(["10.00", "20.00", "0.00"]));
+    // The management account: 100 - 60 + 5 + 25.
+    assert!(s.read("days/2026-10-03/balances.csv").contains("\n1,o1,70.00,"), "{}", s.read("days/2026-10-03/balances.csv"));
+}
+
+#[test]
 fn rejects_report_the_first_reason_in_spec_order_with_file_and_line() {
     let s = payer_scenario();
     s.file(
